@@ -1,0 +1,82 @@
+"""The ``echoclip`` command: one Typer app, one error boundary.
+
+Exit codes: 0 all good; 1 a runtime failure (including one bad input among many, reported after
+the others are done); 2 a usage error. ``ECHOCLIP_DEBUG=1`` shows tracebacks (never with locals:
+DICOM headers hold patient data).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from ..errors import EchoclipError
+from .common import err_console
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("ECHOCLIP_DEBUG", "") not in ("", "0")
+
+
+def report_error(exc: BaseException) -> int:
+    """Print one line (and a hint line) on stderr for ``exc``; return the exit code."""
+    if isinstance(exc, EchoclipError):
+        err_console.print(f"[red]error:[/red] {escape(exc.message)}")
+        if exc.hint:
+            err_console.print(f"[dim]hint:[/dim] {escape(exc.hint)}")
+        return exc.exit_code
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    err_console.print(f"[red]error:[/red] internal error: {type(exc).__name__}: {escape(first[:200])}")
+    err_console.print("[dim]hint:[/dim] run again with ECHOCLIP_DEBUG=1 for a traceback, and report it")
+    return 1
+
+
+class EchoclipGroup(TyperGroup):
+    """Top-level group whose ``invoke`` is the single error boundary for every command."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except KeyboardInterrupt:
+            err_console.print("[red]interrupted[/red]")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # the boundary: everything else becomes one line and an exit code
+            if debug_enabled():
+                raise
+            raise typer.Exit(report_error(exc)) from None
+
+
+app = typer.Typer(
+    name="echoclip",
+    cls=EchoclipGroup,
+    help="EchoCLIP echocardiography foundation models at the command line: embed echo videos, predict "
+    "ejection fraction, detect devices, match patients and search reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="rich",
+)
+
+
+def _register() -> None:
+    from . import info_cmd, weights_cmd
+
+    app.add_typer(weights_cmd.app, name="weights")
+    app.command("info")(info_cmd.info)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app(prog_name="echoclip", standalone_mode=True))

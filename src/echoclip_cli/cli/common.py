@@ -1,0 +1,107 @@
+"""What every command shares: consoles, option aliases, and record output (table / JSONL / CSV)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from enum import Enum
+from typing import Annotated, Any, Iterable, Sequence
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+# stdout carries data only; progress, logs and warnings go to stderr.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def out_console() -> Console:
+    """A console on the *current* stdout (so test runners that swap stdout see the output)."""
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+
+class OutputFormat(str, Enum):
+    auto = "auto"
+    table = "table"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+WeightsOpt = Annotated[
+    str,
+    typer.Option("--weights", "-w", help="Installed weights name (echo-clip, echo-clip-r, …) or a bundle/OpenCLIP path."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")]
+DeterministicOpt = Annotated[bool, typer.Option("--deterministic", help="Use deterministic kernels (slower on GPU).")]
+FormatOpt = Annotated[
+    OutputFormat,
+    typer.Option("--format", "-f", help="Output on stdout: table when a terminal, else JSONL; or force table/jsonl/csv."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Write JSON on stdout instead of a table.")]
+
+
+def resolve_format(fmt: OutputFormat) -> OutputFormat:
+    if fmt is OutputFormat.auto:
+        return OutputFormat.table if sys.stdout.isatty() else OutputFormat.jsonl
+    return fmt
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def emit_records(
+    records: Sequence[dict[str, Any]],
+    fmt: OutputFormat,
+    *,
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+) -> None:
+    """Write records to stdout: a Rich table, one JSON object per line, or CSV with a header."""
+    fmt = resolve_format(fmt)
+    if fmt is OutputFormat.jsonl:
+        for record in records:
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        return
+    cols = list(columns or _all_keys(records))
+    if fmt is OutputFormat.csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(cols)
+        for record in records:
+            writer.writerow([_cell(record.get(c)) for c in cols])
+        sys.stdout.write(buffer.getvalue())
+        sys.stdout.flush()
+        return
+    table = Table(title=title, show_lines=False)
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for record in records:
+        table.add_row(*(_cell(record.get(c)) for c in cols))
+    out_console().print(table)
+
+
+def _all_keys(records: Iterable[dict[str, Any]]) -> list[str]:
+    keys: dict[str, None] = {}
+    for record in records:
+        keys.update(dict.fromkeys(record))
+    return list(keys)
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True, highlight=False)
+
+
+def info(message: str) -> None:
+    err_console.print(message, markup=False, highlight=False)

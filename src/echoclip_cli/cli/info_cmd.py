@@ -1,0 +1,71 @@
+"""``echoclip info``: versions, device, weights home and installed bundles."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from importlib import metadata
+
+from .common import JsonOpt, out_console
+
+_PACKAGES = ("echoclip", "torch", "numpy", "pydicom", "pylibjpeg", "av", "tokenizers", "safetensors", "typer", "rich")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def collect() -> dict:
+    import torch
+
+    from .. import weights as w
+
+    cuda = torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {p: _version(p) for p in _PACKAGES},
+        "device": {
+            "cuda_available": cuda,
+            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+            "cpu_threads": torch.get_num_threads(),
+            "default": "cuda" if cuda else "cpu",
+        },
+        "weights_home": str(w.weights_home()),
+        "bundles": [
+            {"name": b.name, "tokenizer": b.tokenizer_kind, "sha256": b.weights_sha256, "verified": w.is_verified(b)}
+            for b in w.installed_bundles()
+        ],
+    }
+
+
+def info(as_json: JsonOpt = False) -> None:
+    """Show versions, the compute device, the weights home and installed weights.
+
+    Examples:
+
+        echoclip info
+
+        echoclip info --json | jq .device
+    """
+    data = collect()
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    console = out_console()
+    console.print(f"python        {data['python']}  ({data['platform']})")
+    for name, version in data["packages"].items():
+        console.print(f"{name:<13} {version or 'not installed'}")
+    dev = data["device"]
+    gpus = ", ".join(dev["gpus"]) or "none"
+    console.print(f"device        {dev['default']}  (GPUs: {gpus}; CPU threads: {dev['cpu_threads']})")
+    console.print(f"weights home  {data['weights_home']}")
+    if not data["bundles"]:
+        console.print("bundles       none installed (echoclip weights pull echo-clip)")
+    for b in data["bundles"]:
+        state = "verified" if b["verified"] else "not verified"
+        console.print(f"bundle        {b['name']}  tokenizer={b['tokenizer']}  {state}  sha256={b['sha256'][:12]}…")

@@ -1,0 +1,129 @@
+"""``echoclip weights``: pull, import, list and verify model weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import weights as w
+from .common import FormatOpt, OutputFormat, emit_records, info
+
+app = typer.Typer(
+    help="Install, list and verify model weights (bundles live in $ECHOCLIP_HOME).",
+    no_args_is_help=True,
+)
+
+
+@app.command("pull")
+def pull(
+    name: Annotated[str, typer.Argument(help="Released weights: echo-clip or echo-clip-r.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an installed bundle.")] = False,
+) -> None:
+    """Download released weights from the Hugging Face hub and install them.
+
+    Without network this fails within seconds and says how to import the files by hand.
+
+    Examples:
+
+        echoclip weights pull echo-clip
+
+        echoclip weights pull echo-clip-r --force
+    """
+    bundle = w.pull(name, force=force)
+    info(f"installed {bundle.name} at {bundle.root}")
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="OpenCLIP folder (open_clip_config.json + weights) or checkpoint file.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Name to install under (echo-clip, echo-clip-r or your own).")],
+    tokenizer: Annotated[
+        Optional[str], typer.Option("--tokenizer", help="clip or template (default: from the name, else clip).")
+    ] = None,
+    template_vocab: Annotated[
+        Optional[Path], typer.Option("--template-vocab", help="template_vocab.txt for EchoCLIP-R's tokenizer.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an installed bundle of that name.")] = False,
+) -> None:
+    """Import an OpenCLIP checkpoint as an echoclip bundle (strictly checked, converted to safetensors).
+
+    Pickled .bin checkpoints are read with weights_only=True; tokenizer files beside the
+    checkpoint are kept.
+
+    Examples:
+
+        echoclip weights import ~/Downloads/echo-clip --name echo-clip
+
+        echoclip weights import ./echo-clip-r --name echo-clip-r --template-vocab template_vocab.txt
+    """
+    bundle = w.import_openclip(path, name, tokenizer=tokenizer, template_vocab=template_vocab, force=force)
+    info(f"installed {bundle.name} at {bundle.root} (sha256 {bundle.weights_sha256[:12]}…)")
+
+
+def _rows() -> list[dict]:
+    installed = {b.name: b for b in w.installed_bundles()}
+    rows = []
+    for name in sorted({*w.REGISTRY, *installed}):
+        bundle, known = installed.get(name), w.REGISTRY.get(name)
+        tasks = (bundle.config.get("tasks") if bundle else None) or (known.tasks if known else ())
+        rows.append(
+            {
+                "name": name,
+                "installed": bundle is not None,
+                "verified": w.is_verified(bundle) if bundle else None,
+                "size_mb": round(bundle.size_bytes() / 2**20, 1) if bundle else None,
+                "tokenizer": bundle.tokenizer_kind if bundle else known.tokenizer,
+                "tasks": ",".join(tasks),
+                "source": known.repo if known else "imported",
+                "licence": known.licence if known else "",
+                "path": str(bundle.root) if bundle else "",
+            }
+        )
+    return rows
+
+
+@app.command("list")
+def list_(fmt: FormatOpt = OutputFormat.auto) -> None:
+    """List released and installed weights, with size and verification state.
+
+    Examples:
+
+        echoclip weights list
+
+        echoclip weights list --format jsonl | jq .name
+    """
+    emit_records(_rows(), fmt, title=f"weights in {w.weights_home()}")
+
+
+@app.command("verify")
+def verify(
+    name: Annotated[Optional[str], typer.Argument(help="Installed weights name or bundle path (default: all).")] = None,
+    fmt: FormatOpt = OutputFormat.auto,
+) -> None:
+    """Re-hash installed weights against their recorded sha256; exit 1 on any mismatch.
+
+    Examples:
+
+        echoclip weights verify
+
+        echoclip weights verify echo-clip-r
+    """
+    bundles = [w.resolve(name, auto_pull=False)] if name else w.installed_bundles()
+    if not bundles:
+        info(f"no weights installed in {w.weights_home()}")
+        return
+    records, failures = [], []
+    for bundle in bundles:
+        try:
+            records.append({"name": bundle.name, "ok": True, "sha256": w.verify(bundle), "problem": None})
+        except w.WeightsError as exc:
+            failures.append(exc)
+            records.append({"name": bundle.name, "ok": False, "sha256": None, "problem": exc.message})
+    emit_records(records, fmt)
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        bad = ", ".join(r["name"] for r in records if not r["ok"])
+        raise w.ChecksumError(f"{len(failures)} of {len(records)} bundles failed verification: {bad}")

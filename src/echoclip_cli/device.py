@@ -1,0 +1,72 @@
+"""Device and precision choice: ``--device auto|cpu|cuda[:N]``, ``--precision auto|fp32|bf16|fp16``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+import torch
+
+from .errors import DeviceError, UsageError
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``auto`` → the first CUDA device when one is usable, else the CPU."""
+    if isinstance(spec, torch.device):
+        return spec
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UsageError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {spec!r} requested but CUDA is not available", hint="use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA devices exist")
+    elif device.type != "cpu":
+        raise UsageError(f"unsupported device {spec!r}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
+    """``auto`` → bf16 on CUDA, fp32 on the CPU. Half precision runs under autocast (norms stay fp32)."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if spec not in PRECISIONS:
+        raise UsageError(f"unknown precision {spec!r}: use auto, fp32, bf16 or fp16")
+    dtype = PRECISIONS[spec]
+    if dtype is torch.float16 and device.type == "cpu":
+        raise DeviceError("fp16 is not supported on the CPU", hint="use --precision bf16 or fp32")
+    if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DeviceError("this GPU does not support bf16", hint="use --precision fp16 or fp32")
+    return dtype
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    return next(name for name, d in PRECISIONS.items() if d is dtype)
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Mixed precision for bf16/fp16; a no-op for fp32."""
+    if dtype is torch.float32:
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=dtype):
+        yield
+
+
+def set_deterministic(enabled: bool = True) -> None:
+    """Deterministic kernels (slower on GPU): same inputs, same bits, run after run."""
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False

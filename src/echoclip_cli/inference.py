@@ -1,0 +1,89 @@
+"""The inference core: a loaded model on its device, in its precision, with its preprocessing.
+
+    >>> import echoclip_cli
+    >>> model = echoclip_cli.load_model("echo-clip", device="auto", precision="auto")
+    >>> model.encode_image(images)   # images: N×3×224×224 float, already normalised → N×512
+    >>> model.encode_text(ids)       # ids: N×77 long → N×512
+
+Every command builds on this object; it never holds random weights (loading is strict).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import weights as weights_mod
+from .device import autocast, precision_name, resolve_device, resolve_precision, set_deterministic
+from .model import EchoClipModel, build_model
+from .preprocess_config import PreprocessConfig
+from .weights import Bundle
+
+
+@dataclass
+class EchoClip:
+    """A model ready to embed: weights checked and loaded, device and precision chosen."""
+
+    model: EchoClipModel
+    bundle: Bundle
+    device: torch.device
+    dtype: torch.dtype
+    _tokenizer: Any = field(default=None, repr=False)
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.bundle.preprocess
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.bundle.weights_sha256
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.dtype)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.config.embed_dim
+
+    @torch.inference_mode()
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Unnormalised image embeddings (N,E) in fp32 for normalised images (N,3,H,W)."""
+        images = images.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.dtype):
+            return self.model.encode_image(images).float()
+
+    @torch.inference_mode()
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """Unnormalised text embeddings (N,E) in fp32 for token ids (N,L)."""
+        with autocast(self.device, self.dtype):
+            return self.model.encode_text(ids.to(self.device)).float()
+
+
+def load_model(
+    weights: str | os.PathLike[str] | Bundle | None = None,
+    *,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    deterministic: bool = False,
+) -> EchoClip:
+    """Load a bundle (name, path or :class:`Bundle`) strictly onto ``device`` in ``precision``."""
+    bundle = weights if isinstance(weights, Bundle) else weights_mod.resolve(weights)
+    torch_device = resolve_device(device)
+    dtype = resolve_precision(precision, torch_device)
+    set_deterministic(deterministic)
+    weights_mod.ensure_verified(bundle)
+    state = bundle.state_dict()
+    weights_mod.check_state_dict(weights_mod.expected_shapes(bundle.model_cfg), state)
+    with torch.device("meta"):
+        model = build_model(bundle.model_cfg)
+    model.load_state_dict(state, strict=True, assign=True)
+    model = model.to(torch_device).eval()
+    if torch_device.type == "cuda":
+        model.visual.to(memory_format=torch.channels_last)
+    return EchoClip(model=model, bundle=bundle, device=torch_device, dtype=dtype)

@@ -1,0 +1,166 @@
+"""Weights: import, strict loading, checksums, verify, list, pull without network, device errors."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+import echoclip_cli
+from echoclip_cli import weights as w
+from echoclip_cli.errors import StateDictError
+from tests.cli_helpers import one_error_line, run_cli
+from tests.conftest import GOLDEN_MODELS, write_openclip_checkpoint
+from tests.golden.synthetic import synthetic_state_dict
+
+
+def _state(kind: str = "atto") -> dict[str, torch.Tensor]:
+    return synthetic_state_dict({k: tuple(v) for k, v in GOLDEN_MODELS[kind]["shapes"].items()})
+
+
+def test_import_writes_a_bundle_with_config_and_hashes(tiny_checkpoint, _hermetic_home):
+    result = run_cli("weights", "import", tiny_checkpoint, "--name", "tiny")
+    assert result.exit_code == 0, result.stderr
+    root = _hermetic_home / "tiny"
+    config = json.loads((root / "echoclip.json").read_text())
+    assert config["tokenizer"]["kind"] == "clip"
+    assert config["source"]["sha256"] == w.sha256_file(tiny_checkpoint / "open_clip_pytorch_model.bin")
+    assert config["weights_sha256"] == w.sha256_file(root / "model.safetensors")
+    assert config["preprocess_cfg"]["channel_order"] == "BGR"
+    assert config["preprocess_cfg"]["image_size"] == 64
+    assert not [p for p in _hermetic_home.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_import_twice_needs_force(tiny_checkpoint):
+    assert run_cli("weights", "import", tiny_checkpoint, "--name", "tiny").exit_code == 0
+    again = run_cli("weights", "import", tiny_checkpoint, "--name", "tiny")
+    assert again.exit_code == 1
+    assert "already installed" in one_error_line(again)
+    assert run_cli("weights", "import", tiny_checkpoint, "--name", "tiny", "--force").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda s: s.pop("visual.head.proj.weight"), "missing 1: visual.head.proj.weight"),
+        (lambda s: s.__setitem__("visual.extra.weight", torch.zeros(3)), "unexpected 1: visual.extra.weight"),
+        (lambda s: s.__setitem__("ln_final.weight", torch.ones(65)), "wrong shape 1: ln_final.weight (65,) != (64,)"),
+    ],
+    ids=["missing", "unexpected", "wrong-shape"],
+)
+def test_strict_loading_names_the_bad_keys(tmp_path, damage, expected):
+    state = _state()
+    damage(state)
+    source = write_openclip_checkpoint(tmp_path / "bad", "atto", "bin", state=state)
+    result = run_cli("weights", "import", source, "--name", "bad")
+    assert result.exit_code == 1
+    assert expected in one_error_line(result)
+    assert not (w.weights_home() / "bad").exists()
+
+
+def test_historical_key_spellings_are_mapped():
+    state = {"module.visual.trunk.stages.1.0.dwconv.weight": torch.zeros(1), "module.attn_mask": torch.zeros(1),
+             "visual.trunk.downsample_layers.0.0.weight": torch.zeros(1), "visual.trunk.norm.bias": torch.zeros(1)}
+    assert sorted(w.normalize_keys(state)) == [
+        "visual.trunk.head.norm.bias", "visual.trunk.stages.1.blocks.0.conv_dw.weight", "visual.trunk.stem.0.weight"]
+
+
+def test_two_spellings_of_one_key_is_an_error():
+    with pytest.raises(StateDictError, match="two tensors"):
+        w.normalize_keys({"module.ln_final.weight": torch.zeros(1), "ln_final.weight": torch.zeros(1)})
+
+
+def test_corrupt_checkpoint_is_one_line(tmp_path):
+    source = write_openclip_checkpoint(tmp_path / "c", "atto", "bin")
+    blob = source / "open_clip_pytorch_model.bin"
+    blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 3])
+    result = run_cli("weights", "import", source, "--name", "corrupt")
+    assert result.exit_code == 1
+    assert "cannot read checkpoint" in one_error_line(result)
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    source = write_openclip_checkpoint(tmp_path / "p", "atto", "bin")
+    torch.save({"state_dict": _state(), "evil": print}, source / "open_clip_pytorch_model.bin")
+    result = run_cli("weights", "import", source, "--name", "evil")
+    assert result.exit_code == 1
+    assert "cannot read checkpoint" in one_error_line(result)
+
+
+def test_released_name_with_other_checksum_is_refused(tiny_checkpoint):
+    result = run_cli("weights", "import", tiny_checkpoint, "--name", "echo-clip-r")
+    assert result.exit_code == 1
+    assert "differs from the released echo-clip-r" in one_error_line(result)
+
+
+def test_verify_detects_modified_weights(tiny_bundle):
+    assert run_cli("weights", "verify", "tiny").exit_code == 0
+    path = tiny_bundle.root / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    result = run_cli("weights", "verify", "tiny")
+    assert result.exit_code == 1
+    assert "sha256" in one_error_line(result)
+    with pytest.raises(w.ChecksumError):  # loading refuses the changed file too
+        echoclip_cli.load_model("tiny", device="cpu")
+
+
+def test_list_shows_released_and_installed(tiny_bundle):
+    result = run_cli("weights", "list", "--format", "jsonl")
+    rows = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert result.exit_code == 0
+    assert set(rows) == {"echo-clip", "echo-clip-r", "tiny"}
+    assert rows["tiny"]["installed"] and rows["tiny"]["verified"] and rows["tiny"]["source"] == "imported"
+    assert not rows["echo-clip"]["installed"] and rows["echo-clip-r"]["tokenizer"] == "template"
+
+
+def test_pull_without_network_fails_fast_with_import_hint():
+    start = time.monotonic()
+    result = run_cli("weights", "pull", "echo-clip")
+    assert time.monotonic() - start < 10
+    assert result.exit_code == 1
+    assert "cannot reach the model hub" in one_error_line(result)
+    assert "echoclip weights import FOLDER --name echo-clip" in result.stderr
+
+
+def test_first_use_of_released_name_tries_pull_then_explains():
+    with pytest.raises(w.NetworkError) as info:
+        echoclip_cli.load_model("echo-clip", device="cpu")
+    assert "weights import" in info.value.hint
+
+
+def test_unknown_name_lists_known_ones(tiny_bundle):
+    with pytest.raises(w.WeightsNotFoundError) as info:
+        w.resolve("nope")
+    assert "tiny" in info.value.hint and "echo-clip" in info.value.hint
+
+
+def test_cuda_request_without_cuda_is_an_error(tiny_bundle):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(echoclip_cli.EchoclipError, match="CUDA is not available"):
+        echoclip_cli.load_model("tiny", device="cuda")
+
+
+def test_fp16_on_cpu_is_an_error(tiny_bundle):
+    with pytest.raises(echoclip_cli.EchoclipError, match="fp16"):
+        echoclip_cli.load_model("tiny", device="cpu", precision="fp16")
+
+
+def test_unexpected_exception_is_one_line_without_traceback(monkeypatch):
+    monkeypatch.setattr(w, "installed_bundles", lambda: 1 / 0)
+    result = run_cli("weights", "list")
+    assert result.exit_code == 1
+    assert "internal error: ZeroDivisionError" in one_error_line(result)
+
+
+def test_info_json(tiny_bundle):
+    result = run_cli("info", "--json")
+    data = json.loads(result.stdout)
+    assert result.exit_code == 0
+    assert data["packages"]["torch"] == torch.__version__.split("+")[0] or data["packages"]["torch"]
+    assert [b["name"] for b in data["bundles"]] == ["tiny"]
+    assert data["device"]["default"] in ("cpu", "cuda")
