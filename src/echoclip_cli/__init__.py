@@ -23,6 +23,9 @@ _LAZY = {
     "build_model": "model",
     "import_openclip": "weights",
     "EchoclipError": "errors",
+    "embed_texts": "text_embed",
+    "get_tokenizer": "tokenizer",
+    "load_prompts": "prompts",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -227,6 +227,12 @@ class Bundle:
     root: Path | None
     config: dict[str, Any]
     state_dict_override: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    source_dir: Path | None = None  # an OpenCLIP folder read in place: its tokenizer files count
+
+    @property
+    def files_dir(self) -> Path | None:
+        """Folder holding the bundle's tokenizer files."""
+        return self.root or self.source_dir
 
     @property
     def model_cfg(self) -> dict[str, Any]:
@@ -250,9 +256,8 @@ class Bundle:
 
     def file(self, name: str) -> Path | None:
         """A tokenizer file kept in the bundle, if present."""
-        if self.root and (self.root / name).is_file():
-            return self.root / name
-        return None
+        folder = self.files_dir
+        return folder / name if folder and (folder / name).is_file() else None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self.state_dict_override is not None:
@@ -412,7 +417,7 @@ def openclip_bundle(path: Path, name: str, tokenizer: str | None = None) -> Bund
     config = _bundle_config(name, openclip_cfg, checkpoint, sha256_file(checkpoint), _tokenizer_kind(name, tokenizer, None))
     check_state_dict(expected_shapes(config["model_cfg"]), state)
     config["weights_sha256"] = config["source"]["sha256"]
-    return Bundle(name=name, root=None, config=config, state_dict_override=state)
+    return Bundle(name=name, root=None, config=config, state_dict_override=state, source_dir=config_path.parent)
 
 
 def import_openclip(

@@ -68,10 +68,11 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import info_cmd, weights_cmd
+    from . import info_cmd, tokenize_cmd, weights_cmd
 
     app.add_typer(weights_cmd.app, name="weights")
     app.command("info")(info_cmd.info)
+    app.command("tokenize")(tokenize_cmd.tokenize)
 
 
 _register()
@@ -79,4 +80,6 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
+    # tokenizers' worker threads warn after a fork (decode workers); echoclip batches itself.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.exit(app(prog_name="echoclip", standalone_mode=True))

@@ -1,0 +1,90 @@
+"""``echoclip tokenize``: show the token ids a model will see for a text."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from .. import weights as w
+from ..tokenizer import Encoding, Tokenizer, get_tokenizer, tokenizer_for
+from .common import out_console, warn
+
+
+def _texts(args: list[str]) -> list[str]:
+    texts: list[str] = []
+    for arg in args:
+        if arg == "-":
+            texts.extend(line.rstrip("\n") for line in sys.stdin if line.strip())
+        else:
+            texts.append(arg)
+    return texts
+
+
+def _tokenizer(weights: Optional[str], kind: Optional[str], template_vocab: Optional[Path]) -> Tokenizer:
+    if weights:
+        bundle = w.resolve(weights, auto_pull=False)
+        if kind is None or kind == bundle.tokenizer_kind:
+            return tokenizer_for(bundle, template_vocab=template_vocab)
+    if kind == "template" and template_vocab is None:
+        installed = {b.name: b for b in w.installed_bundles() if b.tokenizer_kind == "template"}
+        bundle = installed.get("echo-clip-r") or next(iter(installed.values()), None)
+        if bundle is not None and bundle.file(w.TEMPLATE_VOCAB):
+            return tokenizer_for(bundle)
+    return get_tokenizer(kind or "clip", template_vocab=template_vocab)
+
+
+def _warn_about(enc: Encoding, kind: str, label: str) -> None:
+    if enc.n_truncated:
+        warn(f"{label}: truncated to fit the context, {enc.n_truncated} tokens cut")
+    if kind == "template" and len([i for i in enc.ids if i]) <= 2 and enc.text.strip():
+        warn(f"{label}: nothing matched the report-template vocabulary; this would embed an empty report")
+    elif enc.unmatched:
+        warn(f"{label}: dropped (matched no template phrase): " + " | ".join(enc.unmatched))
+
+
+def tokenize(
+    texts: Annotated[list[str], typer.Argument(help="Texts to tokenize; '-' reads one text per line from stdin.")],
+    weights: Annotated[
+        Optional[str], typer.Option("--weights", "-w", help="Use the tokenizer of these installed weights.")
+    ] = None,
+    tokenizer: Annotated[
+        Optional[str], typer.Option("--tokenizer", "-t", help="clip (EchoCLIP BPE) or template (EchoCLIP-R).")
+    ] = None,
+    template_vocab: Annotated[
+        Optional[Path], typer.Option("--template-vocab", help="template_vocab.txt for the template tokenizer.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per text: text, ids (all 77), pieces.")] = False,
+) -> None:
+    """Show the token ids and pieces a model will see for each text.
+
+    Warns on stderr when a report is cut to the context length and, for the template tokenizer,
+    which parts of the text matched no phrase (they are dropped).
+
+    Examples:
+
+        echoclip tokenize "LV EJECTION FRACTION IS 35%. "
+
+        echoclip tokenize --tokenizer template --template-vocab template_vocab.txt "SEVERE MR"
+
+        cut -f2 reports.tsv | echoclip tokenize --json - > ids.jsonl
+    """
+    tok = _tokenizer(weights, tokenizer, template_vocab)
+    items = _texts(texts)
+    console = out_console()
+    for n, text in enumerate(items, 1):
+        enc = tok.encode(text)
+        _warn_about(enc, tok.kind, f"text {n}" if len(items) > 1 else "text")
+        if as_json:
+            record = {"text": text, "tokenizer": tok.kind, "ids": enc.ids, "pieces": enc.pieces,
+                      "n_tokens": len(enc.pieces), "n_truncated": enc.n_truncated, "unmatched": enc.unmatched}
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            continue
+        used = enc.ids[: len(enc.pieces)]
+        pieces = " ".join(f"[cyan]{escape(p)}[/cyan]" + f"[dim]:{i}[/dim]" for p, i in zip(enc.pieces, used))
+        console.print(f"[bold]{escape(text)}[/bold]")
+        console.print(f"  {len(enc.pieces)} tokens ({tok.kind}): {pieces}")

@@ -1,0 +1,144 @@
+"""Text embeddings, with an on-disk cache so zero-shot runs do not re-embed their prompts.
+
+The cache is an SQLite file in the weights home (``$ECHOCLIP_HOME/cache/text.sqlite``). Each row
+is keyed by sha256(weights sha256, precision, the exact token ids), so a changed tokenizer,
+vocabulary, text or checkpoint can never be served an old vector; deleting the file is always
+safe. A damaged cache file is set aside and rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+
+from .tokenizer import tokenizer_for
+from .weights import weights_home
+
+if TYPE_CHECKING:
+    from .inference import EchoClip
+
+_SCHEMA = "CREATE TABLE IF NOT EXISTS text_embeddings (key TEXT PRIMARY KEY, dim INTEGER, vec BLOB)"
+
+
+def cache_path() -> Path:
+    return weights_home() / "cache" / "text.sqlite"
+
+
+class TextEmbeddingCache:
+    """Vectors by key in one SQLite table; every failure degrades to "not cached"."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or cache_path()
+        self._db: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection | None:
+        if self._db is not None:
+            return self._db
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=10)
+            db.execute(_SCHEMA)
+            db.execute("SELECT count(*) FROM text_embeddings").fetchone()
+        except sqlite3.DatabaseError:
+            self._set_aside()
+            return None
+        except OSError:
+            return None
+        self._db = db
+        return db
+
+    def _set_aside(self) -> None:
+        try:
+            os.replace(self.path, self.path.with_suffix(".damaged"))
+        except OSError:
+            pass
+
+    def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        db = self._connect()
+        if db is None or not keys:
+            return {}
+        found: dict[str, np.ndarray] = {}
+        try:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                for key, dim, blob in db.execute(f"SELECT key, dim, vec FROM text_embeddings WHERE key IN ({marks})", chunk):
+                    vec = np.frombuffer(blob, dtype=np.float32)
+                    if vec.size == dim:
+                        found[key] = vec
+        except sqlite3.DatabaseError:
+            return {}
+        return found
+
+    def put(self, items: dict[str, np.ndarray]) -> None:
+        db = self._connect()
+        if db is None or not items:
+            return
+        rows = [(k, int(v.size), np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items.items()]
+        try:
+            with db:
+                db.executemany("INSERT OR REPLACE INTO text_embeddings VALUES (?, ?, ?)", rows)
+        except sqlite3.DatabaseError:
+            pass  # read-only home or full disk: the vectors are still returned, just not kept
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+def _key(weights_sha256: str, precision: str, ids: torch.Tensor) -> str:
+    digest = hashlib.sha256(f"{weights_sha256}|{precision}|".encode())
+    digest.update(ids.to(torch.int64).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def embed_token_ids(
+    model: "EchoClip", ids: torch.Tensor, *, cache: TextEmbeddingCache | None = None, batch_size: int = 128
+) -> torch.Tensor:
+    """Unnormalised embeddings (N,E) for token ids (N,L), served from ``cache`` where present."""
+    keys = [_key(model.weights_sha256, model.precision, row) for row in ids]
+    cached = cache.get(keys) if cache else {}
+    missing = [i for i, k in enumerate(keys) if k not in cached]
+    out = torch.empty(len(keys), model.embed_dim)
+    for i, k in enumerate(keys):
+        if k in cached:
+            out[i] = torch.from_numpy(cached[k].copy())
+    fresh: dict[str, np.ndarray] = {}
+    for start in range(0, len(missing), batch_size):
+        rows = missing[start : start + batch_size]
+        vectors = model.encode_text(ids[rows]).cpu()
+        out[rows] = vectors
+        fresh.update({keys[i]: vectors[j].numpy() for j, i in enumerate(rows)})
+    if cache:
+        cache.put(fresh)
+    return out
+
+
+def embed_texts(
+    texts: Sequence[str],
+    weights: "str | os.PathLike[str] | EchoClip | None" = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    template_vocab: str | os.PathLike[str] | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Unnormalised text embeddings (N,E) with the tokenizer the weights were trained with."""
+    from .inference import EchoClip, load_model
+
+    model = weights if isinstance(weights, EchoClip) else load_model(weights, device=device, precision=precision)
+    tokenizer = tokenizer_for(model.bundle, template_vocab=template_vocab)
+    ids = tokenizer(list(texts))
+    cache = TextEmbeddingCache() if use_cache else None
+    try:
+        return embed_token_ids(model, ids, cache=cache)
+    finally:
+        if cache:
+            cache.close()

@@ -1,0 +1,138 @@
+"""Text side: tokenize command, prompt library, text embeddings and their cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import echoclip_cli
+from echoclip_cli.errors import ConfigError
+from echoclip_cli.prompts import load_prompts, parse_prompts
+from echoclip_cli.text_embed import TextEmbeddingCache, cache_path, embed_texts
+from tests.cli_helpers import one_error_line, run_cli
+
+PHRASES = "LV EJECTION FRACTION IS <#>%. \nTHERE IS <#> MITRAL VALVE REGURGITATION. \n"
+
+
+@pytest.fixture()
+def small_vocab(tmp_path):
+    path = tmp_path / "template_vocab.txt"
+    path.write_text(PHRASES)
+    return path
+
+
+def _jsonl(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_tokenize_json_matches_golden_for_both_tokenizers(reference_dir):
+    rows = json.loads((reference_dir / "golden" / "tokens.json").read_text())["rows"]
+    stdin = "\n".join(r["text"] for r in rows) + "\n"
+    assert all("\n" not in r["text"] and r["text"].strip() for r in rows)
+    clip = run_cli("tokenize", "--json", "-", input=stdin)
+    template = run_cli("tokenize", "--json", "-t", "template", "--template-vocab",
+                       reference_dir / "template_vocab.txt", "-", input=stdin)
+    assert clip.exit_code == 0 and template.exit_code == 0
+    assert [r["ids"] for r in _jsonl(clip.stdout)] == [r["clip_bpe_ids"] for r in rows]
+    assert [r["ids"] for r in _jsonl(template.stdout)] == [r["template_ids"] for r in rows]
+
+
+def test_tokenize_template_says_when_nothing_matched(small_vocab):
+    result = run_cli("tokenize", "-t", "template", "--template-vocab", small_vocab, "--json", "severe MR")
+    record = _jsonl(result.stdout)[0]
+    assert result.exit_code == 0
+    assert record["n_tokens"] == 2 and record["pieces"] == ["<start>", "<end>"]
+    assert "nothing matched the report-template vocabulary" in result.stderr
+
+
+def test_tokenize_reports_dropped_text_and_variables(small_vocab):
+    result = run_cli("tokenize", "-t", "template", "--template-vocab", small_vocab, "--json",
+                     "lv ejection fraction is 35%. the rv is small. there is severe mitral valve regurgitation.")
+    record = _jsonl(result.stdout)[0]
+    assert record["pieces"] == ["<start>", "LV EJECTION FRACTION IS <#>%.", "35",
+                                "THERE IS <#> MITRAL VALVE REGURGITATION.", "SEVERE", "<end>"]
+    # 2 phrases: phrase ids 5, 6; variables from 5 + 2 = 7 (value 35 -> 7 + 5 + 35, SEVERE -> 7 + 109);
+    # BOS/EOS after the 132 variable tokens.
+    assert record["ids"][:7] == [139, 5, 47, 6, 116, 140, 0]
+    assert "THE RV IS SMALL." in result.stderr
+
+
+def test_tokenize_warns_on_truncation():
+    result = run_cli("tokenize", "--json", " ".join(["regurgitation"] * 120))
+    record = _jsonl(result.stdout)[0]
+    assert len(record["ids"]) == 77 and record["ids"][-1] == 49407 and record["n_truncated"] > 40
+    assert "truncated" in result.stderr
+
+
+def test_tokenize_template_without_vocab_is_one_line():
+    result = run_cli("tokenize", "-t", "template", "SEVERE MR")
+    assert result.exit_code == 1
+    assert "template vocabulary is not available" in one_error_line(result)
+    assert "--template-vocab" in result.stderr
+
+
+def test_default_prompt_library():
+    tasks = load_prompts()
+    ef = tasks["ejection_fraction"]
+    assert len(ef.texts()) == 202 and ef.texts()[35] == "THE LEFT VENTRICULAR EJECTION FRACTION IS ESTIMATED TO BE 35% "
+    assert ef.text_values()[101 + 20] == 20.0
+    assert tasks["pacemaker"].threshold == 0.298 and tasks["pacemaker"].threshold_source
+    assert all(tasks[d].threshold is None for d in ("tavr", "mitraclip", "impella"))  # never invented
+    assert set(tasks["left_ventricle_size"].classes) == {"normal", "mild", "moderate", "severe"}
+
+
+def test_upstream_prompt_format_is_read():
+    text = json.dumps({
+        "ef": {"mode": "regression", "label_sources": ["EF IS <#>%. "], "range": [10, 12]},
+        "size": {"mode": "categorical", "label_sources": ["A. ", "B. ", "C. "], "values": [0, 1, 1],
+                 "value_mapping": {"0": "Normal", "1": "Dilated"}},
+    })
+    tasks = parse_prompts(text, "x.json")
+    assert tasks["ef"].texts() == ["EF IS 10%. ", "EF IS 11%. ", "EF IS 12%. "]
+    assert dict(tasks["size"].classes) == {"Normal": ("A. ",), "Dilated": ("B. ", "C. ")}
+
+
+@pytest.mark.parametrize("doc, message", [
+    ('[tasks.a]\nmode = "binary"\n', "binary needs prompts"),
+    ('[tasks.a]\nmode = "regression"\ntemplates = ["NO SLOT"]\nrange = [0, 3]\n', "exactly one <#>"),
+    ('[tasks.a]\nmode = "odd"\n', "mode must be one of"),
+    ("nothing = 1\n", "no [tasks.NAME] tables"),
+])
+def test_bad_prompt_files_are_config_errors(doc, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_prompts(doc, "p.toml")
+
+
+def test_text_embeddings_are_cached_and_exact(tiny_bundle, monkeypatch):
+    model = echoclip_cli.load_model("tiny", device="cpu", precision="fp32")
+    texts = ["LV EJECTION FRACTION IS 35%. ", "SEVERE MR", "LV EJECTION FRACTION IS 35%. "]
+    first = embed_texts(texts, model)
+    assert cache_path().is_file()
+    calls = []
+    real = model.model.encode_text
+    monkeypatch.setattr(model.model, "encode_text", lambda ids: calls.append(len(ids)) or real(ids))
+    again = embed_texts(texts, model)
+    assert calls == []  # all from the cache
+    assert torch.equal(first, again)
+    assert torch.equal(first[0], first[2])
+    embed_texts(texts + ["A NEW SENTENCE. "], model)
+    assert calls == [1]  # only the new text is embedded
+    uncached = embed_texts(texts, model, use_cache=False)
+    assert torch.allclose(uncached, first, atol=1e-6)
+
+
+def test_cache_is_keyed_by_precision(tiny_bundle):
+    fp32 = embed_texts(["LV EJECTION FRACTION IS 35%. "], echoclip_cli.load_model("tiny", device="cpu", precision="fp32"))
+    bf16 = embed_texts(["LV EJECTION FRACTION IS 35%. "], echoclip_cli.load_model("tiny", device="cpu", precision="bf16"))
+    assert not torch.equal(fp32, bf16)
+
+
+def test_damaged_cache_is_set_aside(tiny_bundle):
+    cache_path().parent.mkdir(parents=True, exist_ok=True)
+    cache_path().write_bytes(b"this is not a database" * 100)
+    vectors = embed_texts(["SEVERE MR"], echoclip_cli.load_model("tiny", device="cpu", precision="fp32"))
+    assert vectors.shape == (1, 32)
+    assert cache_path().with_suffix(".damaged").exists()
+    assert len(TextEmbeddingCache().get(["missing"])) == 0
