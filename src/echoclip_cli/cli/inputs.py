@@ -1,0 +1,80 @@
+"""Options and helpers shared by the commands that read videos: inputs, sampling, batching, progress."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Iterable, Iterator, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..errors import UsageError
+from ..preprocess_config import PreprocessConfig
+from .common import err_console
+
+InputsArg = Annotated[
+    Optional[list[Path]],
+    typer.Argument(help="DICOM files (any extension), AVI/MP4 videos, preprocessed .safetensors, or folders.", show_default=False),
+]
+DirOpt = Annotated[Optional[Path], typer.Option("--dir", help="Folder to search recursively for inputs.")]
+FramesOpt = Annotated[Optional[int], typer.Option("--frames", help="Frames per video (default 20).", min=1)]
+StrideOpt = Annotated[Optional[int], typer.Option("--stride", help="Take every Nth frame (default 2).", min=1)]
+StartOpt = Annotated[Optional[int], typer.Option("--start", help="First frame (default 0).", min=0)]
+MaskOpt = Annotated[Optional[str], typer.Option("--mask", help="auto (mask overlays outside the sector) or none.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Frames per model batch.", min=1)]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-j", help="Decode processes (0: one background thread).", min=0)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+KeepPhiOpt = Annotated[bool, typer.Option("--keep-phi", help="Keep patient names, birth dates and raw IDs in outputs.")]
+
+
+def gather_inputs(inputs: Optional[list[Path]], folder: Optional[Path]) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Candidate files in a stable order, and records for what was skipped (DICOMDIR, non-image …)."""
+    from ..media import find_inputs
+
+    paths = list(inputs or []) + ([folder] if folder else [])
+    if not paths:
+        raise UsageError("no inputs: give files or folders, or --dir DIR")
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing[:3])}")
+    return find_inputs(paths)
+
+
+def sampling(base: PreprocessConfig, frames: Optional[int], stride: Optional[int], start: Optional[int],
+             mask: Optional[str]) -> PreprocessConfig:
+    changes = {k: v for k, v in (("frames", frames), ("stride", stride), ("start", start), ("mask", mask)) if v is not None}
+    return base.replace(**changes) if changes else base
+
+
+def shard_slice(items: list[Path], shard: Optional[str]) -> list[Path]:
+    """``--shard I/N`` (or torchrun's RANK/WORLD_SIZE): every Nth input from the I-th, 0-based."""
+    if shard is None and "WORLD_SIZE" in os.environ and "RANK" in os.environ:
+        shard = f"{os.environ['RANK']}/{os.environ['WORLD_SIZE']}"
+    if shard is None:
+        return items
+    try:
+        index, count = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard must be I/N (e.g. 0/4), not {shard!r}") from None
+    if not 0 <= index < count:
+        raise UsageError(f"--shard {shard}: I must be in 0..N-1")
+    return items[index::count]
+
+
+@contextmanager
+def progress_bar(total: int, quiet: bool, label: str = "videos") -> Iterator[Any]:
+    """A Rich progress bar on stderr (silent when stderr is not a terminal or with --quiet)."""
+    progress = Progress(
+        TextColumn(f"[bold]{label}[/bold]"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+        console=err_console, transient=True, disable=quiet or not err_console.is_terminal,
+    )
+    with progress:
+        task = progress.add_task(label, total=total, rate="")
+        yield lambda advance=1, rate="": progress.update(task, advance=advance, rate=rate)
+
+
+def count_failures(records: Iterable[dict[str, Any]]) -> int:
+    return sum(1 for r in records if r.get("error"))

@@ -1,0 +1,290 @@
+"""The batched embedding pipeline: inputs → decoded frames → packed batches → model → per-video vectors.
+
+Stages, each bounded so memory stays flat whatever the number of inputs:
+
+1. **Decode** (:class:`ClipSource`): each input is read, cropped, masked and resized to uint8
+   (T,3,S,S) by :func:`echoclip_cli.media.load_clip`, in ``workers`` processes (or one background
+   thread when ``workers == 0``), at most ``prefetch`` clips ahead of the model. Results come back
+   in input order; a file that fails becomes an error record and the stream goes on.
+2. **Pack** (:func:`_batches`): frames of consecutive videos are packed into batches of exactly
+   ``batch_size`` frames (the last may be shorter), so the device always sees full batches even
+   when videos have few frames.
+3. **Embed**: uint8 frames go to the device (pinned, non-blocking on CUDA), where they become
+   normalised float in the configured channel order; the image tower runs under the chosen
+   precision; frame embeddings are L2-normalised.
+4. **Gather**: a video's embedding is the mean of its normalised frame embeddings (the released
+   protocol); it is yielded as soon as its last frame is embedded.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import EchoclipError
+from .inference import EchoClip
+from .preprocess_config import PreprocessConfig
+
+
+@dataclass
+class VideoEmbedding:
+    """One input's result: its embedding, or the reason it has none."""
+
+    source: str
+    embedding: np.ndarray | None = None  # (E,) mean of normalised frame embeddings
+    frame_embeddings: np.ndarray | None = None  # (T,E) normalised, when asked for
+    meta: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.meta.get("frame_indices", [])) if self.ok else 0
+
+
+@dataclass
+class _Decoded:
+    source: str
+    frames: torch.Tensor | None
+    meta: dict[str, Any]
+    error: str | None = None
+
+
+def _decode(source: str, cfg: PreprocessConfig, keep_phi: bool, salt: str | None) -> _Decoded:
+    """Worker body: never raises for a bad input, returns its one-line reason instead."""
+    from .media import load_clip
+
+    try:
+        clip = load_clip(source, cfg, keep_phi=keep_phi, salt=salt)
+    except EchoclipError as exc:
+        return _Decoded(source, None, {}, exc.message)
+    except Exception as exc:  # a decoder bug on one file must not end a run over thousands
+        return _Decoded(source, None, {}, f"{source}: unexpected {type(exc).__name__}: {str(exc)[:160]}")
+    if clip.frames.shape[0] == 0:
+        return _Decoded(source, None, {}, f"{source}: no frames")
+    return _Decoded(source, clip.frames, clip.meta)
+
+
+class ClipSource:
+    """Decoded clips in input order, ``prefetch`` ahead, in worker processes or a thread."""
+
+    def __init__(
+        self,
+        sources: Iterable[str],
+        cfg: PreprocessConfig,
+        *,
+        workers: int = 0,
+        prefetch: int = 8,
+        keep_phi: bool = False,
+        salt: str | None = None,
+    ) -> None:
+        self.sources = iter(sources)
+        self.cfg, self.keep_phi, self.salt = cfg, keep_phi, salt
+        self.workers = workers
+        self.prefetch = max(prefetch, workers * 2, 1)
+
+    def __iter__(self) -> Iterator[_Decoded]:
+        if self.workers > 0:
+            yield from self._with_processes()
+        else:
+            yield from self._with_thread()
+
+    def _with_processes(self) -> Iterator[_Decoded]:
+        context = multiprocessing.get_context("spawn" if torch.cuda.is_initialized() else "forkserver")
+        with cf.ProcessPoolExecutor(self.workers, mp_context=context, initializer=_worker_init) as pool:
+            pending: deque[cf.Future[_Decoded]] = deque()
+            for source in self.sources:
+                pending.append(pool.submit(_decode, source, self.cfg, self.keep_phi, self.salt))
+                if len(pending) >= self.prefetch:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    def _with_thread(self) -> Iterator[_Decoded]:
+        done = object()
+        out: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for source in self.sources:
+                    if stop.is_set():
+                        return
+                    out.put(_decode(source, self.cfg, self.keep_phi, self.salt))
+            finally:
+                out.put(done)
+
+        thread = threading.Thread(target=produce, daemon=True, name="echoclip-decode")
+        thread.start()
+        try:
+            while (item := out.get()) is not done:
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    out.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # decode workers share the machine with the model
+
+
+@dataclass
+class _Batch:
+    frames: torch.Tensor  # uint8 (B,3,S,S)
+    owners: list[tuple[int, int, int]]  # (video slot, first frame in video, count)
+
+
+def _batches(videos: Iterator[tuple[int, torch.Tensor]], batch_size: int) -> Iterator[_Batch]:
+    """Pack frames of consecutive videos into batches of ``batch_size`` frames."""
+    parts: list[torch.Tensor] = []
+    owners: list[tuple[int, int, int]] = []
+    filled = 0
+    for slot, frames in videos:
+        offset = 0
+        while offset < frames.shape[0]:
+            take = min(batch_size - filled, frames.shape[0] - offset)
+            parts.append(frames[offset : offset + take])
+            owners.append((slot, offset, take))
+            filled += take
+            offset += take
+            if filled == batch_size:
+                yield _Batch(torch.cat(parts), owners)
+                parts, owners, filled = [], [], 0
+    if filled:
+        yield _Batch(torch.cat(parts), owners)
+
+
+def embed_frames(model: EchoClip, frames: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """L2-normalised embeddings (B,E) on the CPU for stored uint8 frames (B,3,S,S)."""
+    from .preprocess import to_model_input
+
+    if model.device.type == "cuda":
+        frames = frames.pin_memory().to(model.device, non_blocking=True)
+    images = to_model_input(frames, cfg, device=model.device)
+    return F.normalize(model.encode_image(images), dim=-1).cpu()
+
+
+def embed_videos(
+    sources: Sequence[str | os.PathLike[str]] | Iterable[str | os.PathLike[str]],
+    model: EchoClip,
+    *,
+    cfg: PreprocessConfig | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    keep_frames: bool = False,
+    keep_phi: bool = False,
+    salt: str | None = None,
+) -> Iterator[VideoEmbedding]:
+    """Embed videos in input order; bad inputs come out as records with ``error`` set."""
+    cfg = cfg or model.preprocess
+    decoded = ClipSource((str(s) for s in sources), cfg, workers=workers, keep_phi=keep_phi, salt=salt)
+    slots: dict[int, tuple[_Decoded, list[torch.Tensor | None]]] = {}
+    ready: deque[VideoEmbedding] = deque()
+    order: deque[int] = deque()
+
+    def videos() -> Iterator[tuple[int, torch.Tensor]]:
+        for slot, item in enumerate(decoded):
+            order.append(slot)
+            if item.error is not None:
+                slots[slot] = (item, [])
+                continue
+            slots[slot] = (item, [None] * item.frames.shape[0])
+            yield slot, item.frames
+            item.frames = None  # the batcher holds its own references; free as batches go
+
+    def flush_finished() -> Iterator[VideoEmbedding]:
+        while order and _finished(slots[order[0]]):
+            item, parts = slots.pop(order.popleft())
+            yield _result(item, parts, keep_frames)
+
+    for batch in _batches(videos(), batch_size):
+        vectors = embed_frames(model, batch.frames, cfg)
+        row = 0
+        for slot, first, count in batch.owners:
+            slots[slot][1][first] = vectors[row : row + count]
+            row += count
+        ready.extend(flush_finished())
+        while ready:
+            yield ready.popleft()
+    yield from flush_finished()  # every slot is finished now, failed ones included
+
+
+def _finished(entry: tuple[_Decoded, list[torch.Tensor | None]]) -> bool:
+    item, parts = entry
+    if item.error is not None:
+        return True
+    return _chunks_complete(parts)
+
+
+def _chunks_complete(parts: list[torch.Tensor | None]) -> bool:
+    """Parts are stored at their first frame index; complete when they tile the whole clip."""
+    index = 0
+    while index < len(parts):
+        chunk = parts[index]
+        if chunk is None:
+            return False
+        index += chunk.shape[0]
+    return True
+
+
+def _result(item: _Decoded, parts: list[torch.Tensor | None], keep_frames: bool) -> VideoEmbedding:
+    if item.error is not None:
+        return VideoEmbedding(source=item.source, meta=item.meta, error=item.error)
+    frames = torch.cat([p for p in parts if p is not None])  # (T,E) normalised
+    return VideoEmbedding(
+        source=item.source,
+        embedding=frames.mean(dim=0).numpy(),
+        frame_embeddings=frames.numpy() if keep_frames else None,
+        meta=item.meta,
+    )
+
+
+def naive_embed_video(model: EchoClip, source: str | Path, cfg: PreprocessConfig | None = None) -> np.ndarray:
+    """Reference loop as upstream does it: one video, all its frames in one call (for benchmarks/tests)."""
+    from .media import load_clip
+
+    cfg = cfg or model.preprocess
+    clip = load_clip(source, cfg)
+    return embed_frames(model, clip.frames, cfg).mean(dim=0).numpy()
+
+
+def input_key(path: str | os.PathLike[str]) -> str:
+    """Identity of an input for resuming: the sha256 of its content (of the original, for our
+    preprocessed files, whose metadata records it)."""
+    import hashlib
+    import json
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as fh:
+                meta = json.loads((fh.metadata() or {}).get("echoclip", "{}"))
+            if meta.get("source_sha256"):
+                return str(meta["source_sha256"])
+        except Exception:
+            pass  # not one of ours: fall back to hashing the file
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,278 @@
+"""The embedding store: a folder of video embeddings that records which model and pixels made them.
+
+Layout::
+
+    STORE/
+      store.json                  weights name + sha256, preprocess config + digest, embed dim
+      part-000001-<id>.safetensors   embeddings (n,E) float32, frame_counts (n,), optional
+                                     frame_embeddings (sum of frames, E); metadata "rows": one JSON
+                                     row per video (source, source_sha256, UIDs, study date, patient
+                                     key, n_frames, …)
+
+Each part is written to a temporary name and renamed, so a run killed at any moment (even
+``kill -9``) leaves only whole parts; re-running skips every input whose content sha256 is
+already stored, so each input ends up exactly once. A store refuses vectors from other weights or
+other preprocessing. ``read_store(path)`` gives vectors and metadata in one call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .errors import EchoclipError, UsageError
+from .pipeline import VideoEmbedding
+from .preprocess_config import PreprocessConfig
+
+HEADER = "store.json"
+FORMAT_VERSION = 1
+
+
+class StoreError(EchoclipError):
+    """A store cannot be read, or would mix incompatible embeddings."""
+
+
+@dataclass
+class Store:
+    """Everything in a store, in one object: ``embeddings[i]`` belongs to ``rows[i]``."""
+
+    path: Path
+    header: dict[str, Any]
+    embeddings: np.ndarray  # (N,E) float32
+    rows: list[dict[str, Any]]
+    frame_embeddings: list[np.ndarray] | None = None  # per row (T,E), when the store kept them
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.header["weights"]["sha256"]
+
+    @property
+    def preprocess_digest(self) -> str:
+        return self.header["preprocess"]["digest"]
+
+
+def _header(weights_name: str, weights_sha256: str, cfg: PreprocessConfig, embed_dim: int) -> dict[str, Any]:
+    return {
+        "format": "echoclip-store",
+        "format_version": FORMAT_VERSION,
+        "weights": {"name": weights_name, "sha256": weights_sha256},
+        "preprocess": {"digest": cfg.digest(), "config": cfg.to_dict()},
+        "embed_dim": embed_dim,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    try:
+        header = json.loads((path / HEADER).read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path}: not an embedding store (no {HEADER})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise StoreError(f"{path / HEADER}: damaged store header") from None
+    if header.get("format") != "echoclip-store" or header.get("format_version") != FORMAT_VERSION:
+        raise StoreError(f"{path}: unsupported store format {header.get('format_version')!r}")
+    return header
+
+
+def _check_compatible(path: Path, have: dict[str, Any], want: dict[str, Any]) -> None:
+    if have["weights"]["sha256"] != want["weights"]["sha256"]:
+        raise StoreError(
+            f"{path} holds embeddings from weights {have['weights']['name']} ({have['weights']['sha256'][:12]}…), "
+            f"not {want['weights']['name']} ({want['weights']['sha256'][:12]}…)",
+            hint="use another --out store for other weights",
+        )
+    if have["preprocess"]["digest"] != want["preprocess"]["digest"]:
+        raise StoreError(
+            f"{path} holds embeddings made with other preprocessing ({have['preprocess']['digest']} ≠ "
+            f"{want['preprocess']['digest']})",
+            hint="use the store's frame sampling and mask settings, or another --out store",
+        )
+
+
+def _parts(path: Path) -> list[Path]:
+    return sorted(p for p in path.glob("part-*.safetensors"))
+
+
+def _read_part(part: Path, frames: bool) -> tuple[np.ndarray, list[dict[str, Any]], list[np.ndarray] | None]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(part), framework="pt") as fh:
+            rows = json.loads(fh.metadata()["rows"])
+            vectors = fh.get_tensor("embeddings").numpy()
+            per_video = None
+            if frames and "frame_embeddings" in fh.keys():
+                counts = fh.get_tensor("frame_counts").tolist()
+                per_video = list(torch.split(fh.get_tensor("frame_embeddings"), counts))
+                per_video = [t.numpy() for t in per_video]
+    except Exception as exc:  # safetensors raises its own types for damaged files
+        raise StoreError(f"{part}: damaged store part ({type(exc).__name__})") from None
+    if len(rows) != len(vectors):
+        raise StoreError(f"{part}: {len(rows)} rows but {len(vectors)} vectors")
+    return vectors, rows, per_video
+
+
+def read_store(path: str | os.PathLike[str], *, frames: bool = False) -> Store:
+    """Vectors and metadata of a store (duplicates of one source sha256 keep the first)."""
+    path = Path(path)
+    header = _read_header(path)
+    vectors: list[np.ndarray] = []
+    rows: list[dict[str, Any]] = []
+    per_video: list[np.ndarray] = []
+    seen: set[str] = set()
+    has_frames = frames
+    for part in _parts(path):
+        part_vectors, part_rows, part_frames = _read_part(part, frames)
+        has_frames = has_frames and part_frames is not None
+        for i, row in enumerate(part_rows):
+            key = row.get("source_sha256") or row["source"]
+            if key in seen:
+                continue
+            seen.add(key)
+            rows.append(row)
+            vectors.append(part_vectors[i])
+            if part_frames is not None:
+                per_video.append(part_frames[i])
+    dim = int(header["embed_dim"])
+    matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
+    return Store(path, header, matrix, rows, per_video if frames and has_frames else None)
+
+
+class StoreWriter:
+    """Appends results to a store in whole parts; use as a context manager."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        weights_name: str,
+        weights_sha256: str,
+        cfg: PreprocessConfig,
+        embed_dim: int,
+        keep_frames: bool = False,
+        flush_every: int = 256,
+    ) -> None:
+        self.path = Path(path)
+        self.keep_frames = keep_frames
+        self.flush_every = flush_every
+        self._pending: list[VideoEmbedding] = []
+        want = _header(weights_name, weights_sha256, cfg, embed_dim)
+        if (self.path / HEADER).exists():
+            _check_compatible(self.path, _read_header(self.path), want)
+        else:
+            if self.path.exists() and any(self.path.iterdir()):
+                raise UsageError(f"{self.path} exists and is not an embedding store")
+            self.path.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(self.path / HEADER, json.dumps(want, indent=2) + "\n")
+        self.header = _read_header(self.path)
+        self._seq = len(_parts(self.path))
+
+    def done_keys(self) -> set[str]:
+        """Content sha256 of every source already stored (for skipping on resume)."""
+        keys: set[str] = set()
+        for part in _parts(self.path):
+            from safetensors import safe_open
+
+            try:
+                with safe_open(str(part), framework="pt") as fh:
+                    keys.update(r.get("source_sha256") or r["source"] for r in json.loads(fh.metadata()["rows"]))
+            except Exception:
+                raise StoreError(f"{part}: damaged store part") from None
+        return keys
+
+    def add(self, result: VideoEmbedding) -> None:
+        if not result.ok:
+            return
+        self._pending.append(result)
+        if len(self._pending) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        from safetensors.torch import save_file
+
+        results, self._pending = self._pending, []
+        tensors = {"embeddings": torch.from_numpy(np.stack([r.embedding for r in results]).astype(np.float32))}
+        if self.keep_frames:
+            frames = [r.frame_embeddings for r in results]
+            if all(f is not None for f in frames):
+                tensors["frame_embeddings"] = torch.from_numpy(np.concatenate(frames).astype(np.float32))
+                tensors["frame_counts"] = torch.tensor([len(f) for f in frames], dtype=torch.int64)
+        rows = [_row(r, self.header) for r in results]
+        self._seq += 1
+        name = f"part-{self._seq:06d}-{secrets.token_hex(4)}.safetensors"
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".part-", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"rows": json.dumps(rows)})
+            os.replace(tmp, self.path / name)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.flush()  # keep what finished, also when the run stops on an error or Ctrl-C
+
+
+def _row(result: VideoEmbedding, header: dict[str, Any]) -> dict[str, Any]:
+    meta = dict(result.meta)
+    meta.setdefault("source", result.source)
+    meta["n_frames"] = int(result.frame_embeddings.shape[0]) if result.frame_embeddings is not None else len(
+        meta.get("frame_indices", [])
+    )
+    meta["weights_sha256"] = header["weights"]["sha256"]
+    meta["preprocess_digest"] = header["preprocess"]["digest"]
+    return meta
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def merge_stores(out: str | os.PathLike[str], stores: Sequence[str | os.PathLike[str]]) -> Store:
+    """Join shard stores made with the same weights and preprocessing into ``out``."""
+    if not stores:
+        raise UsageError("nothing to merge")
+    loaded = [read_store(s, frames=True) for s in stores]
+    first = loaded[0]
+    for other in loaded[1:]:
+        _check_compatible(other.path, other.header, first.header)
+    cfg = PreprocessConfig.from_dict(first.header["preprocess"]["config"])
+    keep_frames = all(s.frame_embeddings is not None for s in loaded)
+    writer = StoreWriter(out, weights_name=first.header["weights"]["name"], weights_sha256=first.weights_sha256,
+                         cfg=cfg, embed_dim=int(first.header["embed_dim"]), keep_frames=keep_frames,
+                         flush_every=1 << 30)
+    done = writer.done_keys()
+    with writer:
+        for store in loaded:
+            for i, row in enumerate(store.rows):
+                key = row.get("source_sha256") or row["source"]
+                if key in done:
+                    continue
+                done.add(key)
+                frames = store.frame_embeddings[i] if keep_frames and store.frame_embeddings else None
+                writer.add(VideoEmbedding(source=row["source"], embedding=store.embeddings[i],
+                                          frame_embeddings=frames, meta=row))
+    return read_store(out)
+
+
+__all__ = ["Store", "StoreError", "StoreWriter", "merge_stores", "read_store"]
