@@ -5,16 +5,17 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
-
-from ..inference import EchoClip, load_model
-from ..pipeline import VideoEmbedding, embed_videos
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records,
                      err_console, info, resolve_format)
 from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, KeepPhiOpt, MaskOpt, QuietOpt, StartOpt, StrideOpt,
                      WorkersOpt, gather_inputs, progress_bar, sampling, shard_slice)
+
+if TYPE_CHECKING:  # the model stack (torch) loads when a command runs, not when --help is built
+    from ..inference import EchoClip
+    from ..pipeline import VideoEmbedding
 
 
 def device_for_rank(device: str) -> str:
@@ -31,7 +32,7 @@ def report_failure(record: dict[str, Any]) -> None:
     err_console.print(f"[red]error:[/red] {record['error']}", markup=True, highlight=False)
 
 
-def video_record(result: VideoEmbedding, model: EchoClip, with_vector: bool) -> dict[str, Any]:
+def video_record(result: "VideoEmbedding", model: "EchoClip", with_vector: bool) -> dict[str, Any]:
     record: dict[str, Any] = {
         "source": result.source,
         "n_frames": result.n_frames,
@@ -48,7 +49,7 @@ def video_record(result: VideoEmbedding, model: EchoClip, with_vector: bool) -> 
     return record
 
 
-def stream_with_progress(results: Iterator[VideoEmbedding], total: int, quiet: bool) -> Iterator[VideoEmbedding]:
+def stream_with_progress(results: Iterator["VideoEmbedding"], total: int, quiet: bool) -> Iterator["VideoEmbedding"]:
     start, frames = time.perf_counter(), 0
     with progress_bar(total, quiet) as advance:
         for result in results:
@@ -93,6 +94,9 @@ def embed(
 
         echoclip embed --weights echo-clip-r --reports reports.txt --format jsonl > reports.jsonl
     """
+    from ..inference import load_model
+    from ..pipeline import embed_videos
+
     model = load_model(weights, device=device_for_rank(device), precision=precision, deterministic=deterministic)
     if text or reports:
         _embed_texts(model, list(text or []), reports, fmt)
@@ -119,9 +123,9 @@ def embed(
         raise typer.Exit(1)
 
 
-def _embed_into_store(model: EchoClip, files: list[Path], cfg: Any, out: Path, batch_size: int, workers: int,
+def _embed_into_store(model: "EchoClip", files: list[Path], cfg: Any, out: Path, batch_size: int, workers: int,
                       keep_frames: bool, keep_phi: bool, quiet: bool, fmt: OutputFormat) -> int:
-    from ..pipeline import input_key
+    from ..pipeline import embed_videos, input_key
     from ..store import StoreWriter
 
     writer = StoreWriter(out, weights_name=model.bundle.name, weights_sha256=model.weights_sha256, cfg=cfg,
@@ -145,7 +149,7 @@ def _embed_into_store(model: EchoClip, files: list[Path], cfg: Any, out: Path, b
     return failures
 
 
-def _embed_texts(model: EchoClip, texts: list[str], reports: Optional[Path], fmt: OutputFormat) -> None:
+def _embed_texts(model: "EchoClip", texts: list[str], reports: Optional[Path], fmt: OutputFormat) -> None:
     from ..text_embed import embed_texts
 
     if reports is not None:

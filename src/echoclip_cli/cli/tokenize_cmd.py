@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
 
-from .. import weights as w
-from ..tokenizer import Encoding, Tokenizer, get_tokenizer, tokenizer_for
 from .common import out_console, warn
+
+if TYPE_CHECKING:
+    from ..tokenizer import Encoding, Tokenizer
 
 
 def _texts(args: list[str]) -> list[str]:
@@ -25,7 +26,10 @@ def _texts(args: list[str]) -> list[str]:
     return texts
 
 
-def _tokenizer(weights: Optional[str], kind: Optional[str], template_vocab: Optional[Path]) -> Tokenizer:
+def _tokenizer(weights: Optional[str], kind: Optional[str], template_vocab: Optional[Path]) -> "Tokenizer":
+    from .. import weights as w
+    from ..tokenizer import get_tokenizer, tokenizer_for
+
     if weights:
         bundle = w.resolve(weights, auto_pull=False)
         if kind is None or kind == bundle.tokenizer_kind:
@@ -38,7 +42,7 @@ def _tokenizer(weights: Optional[str], kind: Optional[str], template_vocab: Opti
     return get_tokenizer(kind or "clip", template_vocab=template_vocab)
 
 
-def _warn_about(enc: Encoding, kind: str, label: str) -> None:
+def _warn_about(enc: "Encoding", kind: str, label: str) -> None:
     if enc.n_truncated:
         warn(f"{label}: truncated to fit the context, {enc.n_truncated} tokens cut")
     if kind == "template" and len([i for i in enc.ids if i]) <= 2 and enc.text.strip():

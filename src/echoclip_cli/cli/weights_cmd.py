@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .. import weights as w
 from .common import FormatOpt, OutputFormat, emit_records, info
+
+if TYPE_CHECKING:
+    from .. import weights as w
 
 app = typer.Typer(
     help="Install, list and verify model weights (bundles live in $ECHOCLIP_HOME).",
@@ -31,6 +33,8 @@ def pull(
 
         echoclip weights pull echo-clip-r --force
     """
+    from .. import weights as w
+
     bundle = w.pull(name, force=force)
     info(f"installed {bundle.name} at {bundle.root}")
 
@@ -58,11 +62,15 @@ def import_(
 
         echoclip weights import ./echo-clip-r --name echo-clip-r --template-vocab template_vocab.txt
     """
+    from .. import weights as w
+
     bundle = w.import_openclip(path, name, tokenizer=tokenizer, template_vocab=template_vocab, force=force)
     info(f"installed {bundle.name} at {bundle.root} (sha256 {bundle.weights_sha256[:12]}…)")
 
 
 def _rows() -> list[dict]:
+    from .. import weights as w
+
     installed = {b.name: b for b in w.installed_bundles()}
     rows = []
     for name in sorted({*w.REGISTRY, *installed}):
@@ -94,6 +102,8 @@ def list_(fmt: FormatOpt = OutputFormat.auto) -> None:
 
         echoclip weights list --format jsonl | jq .name
     """
+    from .. import weights as w
+
     emit_records(_rows(), fmt, title=f"weights in {w.weights_home()}")
 
 
@@ -110,6 +120,8 @@ def verify(
 
         echoclip weights verify echo-clip-r
     """
+    from .. import weights as w
+
     bundles = [w.resolve(name, auto_pull=False)] if name else w.installed_bundles()
     if not bundles:
         info(f"no weights installed in {w.weights_home()}")

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
 
-from .. import tasks as T
-from ..inference import EchoClip, load_model
-from ..pipeline import embed_videos
 from .common import DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info
 from .embed_cmd import device_for_rank, report_failure, stream_with_progress
 from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt,
                      gather_inputs, sampling)
+
+if TYPE_CHECKING:  # torch loads when a command runs, not when --help is built
+    from .. import tasks as T
+    from ..inference import EchoClip
+
+ZERO_SHOT_WEIGHTS = "echo-clip"
+DEVICE_TASKS = ("pacemaker", "tavr", "mitraclip", "impella")
 
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Use per-frame embeddings from this store.")]
 PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Prompt file (echoclip TOML or upstream JSON).")]
@@ -21,9 +25,12 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Run even with weights n
 WeightsZS = Annotated[str, typer.Option("--weights", "-w", help="Weights name or path (EchoCLIP for zero-shot).")]
 
 
-def frame_sets(model: EchoClip, inputs: Any, folder: Any, store: Optional[Path], sampling_opts: dict[str, Any],
-               batch_size: int, workers: int, quiet: bool) -> Iterator[T.FrameSet]:
+def frame_sets(model: "EchoClip", inputs: Any, folder: Any, store: Optional[Path], sampling_opts: dict[str, Any],
+               batch_size: int, workers: int, quiet: bool) -> Iterator["T.FrameSet"]:
     """Per-video frame embeddings from a store, or by embedding the inputs now."""
+    from .. import tasks as T
+    from ..pipeline import embed_videos
+
     if store is not None:
         from ..store import read_store
 
@@ -39,6 +46,8 @@ def frame_sets(model: EchoClip, inputs: Any, folder: Any, store: Optional[Path],
 
 def finish(records: list[dict[str, Any]], value_key: str, fmt: OutputFormat, columns: list[str]) -> None:
     """Print video and study records; exit 1 when any input failed."""
+    from .. import tasks as T
+
     for record in records:
         if record.get("error"):
             report_failure(record)
@@ -52,7 +61,7 @@ def predict_ef(
     inputs: InputsArg = None,
     folder: DirOpt = None,
     store: StoreOpt = None,
-    weights: WeightsZS = T.ZERO_SHOT_WEIGHTS,
+    weights: WeightsZS = ZERO_SHOT_WEIGHTS,
     aggregation: Annotated[str, typer.Option("--aggregation", help="released (default) or paper.")] = "released",
     prompts: PromptsOpt = None,
     force: ForceOpt = False,
@@ -84,6 +93,9 @@ def predict_ef(
     """
     if aggregation not in ("released", "paper"):
         raise typer.BadParameter("use released or paper", param_hint="--aggregation")
+    from .. import tasks as T
+    from ..inference import load_model
+
     model = load_model(weights, device=device_for_rank(device), precision=precision, deterministic=deterministic)
     T.check_zero_shot_model(model, force)
     task = T.load_tasks(["ejection_fraction"], prompts)["ejection_fraction"]
@@ -98,7 +110,7 @@ def detect_devices(
     inputs: InputsArg = None,
     folder: DirOpt = None,
     store: StoreOpt = None,
-    weights: WeightsZS = T.ZERO_SHOT_WEIGHTS,
+    weights: WeightsZS = ZERO_SHOT_WEIGHTS,
     devices: Annotated[Optional[list[str]], typer.Option("--device-type", "-d", help="Only these (repeatable).")] = None,
     thresholds: Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold (from `echoclip calibrate`).")] = None,
     prompts: PromptsOpt = None,
@@ -127,9 +139,12 @@ def detect_devices(
 
         echoclip detect-devices --dir studies/ --thresholds site_thresholds.json --format csv
     """
+    from .. import tasks as T
+    from ..inference import load_model
+
     model = load_model(weights, device=device_for_rank(device), precision=precision, deterministic=deterministic)
     T.check_zero_shot_model(model, force)
-    chosen = T.load_tasks(list(devices or T.DEVICE_TASKS), prompts)
+    chosen = T.load_tasks(list(devices or DEVICE_TASKS), prompts)
     source = str(prompts) if prompts else "default"
     prepared = [T.prepare(model, task, source) for task in chosen.values()]
     user_thresholds = T.load_thresholds(thresholds)
@@ -146,7 +161,7 @@ def zero_shot(
     inputs: InputsArg = None,
     folder: DirOpt = None,
     store: StoreOpt = None,
-    weights: WeightsZS = T.ZERO_SHOT_WEIGHTS,
+    weights: WeightsZS = ZERO_SHOT_WEIGHTS,
     prompts: PromptsOpt = None,
     thresholds: Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold.")] = None,
     force: ForceOpt = False,
@@ -167,6 +182,8 @@ def zero_shot(
 
         echoclip zero-shot --task left_ventricle_size --prompts my_prompts.toml --dir studies/
     """
+    from .. import tasks as T
+    from ..inference import load_model
     from ..prompts import load_prompts
 
     if list_tasks:

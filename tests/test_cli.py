@@ -1,0 +1,55 @@
+"""CLI conventions: every command documents itself with examples; the reference stays current."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer
+
+from echoclip_cli.cli import app
+from tests.cli_helpers import run_cli
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import gen_cli_reference  # noqa: E402
+
+
+def _leaf_commands():
+    root = typer.main.get_command(app)
+    return list(gen_cli_reference._commands(root))
+
+
+@pytest.mark.parametrize("name, command", _leaf_commands(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_command_has_help_with_examples(name, command):
+    args = name.split()[1:] + ["--help"]
+    result = run_cli(*args)
+    assert result.exit_code == 0
+    assert "Examples:" in (command.help or ""), f"{name} --help has no examples"
+    first = (command.help or "").strip().splitlines()[0]
+    assert first.endswith(".") and first[0].isupper(), f"{name}: help should open with one imperative sentence"
+
+
+def test_cli_reference_is_current():
+    expected = gen_cli_reference.render()
+    assert (REPO_ROOT / "docs" / "CLI.md").read_text() == expected, "run scripts/gen_cli_reference.py"
+
+
+def test_readme_lists_every_command():
+    readme = (REPO_ROOT / "README.md").read_text()
+    for name, _ in _leaf_commands():
+        assert f"`{name}" in readme, f"README.md does not mention {name}"
+
+
+def test_usage_error_exits_2():
+    result = run_cli("predict-ef", "--aggregation", "median", "x.dcm")
+    assert result.exit_code == 2
+
+
+def test_python_dash_m_runs_and_help_is_fast():
+    out = subprocess.run([sys.executable, "-m", "echoclip_cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "predict-ef" in out.stdout
+    probe = subprocess.run([sys.executable, "-c", "import sys, echoclip_cli.cli; print('torch' in sys.modules)"],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "False", "building --help must not import torch"

@@ -1,0 +1,87 @@
+"""Embedding store: append, read back in one call, refuse mixing, resume keys, merge shards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from echoclip_cli.pipeline import VideoEmbedding
+from echoclip_cli.preprocess_config import PreprocessConfig
+from echoclip_cli.store import StoreError, StoreWriter, merge_stores, read_store
+
+CFG = PreprocessConfig()
+
+
+def result(i: int, frames: int = 3) -> VideoEmbedding:
+    rng = np.random.default_rng(i)
+    per_frame = rng.standard_normal((frames, 8)).astype(np.float32)
+    per_frame /= np.linalg.norm(per_frame, axis=1, keepdims=True)
+    return VideoEmbedding(source=f"v{i}.dcm", embedding=per_frame.mean(0), frame_embeddings=per_frame,
+                          meta={"source": f"v{i}.dcm", "source_sha256": f"sha{i}", "frame_indices": list(range(frames)),
+                                "study_instance_uid": f"1.2.{i % 2}"})
+
+
+def writer(path, sha="w" * 64, cfg=CFG, **kw) -> StoreWriter:
+    return StoreWriter(path, weights_name="tiny", weights_sha256=sha, cfg=cfg, embed_dim=8, **kw)
+
+
+def test_round_trip_with_frames(tmp_path):
+    with writer(tmp_path / "s", keep_frames=True, flush_every=2) as w:
+        for i in range(5):
+            w.add(result(i, frames=2 + i))
+        w.add(VideoEmbedding(source="bad.dcm", error="bad.dcm: truncated"))  # failures are not stored
+    store = read_store(tmp_path / "s", frames=True)
+    assert len(store) == 5 and store.embeddings.shape == (5, 8)
+    assert [r["source"] for r in store.rows] == [f"v{i}.dcm" for i in range(5)]
+    assert [len(f) for f in store.frame_embeddings] == [2, 3, 4, 5, 6]
+    np.testing.assert_allclose(store.embeddings[3], result(3, 5).embedding)
+    assert store.rows[0]["weights_sha256"] == "w" * 64 and store.rows[0]["preprocess_digest"] == CFG.digest()
+    assert len(list((tmp_path / "s").glob("part-*.safetensors"))) == 3  # flushed every 2, then the rest
+    assert not list((tmp_path / "s").glob("*.tmp"))
+
+
+def test_refuses_other_weights_or_preprocessing(tmp_path):
+    with writer(tmp_path / "s") as w:
+        w.add(result(0))
+    with pytest.raises(StoreError, match="weights"):
+        writer(tmp_path / "s", sha="x" * 64)
+    with pytest.raises(StoreError, match="preprocessing"):
+        writer(tmp_path / "s", cfg=CFG.replace(frames=10))
+
+
+def test_done_keys_and_duplicates_read_once(tmp_path):
+    with writer(tmp_path / "s") as w:
+        w.add(result(0))
+        w.add(result(1))
+    with writer(tmp_path / "s") as w:
+        assert w.done_keys() == {"sha0", "sha1"}
+        w.add(result(1))  # a second writer appended the same input: readers keep one
+    assert len(read_store(tmp_path / "s")) == 2
+
+
+def test_merge_shards(tmp_path):
+    for shard in range(2):
+        with writer(tmp_path / f"shard{shard}", keep_frames=True) as w:
+            for i in range(shard, 6, 2):
+                w.add(result(i))
+    merged = merge_stores(tmp_path / "all", [tmp_path / "shard0", tmp_path / "shard1"])
+    assert sorted(r["source"] for r in merged.rows) == [f"v{i}.dcm" for i in range(6)]
+    assert read_store(tmp_path / "all", frames=True).frame_embeddings is not None
+
+
+def test_damaged_part_is_reported(tmp_path):
+    with writer(tmp_path / "s") as w:
+        w.add(result(0))
+    part = next((tmp_path / "s").glob("part-*.safetensors"))
+    part.write_bytes(part.read_bytes()[:40])
+    with pytest.raises(StoreError, match="damaged store part"):
+        read_store(tmp_path / "s")
+
+
+def test_not_a_store(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "file.txt").write_text("hello")
+    with pytest.raises(StoreError, match="not an embedding store"):
+        read_store(tmp_path / "x")
+    with pytest.raises(Exception, match="not an embedding store"):
+        writer(tmp_path / "x")
