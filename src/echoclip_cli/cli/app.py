@@ -68,12 +68,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import embed_cmd, info_cmd, tokenize_cmd, weights_cmd, zeroshot_cmd
+    from . import embed_cmd, evaluate_cmd, info_cmd, tokenize_cmd, weights_cmd, zeroshot_cmd
 
     app.command("embed")(embed_cmd.embed)
     app.command("predict-ef")(zeroshot_cmd.predict_ef)
     app.command("detect-devices")(zeroshot_cmd.detect_devices)
     app.command("zero-shot")(zeroshot_cmd.zero_shot)
+    app.command("calibrate")(evaluate_cmd.calibrate)
+    app.command("evaluate")(evaluate_cmd.evaluate)
     app.command("tokenize")(tokenize_cmd.tokenize)
     app.add_typer(weights_cmd.app, name="weights")
     app.command("info")(info_cmd.info)
