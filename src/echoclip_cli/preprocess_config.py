@@ -20,6 +20,7 @@ from .errors import ConfigError
 # OpenAI CLIP's normalisation constants, kept by OpenCLIP's convnext_base config and by EchoCLIP.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MASK_MODES = ("auto", "sector", "none")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,11 @@ class PreprocessConfig:
     frames: int = 20  # frames sampled per video (at most)
     stride: int = 2  # every 2nd frame ...
     start: int = 0  # ... from frame 0: frames 0, 2, ..., 38
-    mask: str = "auto"  # mask outside the scan sector and static overlays ("auto" | "none")
+    # "sector": black out what lies outside the moving scan sector (overlays, text, ECG);
+    # "auto": "sector" for DICOM (scanner output carries burned-in overlays), nothing for video
+    # files (research sets such as the released example are distributed already masked, and
+    # masking them again moves the released pipeline's results); "none": never.
+    mask: str = "auto"
 
     def __post_init__(self) -> None:
         if self.channel_order not in ("RGB", "BGR"):
@@ -42,8 +47,8 @@ class PreprocessConfig:
             raise ConfigError(f"zoom must be in [0, 0.5), not {self.zoom}")
         if self.interpolation != "bicubic":
             raise ConfigError(f"interpolation {self.interpolation!r} is not supported (bicubic only)")
-        if self.mask not in ("auto", "none"):
-            raise ConfigError(f"mask must be 'auto' or 'none', not {self.mask!r}")
+        if self.mask not in MASK_MODES:
+            raise ConfigError(f"mask must be one of {', '.join(MASK_MODES)}, not {self.mask!r}")
         if min(self.image_size, self.frames, self.stride) < 1 or self.start < 0:
             raise ConfigError("image_size, frames and stride must be positive and start non-negative")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:

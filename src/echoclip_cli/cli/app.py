@@ -47,6 +47,10 @@ class EchoclipGroup(TyperGroup):
         except KeyboardInterrupt:
             err_console.print("[red]interrupted[/red]")
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # `echoclip ... | head`: the reader left; stop quietly like other tools
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(141) from None
         except Exception as exc:  # the boundary: everything else becomes one line and an exit code
             if debug_enabled():
                 raise
@@ -68,8 +72,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import embed_cmd, evaluate_cmd, info_cmd, tokenize_cmd, weights_cmd, zeroshot_cmd
+    from . import embed_cmd, evaluate_cmd, info_cmd, preprocess_cmd, tokenize_cmd, weights_cmd, zeroshot_cmd
 
+    app.command("preprocess")(preprocess_cmd.preprocess)
     app.command("embed")(embed_cmd.embed)
     app.command("predict-ef")(zeroshot_cmd.predict_ef)
     app.command("detect-devices")(zeroshot_cmd.detect_devices)
@@ -79,6 +84,11 @@ def _register() -> None:
     app.command("tokenize")(tokenize_cmd.tokenize)
     app.add_typer(weights_cmd.app, name="weights")
     app.command("info")(info_cmd.info)
+    from . import patients_cmd, search_cmd
+
+    app.command("match-patients")(patients_cmd.match_patients)
+    app.command("search")(search_cmd.search)
+    app.command("search-reports")(search_cmd.search)
 
 
 _register()

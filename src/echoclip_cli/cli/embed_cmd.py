@@ -41,7 +41,7 @@ def video_record(result: "VideoEmbedding", model: "EchoClip", with_vector: bool)
         "preprocess": result.meta.get("preprocess_digest") or model.preprocess.digest(),
         "error": result.error,
     }
-    for key in ("study_instance_uid", "series_instance_uid", "study_date", "patient_key"):
+    for key in ("study_uid", "series_uid", "sop_uid", "study_date", "patient_key"):
         if result.meta.get(key):
             record[key] = result.meta[key]
     if with_vector and result.embedding is not None:

@@ -22,7 +22,10 @@ DirOpt = Annotated[Optional[Path], typer.Option("--dir", help="Folder to search 
 FramesOpt = Annotated[Optional[int], typer.Option("--frames", help="Frames per video (default 20).", min=1)]
 StrideOpt = Annotated[Optional[int], typer.Option("--stride", help="Take every Nth frame (default 2).", min=1)]
 StartOpt = Annotated[Optional[int], typer.Option("--start", help="First frame (default 0).", min=0)]
-MaskOpt = Annotated[Optional[str], typer.Option("--mask", help="auto (mask overlays outside the sector) or none.")]
+MaskOpt = Annotated[
+    Optional[str],
+    typer.Option("--mask", help="auto (mask DICOM outside the moving sector, leave videos), sector (always) or none."),
+]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Frames per model batch.", min=1)]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-j", help="Decode processes (0: one background thread).", min=0)]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]

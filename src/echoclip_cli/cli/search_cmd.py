@@ -1,0 +1,111 @@
+"""``echoclip search`` (alias ``search-reports``): videos by text, or report texts by a video."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from ..errors import MediaError, UsageError
+from .common import DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, warn
+from .embed_cmd import device_for_rank
+
+if TYPE_CHECKING:  # torch loads when the command runs, not when --help is built
+    import numpy as np
+
+    from ..inference import EchoClip
+    from ..tokenizer import Tokenizer
+
+SEARCH_WEIGHTS = "echo-clip-r"
+
+
+class Level(str, Enum):
+    video = "video"
+    study = "study"
+    both = "both"
+
+
+def search(
+    query: Annotated[Optional[str], typer.Argument(
+        help="What to look for: report wording or echo shorthand ('severe MR', 'LVEF 35%', 'dilated LA').",
+        show_default=False)] = None,
+    index: Annotated[Optional[Path], typer.Option("--index", "-i", help="Embedding store to search (from `echoclip embed --out`).")] = None,
+    video: Annotated[Optional[Path], typer.Option("--video", help="Rank --reports for this video instead.")] = None,
+    reports: Annotated[Optional[Path], typer.Option("--reports", help="Report texts: CSV (id,text), JSONL (id/text) or one per line.")] = None,
+    weights: Annotated[str, typer.Option("--weights", "-w", help="Weights name or path (EchoCLIP-R for retrieval).")] = SEARCH_WEIGHTS,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many results (per level).", min=1)] = 10,
+    level: Annotated[Level, typer.Option("--level", help="Rank videos, studies or both.")] = Level.both,
+    explain: Annotated[bool, typer.Option("--explain", help="Show on stderr the text and token ids actually embedded.")] = False,
+    template_vocab: Annotated[Optional[Path], typer.Option("--template-vocab", help="EchoCLIP-R's template_vocab.txt, if the bundle lacks it.")] = None,
+    fmt: FormatOpt = OutputFormat.auto,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+) -> None:
+    """Rank stored echo videos and studies by a text query, or report texts by a video.
+
+    EchoCLIP-R only knows its 770 report sentences, so the query is first rewritten the way reports
+    are written (MR → MITRAL REGURGITATION, EF 35 → EJECTION FRACTION 35%, severely → SEVERE) and
+    matched onto the closest report phrases, their severity and number slots filled from the query;
+    several findings may be separated by commas or "and". A query that matches no phrase well
+    enough (under half of its words found) is an error, never arbitrary ranks. With --weights
+    echo-clip the rewritten text is embedded as it is. Ranking is exact cosine similarity.
+
+    Examples:
+
+        echoclip search "severe MR" --index archive.store --explain
+
+        echoclip search "dilated LA, EF 30%" --index archive.store --level study --top-k 20 --format csv
+
+        echoclip search --video study/a4c.dcm --reports reports.csv
+    """
+    from ..inference import load_model
+    from ..tokenizer import tokenizer_for
+
+    if query is not None and index is not None and video is None:
+        model = load_model(weights, device=device_for_rank(device), precision=precision)
+        tokenizer = tokenizer_for(model.bundle, template_vocab=template_vocab)
+        _search_index(model, tokenizer, query, index, top_k, level.value, explain, fmt)
+    elif video is not None and reports is not None and query is None and index is None:
+        model = load_model(weights, device=device_for_rank(device), precision=precision)
+        tokenizer = tokenizer_for(model.bundle, template_vocab=template_vocab)
+        _search_reports(model, tokenizer, video, reports, top_k, fmt)
+    else:
+        raise UsageError("give a QUERY with --index STORE, or --video FILE with --reports FILE",
+                         hint='e.g. echoclip search "severe MR" --index archive.store')
+
+
+def _search_index(model: "EchoClip", tokenizer: "Tokenizer", query: str, index: Path, top_k: int, level: str,
+                  explain: bool, fmt: OutputFormat) -> None:
+    from ..retrieval import search_store
+    from ..store import read_store
+
+    result = search_store(read_store(index), model, query, k=top_k, level=level, tokenizer=tokenizer)
+    if explain:
+        for line in result.plan.explain():
+            info(line)
+    emit_records(result.records, fmt, columns=["kind", "rank", "score", "source", "study", "n_videos", "study_date"])
+
+
+def _search_reports(model: "EchoClip", tokenizer: "Tokenizer", video: Path, reports: Path, top_k: int,
+                    fmt: OutputFormat) -> None:
+    from ..retrieval import rank_reports, read_reports
+
+    corpus = read_reports(reports)
+    ranking = rank_reports(_video_vector(model, video), corpus, model, top_k, tokenizer=tokenizer)
+    if ranking.skipped:
+        warn(f"{len(ranking.skipped)} of {len(corpus)} reports hold no sentence the tokenizer knows and were left out "
+             f"(first: {', '.join(ranking.skipped[:3])})")
+    emit_records(ranking.records, fmt, columns=["kind", "rank", "score", "id", "text"])
+
+
+def _video_vector(model: "EchoClip", video: Path) -> "np.ndarray":
+    from ..pipeline import embed_videos
+
+    if not video.exists():
+        raise UsageError(f"no such file: {video}")
+    result = next(iter(embed_videos([video], model)))
+    if result.error is not None or result.embedding is None:
+        raise MediaError(result.error or f"{video}: no embedding")
+    return result.embedding

@@ -1,0 +1,135 @@
+"""One input → one :class:`Clip`: decode the sampled frames, prepare them, gather metadata.
+
+``load_clip`` accepts DICOM files, videos and our own preprocessed ``.safetensors`` files (read
+back as they are, after checking they were made with the same preprocess settings), and always
+fails with a one-line :class:`~echoclip_cli.errors.MediaError` naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import MediaError
+from ..preprocess import prepare_frames
+from ..preprocess_config import PreprocessConfig
+from .dicom import read_dicom
+from .discover import input_kind
+from .phi import safe_reason
+from .store_file import read_clip_file
+from .video import decode_video
+
+
+@dataclass
+class Clip:
+    """A prepared video: uint8 (T, 3, S, S) RGB frames, JSON-safe metadata, the path as given."""
+
+    frames: torch.Tensor
+    meta: dict[str, Any]
+    source: str
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if not path.is_file():
+        raise MediaError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: empty file")
+    if not os.access(path, os.R_OK):
+        raise MediaError(f"{path}: permission denied")
+
+
+# Errors third-party decoders raise on odd files; each becomes a MediaError naming the file.
+_DECODER_ERRORS = (ValueError, OSError, EOFError, RuntimeError, KeyError, IndexError, TypeError,
+                   AttributeError, NotImplementedError, OverflowError, struct.error)
+
+
+def read_frames(
+    path: str | os.PathLike[str], indices: Sequence[int], *, keep_phi: bool = False, salt: str | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode frames ``indices`` (those past the end are dropped): ((T, H, W, 3) uint8 RGB, metadata).
+
+    No geometry is applied. The metadata holds the frame indices found, frame rate, the DICOM
+    tissue region (if any) and header identifiers (no PHI unless ``keep_phi``).
+    """
+    path = Path(path)
+    _check_file(path)
+    kind = input_kind(path)
+    if kind == "store":
+        raise MediaError(f"{path}: already preprocessed (no raw frames); read it with load_clip")
+    if not indices:
+        raise MediaError(f"{path}: no frame indices to read")
+    try:
+        if kind == "video":
+            frames, info = decode_video(path, indices, str(path))
+            return frames, {"source_kind": "video", **info}
+        return read_dicom(path, indices, keep_phi=keep_phi, salt=salt)
+    except MediaError:
+        raise
+    except _DECODER_ERRORS as exc:
+        raise MediaError(f"{path}: cannot read ({type(exc).__name__}: {safe_reason(exc)})") from None
+
+
+def _sha256(path: Path) -> str:
+    from ..weights import sha256_file
+
+    return sha256_file(path)
+
+
+# Header identifiers every clip's metadata carries (None for videos), so downstream code can
+# rely on the keys.
+_IDENTIFIERS = ("study_uid", "series_uid", "sop_uid", "study_date", "modality", "manufacturer", "patient_key")
+
+
+def _clip_meta(path: Path, raw: dict[str, Any], geometry: dict[str, Any], cfg: PreprocessConfig) -> dict[str, Any]:
+    meta = {"source": str(path), "source_sha256": _sha256(path), **dict.fromkeys(_IDENTIFIERS), **raw, **geometry}
+    meta["region_note"] = geometry.get("region_note") or raw.get("region_note")
+    meta["preprocess"] = cfg.to_dict()
+    meta["preprocess_digest"] = cfg.digest()
+    meta["echoclip_version"] = __version__
+    return meta
+
+
+def _load_store(path: Path, cfg: PreprocessConfig) -> Clip:
+    frames, meta = read_clip_file(path)
+    stored = meta.get("preprocess_digest")
+    if stored != cfg.digest():
+        raise MediaError(
+            f"{path}: preprocessed with other settings (digest {stored}, need {cfg.digest()}); "
+            "preprocess its source again"
+        )
+    return Clip(frames=frames, meta=meta, source=str(path))
+
+
+def load_clip(
+    path: str | os.PathLike[str], cfg: PreprocessConfig, *, keep_phi: bool = False, salt: str | None = None
+) -> Clip:
+    """Read any supported input and prepare it for ``cfg`` (see the module docstring)."""
+    path = Path(path)
+    _check_file(path)
+    if input_kind(path) == "store":
+        return _load_store(path, cfg)
+    frames_rgb, raw = read_frames(path, cfg.frame_indices, keep_phi=keep_phi, salt=salt)
+    mask = _effective_mask(cfg.mask, raw.get("source_kind"))
+    frames, geometry = prepare_frames(frames_rgb, cfg, region=raw.get("region"), mask=mask)
+    if cfg.mask == "auto" and mask == "none":
+        geometry["mask"] = {"mode": "auto", "applied": False, "reason": _VIDEO_MASK_REASON}
+    return Clip(frames=frames, meta=_clip_meta(path, raw, geometry, cfg), source=str(path))
+
+
+_VIDEO_MASK_REASON = "video files are taken as already masked (use --mask sector to mask them)"
+
+
+def _effective_mask(mode: str, source_kind: str | None) -> str:
+    """``auto`` masks DICOM (burned-in overlays) and leaves video files as they are (PreprocessConfig)."""
+    if mode != "auto":
+        return mode
+    return "none" if source_kind == "video" else "sector"

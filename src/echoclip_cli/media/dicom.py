@@ -1,0 +1,409 @@
+"""Echo DICOM through pydicom 3: read the header, decode only the frames needed, make them RGB.
+
+Stages:
+
+1. **Header** — ``dcmread`` with large values deferred (the pixel data is not loaded). Files
+   without the 128-byte preamble are read by content (``force``) and must still look like an
+   image (rows, columns, pixel data) to count as DICOM.
+2. **Decoder check** — the transfer syntax must have a pixel decoder installed; if not, the error
+   names the plugin to install (JPEG 2000 → pylibjpeg-openjpeg, JPEG-LS/lossless →
+   pylibjpeg-libjpeg, RLE → pylibjpeg-rle).
+3. **Decode by frame index** — never the whole cine:
+
+   * JPEG Baseline: the needed frames are cut from the encapsulated fragments
+     (``pydicom.encaps.generate_frames``, stopping after the last one needed) and decoded by
+     Pillow (libjpeg-turbo), about 4.5× faster than pydicom's pixel pipeline and the same pixels;
+     if Pillow refuses a frame, pydicom's pipeline is used instead.
+   * MPEG-2 / H.264 / HEVC transfer syntaxes: the fragments form a video stream, decoded by PyAV.
+   * Everything else: ``pydicom.pixels.iter_pixels(path, indices=...)``, which reads and decodes
+     only the requested frames (YBR → RGB happens there, once).
+
+4. **Colour** — :func:`echoclip_cli.media.colour.to_rgb8` (palettes, MONOCHROME1/2, bit depth,
+   mislabelled YCbCr).
+5. **Metadata** — UIDs, study date, modality, manufacturer, frame rate, the 2D tissue region and
+   the salted patient key; identifying values only with ``keep_phi`` (see :mod:`.phi`).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import MediaError
+from ..preprocess import clip_region
+from .colour import grey_fraction, mostly_grey, to_rgb8
+from .phi import patient_key, phi_values, resolve_salt, safe_reason
+
+_HEADER_ERRORS = (EOFError, OSError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError, struct.error)
+_DEFER_BYTES = 4096  # header values larger than this (pixel data, LUTs stay small) are read on demand
+
+# Pixel data we cannot use even with every plugin.
+_FLOAT_PIXELS = ("FloatPixelData", "DoubleFloatPixelData")
+
+
+# --------------------------------------------------------------------------- header
+
+
+def has_preamble(path: Path) -> bool:
+    """Whether the file carries the DICOM preamble ("DICM" at byte 128)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def read_header(path: Path) -> Any:
+    """The dataset with the pixel data deferred; :class:`MediaError` when it is not an image."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    preamble = has_preamble(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = dcmread(path, defer_size=_DEFER_BYTES, force=not preamble)
+        except InvalidDicomError:
+            raise MediaError(f"{path}: not a DICOM file") from None
+        except _HEADER_ERRORS as exc:
+            what = "DICOM file is damaged or truncated" if preamble else "not a DICOM file"
+            raise MediaError(f"{path}: {what} ({safe_reason(exc)})") from None
+    if any("End of file reached" in str(w.message) for w in caught):
+        raise MediaError(f"{path}: DICOM file is truncated (it ends inside an element)")
+    _check_image(ds, path, preamble)
+    return ds
+
+
+def _check_image(ds: Any, path: Path, preamble: bool) -> None:
+    if not preamble and not {"Rows", "Columns"} <= set(ds.dir()) and "PixelData" not in ds:
+        raise MediaError(f"{path}: not a DICOM file")
+    if any(name in ds for name in _FLOAT_PIXELS):
+        raise MediaError(f"{path}: float pixel data is not an echo image (not supported)")
+    if "PixelData" not in ds:
+        raise MediaError(f"{path}: DICOM file has no pixel data")
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError):
+        raise MediaError(f"{path}: DICOM image without valid Rows/Columns") from None
+    if rows < 1 or cols < 1:
+        raise MediaError(f"{path}: DICOM image of size {cols}×{rows}")
+    _check_length(ds, path)
+
+
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def _check_length(ds: Any, path: Path) -> None:
+    """Catch truncation before decoding: pixel data running past the end of the file, or native
+    pixel data shorter than its frames need."""
+    element = ds.get_item("PixelData")
+    length, start = getattr(element, "length", None), getattr(element, "value_tell", None)
+    if length is None:  # read already (a short file ends before the deferral would apply)
+        value = getattr(element, "value", None)
+        length = len(value) if isinstance(value, (bytes, bytearray)) else None
+    if length is None or length == _UNDEFINED_LENGTH:
+        return
+    missing = (start or 0) + length - path.stat().st_size
+    if start is not None and missing > 0:
+        raise MediaError(f"{path}: DICOM file is truncated ({missing} bytes of pixel data missing)")
+    bits = int(ds.get("BitsAllocated") or 8)
+    if bits % 8 or transfer_syntax(ds).is_compressed:
+        return
+    frame_bytes = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * bits // 8
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "YBR_FULL_422":
+        frame_bytes = frame_bytes * 2 // 3
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if length < frame_bytes * frames:
+        raise MediaError(
+            f"{path}: DICOM file is truncated (pixel data holds {length} bytes, {frames} frame(s) need "
+            f"{frame_bytes * frames})"
+        )
+
+
+def transfer_syntax(ds: Any) -> Any:
+    """The transfer syntax UID, inferred from the encoding for files without file meta."""
+    from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    uid = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if uid:
+        return UID(str(uid))
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def number_of_frames(ds: Any, path: Path) -> int:
+    value = ds.get("NumberOfFrames")
+    try:
+        count = 1 if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        count = 1  # unreadable: treat as a single frame, as pydicom does
+    if count < 1:
+        raise MediaError(f"{path}: DICOM image has zero frames")
+    return count
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+_PLUGIN_HINTS = (
+    ("JPEG 2000", "pylibjpeg-openjpeg"),
+    ("JPEG-LS", "pylibjpeg-libjpeg"),
+    ("JPEG", "pylibjpeg-libjpeg"),
+    ("RLE", "pylibjpeg-rle"),
+)
+
+
+def plugin_hint(ts_name: str, missing: Sequence[str] = ()) -> str:
+    """Which package would decode this transfer syntax (for the error message)."""
+    for fragment, package in _PLUGIN_HINTS:
+        if fragment.lower() in ts_name.lower():
+            return package
+    return "; ".join(missing) or "a pydicom pixel data plugin"
+
+
+def check_decoder(ts: Any, path: Path) -> None:
+    """Raise :class:`MediaError` naming the missing plugin when ``ts`` cannot be decoded here."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import MPEGTransferSyntaxes
+
+    if ts in MPEGTransferSyntaxes:
+        return
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        named = ts.name if ts.name != str(ts) else "unknown"
+        raise MediaError(f"{path}: unsupported transfer syntax {named} ({ts})") from None
+    if not decoder.is_available:
+        needed = plugin_hint(ts.name, decoder.missing_dependencies)
+        raise MediaError(f"{path}: no decoder installed for {ts.name} (install {needed})")
+
+
+def _pillow_frame(data: bytes, rows: int, cols: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        if image.mode not in ("RGB", "L") or image.size != (cols, rows):
+            raise ValueError(f"Pillow gave a {image.mode} {image.size} image")
+        image.load()
+        return np.asarray(image)
+
+
+def _jpeg_baseline_frames(ds: Any, indices: Sequence[int], n_frames: int) -> list[np.ndarray]:
+    """Decode the wanted frames straight from the encapsulated JPEG fragments with Pillow."""
+    from pydicom.encaps import generate_frames
+
+    extended = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    wanted, last = set(indices), max(indices)
+    out = []
+    frames = generate_frames(ds.PixelData, number_of_frames=n_frames, extended_offsets=extended)
+    for index, data in enumerate(frames):
+        if index in wanted:
+            out.append(_pillow_frame(data, int(ds.Rows), int(ds.Columns)))
+        if index >= last:
+            break
+    if len(out) != len(wanted):
+        raise ValueError(f"found {len(out)} of the {len(wanted)} frames needed")
+    return out
+
+
+def _pydicom_frames(source: Any, indices: Sequence[int]) -> list[np.ndarray]:
+    from pydicom.pixels import iter_pixels
+
+    return [np.asarray(frame) for frame in iter_pixels(source, indices=list(indices))]
+
+
+def _mpeg_frames(ds: Any, indices: Sequence[int], path: Path) -> tuple[list[np.ndarray], list[int]]:
+    """MPEG-2 / H.264 / HEVC pixel data: join the fragments and decode them as a video stream."""
+    from pydicom.encaps import generate_fragments
+
+    from .video import decode_video
+
+    stream = b"".join(generate_fragments(ds.PixelData))
+    frames, info = decode_video(io.BytesIO(stream), indices, str(path))
+    return list(frames), info["frame_indices"]
+
+
+def _decode(path: Path, ds: Any, ts: Any, indices: list[int], n_frames: int) -> tuple[list[np.ndarray], list[int], str]:
+    """(frames, their indices, decoder used); pydicom's errors become :class:`MediaError`."""
+    from pydicom.uid import JPEGBaseline8Bit, MPEGTransferSyntaxes
+
+    if ts in MPEGTransferSyntaxes:
+        frames, found = _mpeg_frames(ds, indices, path)
+        return frames, found, "pyav"
+    if ts == JPEGBaseline8Bit and int(ds.get("BitsAllocated", 8)) == 8:
+        try:
+            return _jpeg_baseline_frames(ds, indices, n_frames), indices, "pillow"
+        except (OSError, ValueError, SyntaxError):
+            pass  # damaged or unusual codestream: let pydicom's pipeline try (and report)
+    try:
+        return _pydicom_frames(_pixel_source(path, ds, ts), indices), indices, "pydicom"
+    except _PYDICOM_ERRORS as exc:
+        raise MediaError(f"{path}: cannot decode {ts.name} pixel data ({safe_reason(exc)})") from None
+
+
+_PYDICOM_ERRORS = (RuntimeError, ValueError, NotImplementedError, OSError, EOFError, KeyError, AttributeError)
+
+
+def _pixel_source(path: Path, ds: Any, ts: Any) -> Any:
+    """What ``iter_pixels`` reads: the path (only the needed frames are read), or a whole dataset
+    for deflated files and files without file meta, which pydicom cannot decode from a path."""
+    from pydicom import dcmread
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    has_meta = bool(getattr(ds, "file_meta", None)) and "TransferSyntaxUID" in ds.file_meta
+    if has_meta and ts != DeflatedExplicitVRLittleEndian:
+        return path
+    full = dcmread(path, force=True)
+    return _with_transfer_syntax(full, ts) if not has_meta else full
+
+
+def _rgb8(raw: list[np.ndarray], ds: Any, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    try:
+        return to_rgb8(raw, ds)
+    except MediaError as exc:
+        raise MediaError(f"{path}: {exc.message}") from None
+
+
+def _decode_rgb(
+    path: Path, ds: Any, ts: Any, indices: list[int], n_frames: int
+) -> tuple[np.ndarray, list[int], str, dict[str, Any]]:
+    """Decode and convert to uint8 RGB. Pillow's colours are only trusted when the result is mostly
+    grey: otherwise pydicom decodes the same frames too and the greyer result wins (Pillow treats
+    every unmarked 3-component codestream as YCbCr, which is wrong for RGB codestreams)."""
+    raw, found, decoder = _decode(path, ds, ts, indices, n_frames)
+    frames, notes = _rgb8(raw, ds, path)
+    if decoder != "pillow" or frames.shape[-1] != 3 or mostly_grey(frames) or raw[0].ndim != 3:
+        return frames, found, decoder, notes
+    try:
+        other, other_notes = _rgb8(_pydicom_frames(_pixel_source(path, ds, ts), indices), ds, path)
+    except (MediaError, *_PYDICOM_ERRORS):
+        return frames, found, decoder, notes
+    if (grey_fraction(other) or 0.0) > (grey_fraction(frames) or 0.0):
+        return other, found, "pydicom", other_notes
+    return frames, found, decoder, notes
+
+
+def _with_transfer_syntax(ds: Any, ts: Any) -> Any:
+    """A dataset read without file meta, given the transfer syntax its encoding implies."""
+    from pydicom.dataset import FileMetaDataset
+
+    if not getattr(ds, "file_meta", None):
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ts
+    return ds
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def frame_rate(ds: Any) -> float | None:
+    """Frames per second from FrameTime, FrameTimeVector, CineRate or RecommendedDisplayFrameRate."""
+    try:
+        if float(ds.get("FrameTime") or 0) > 0:
+            return round(1000.0 / float(ds.FrameTime), 4)
+        vector = [float(v) for v in (ds.get("FrameTimeVector") or [])][1:]
+        if vector and sum(vector) > 0:
+            return round(1000.0 * len(vector) / sum(vector), 4)
+        for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
+            if float(ds.get(keyword) or 0) > 0:
+                return float(ds.get(keyword))
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+def tissue_region(ds: Any, rows: int, cols: int) -> tuple[list[int] | None, str | None]:
+    """The largest 2D (RegionSpatialFormat 1) ultrasound region that fits the frame, as a box.
+
+    DICOM bounds are inclusive; the box returned is ``[x0, y0, x1, y1)``. Returns (None, reason)
+    when the header names regions but none fits the image.
+    """
+    boxes, notes = [], []
+    for item in ds.get("SequenceOfUltrasoundRegions") or []:
+        if item.get("RegionSpatialFormat") != 1:
+            continue
+        try:
+            raw = [int(item.get(k)) for k in ("RegionLocationMinX0", "RegionLocationMinY0")]
+            raw += [int(item.get(k)) + 1 for k in ("RegionLocationMaxX1", "RegionLocationMaxY1")]
+        except (TypeError, ValueError):
+            continue
+        box, note = clip_region(raw, rows, cols)
+        if box:
+            boxes.append(box)
+        elif note:
+            notes.append(note)
+    if boxes:
+        best = max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))  # first of equals wins
+        return list(best), None
+    return None, (notes[0] if notes else None)
+
+
+def _text(ds: Any, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def header_meta(ds: Any, ts: Any, *, keep_phi: bool, salt: str | None) -> dict[str, Any]:
+    """What outputs record from the header: identifiers of the object, never of the person."""
+    pid = _text(ds, "PatientID")
+    meta: dict[str, Any] = {
+        "study_uid": _text(ds, "StudyInstanceUID"),
+        "series_uid": _text(ds, "SeriesInstanceUID"),
+        "sop_uid": _text(ds, "SOPInstanceUID"),
+        "sop_class": getattr(ds.get("SOPClassUID"), "name", None),
+        "study_date": _text(ds, "StudyDate"),
+        "modality": _text(ds, "Modality"),
+        "manufacturer": _text(ds, "Manufacturer"),
+        "manufacturer_model": _text(ds, "ManufacturerModelName"),
+        "transfer_syntax": ts.name,
+        "photometric_interpretation": _text(ds, "PhotometricInterpretation"),
+        "burned_in_annotation": _text(ds, "BurnedInAnnotation"),
+        "patient_key": patient_key(pid, resolve_salt(salt)) if pid else None,
+    }
+    if keep_phi:
+        meta["phi"] = phi_values(ds)
+    return meta
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def read_dicom(
+    path: Path, indices: Sequence[int], *, keep_phi: bool = False, salt: str | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode frames ``indices`` of a DICOM file: ((T, H, W, 3) uint8 RGB, metadata)."""
+    ds = read_header(path)
+    ts = transfer_syntax(ds)
+    check_decoder(ts, path)
+    n_frames = number_of_frames(ds, path)
+    wanted = sorted({int(i) for i in indices if 0 <= int(i) < n_frames})
+    if not wanted:
+        raise MediaError(f"{path}: has {n_frames} frame(s), none at the sampled indices (from {min(indices)})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's warnings about odd headers would break the one-line report
+        frames, found, decoder, colour_notes = _decode_rgb(path, ds, ts, wanted, n_frames)
+    rows, cols = frames.shape[1:3]
+    region, region_note = tissue_region(ds, rows, cols)
+    meta = {
+        "source_kind": "dicom",
+        "frame_indices": found,
+        "n_frames_total": n_frames,
+        "fps": frame_rate(ds),
+        "decoder": decoder,
+        "region": region,
+        "region_note": region_note,
+        **colour_notes,
+        **header_meta(ds, ts, keep_phi=keep_phi, salt=salt),
+    }
+    return frames, meta

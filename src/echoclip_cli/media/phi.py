@@ -1,0 +1,101 @@
+"""Patient data: what may leave a DICOM header, and the salted patient key.
+
+Outputs never hold names, birth dates or raw IDs unless the user asks (``keep_phi``). To let
+later commands group videos by patient without the ID itself, each output carries
+``patient_key``: the first 16 hex digits of HMAC-SHA256(salt, PatientID).
+
+The salt, first found wins:
+
+1. the ``salt`` argument (``--salt``);
+2. the ``ECHOCLIP_SALT`` environment variable;
+3. a random 32-byte salt made on first use and kept in ``$ECHOCLIP_HOME/salt`` (mode 0600).
+
+With the default (3) keys link videos within one installation only; set the same salt on every
+machine (and keep it secret: with the salt, anyone can test a guessed ID) to link across sites.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+from ..errors import MediaError
+
+SALT_ENV = "ECHOCLIP_SALT"
+SALT_FILE = "salt"
+
+# Header fields that identify a person: only ever copied into outputs under ``keep_phi``.
+PHI_FIELDS = {
+    "patient_id": "PatientID",
+    "patient_name": "PatientName",
+    "patient_birth_date": "PatientBirthDate",
+    "patient_sex": "PatientSex",
+    "accession_number": "AccessionNumber",
+    "institution_name": "InstitutionName",
+    "referring_physician": "ReferringPhysicianName",
+}
+
+
+def _salt_path() -> Path:
+    from ..weights import weights_home
+
+    return weights_home() / SALT_FILE
+
+
+def _home_salt() -> str:
+    """The per-home salt, created (atomically, owner-only) the first time it is needed."""
+    path = _salt_path()
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{SALT_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+    try:
+        os.link(tmp, path)  # fails if another process made one meanwhile: keep theirs
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()
+
+
+def resolve_salt(salt: str | None = None) -> str:
+    """The salt to use: the argument, else ``$ECHOCLIP_SALT``, else the per-home salt."""
+    chosen = salt if salt else os.environ.get(SALT_ENV) or _home_salt()
+    if not chosen:
+        raise MediaError(f"the patient-key salt is empty (check {_salt_path()})")
+    return chosen
+
+
+def patient_key(patient_id: str | None, salt: str) -> str | None:
+    """16 hex digits of HMAC-SHA256(salt, PatientID); ``None`` when there is no ID."""
+    pid = (patient_id or "").strip()
+    if not pid:
+        return None
+    return hmac.new(salt.encode(), pid.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def phi_values(ds: Any) -> dict[str, str | None]:
+    """The identifying header values (for ``keep_phi`` outputs only)."""
+    values = {}
+    for key, keyword in PHI_FIELDS.items():
+        value = ds.get(keyword)
+        values[key] = str(value) if value not in (None, "") else None
+    return values
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def safe_reason(exc: BaseException, limit: int = 160) -> str:
+    """A library exception as one short line, quoted values blanked (they may be header values)."""
+    text = str(getattr(exc, "strerror", None) or exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return _QUOTED.sub("'…'", first)[:limit]

@@ -1,0 +1,85 @@
+"""Our preprocessed files: one safetensors file per video, read back without decoding again.
+
+Layout: one tensor ``frames`` (uint8, T×3×S×S, RGB, already cropped, masked and resized) and
+one metadata entry ``echoclip`` holding a JSON object (safetensors metadata is str → str): the
+source path and sha256, frame indices, fps, sizes, crop box, mask, the preprocess config and its
+digest, DICOM UIDs and the salted patient key (see :mod:`echoclip_cli.media.phi`). Files are
+written to a temporary name beside the target and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import MediaError
+from .phi import safe_reason
+
+META_KEY = "echoclip"
+FORMAT = "echoclip-frames"
+FORMAT_VERSION = 1
+SUFFIX = ".safetensors"
+
+
+def is_store_file(path: Path) -> bool:
+    """Whether ``path`` looks like a safetensors file (8-byte header length, then a JSON object)."""
+    if path.suffix.lower() != SUFFIX:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def write_clip_file(path: Path, frames: torch.Tensor, meta: dict[str, Any]) -> Path:
+    """Write frames + metadata to ``path`` atomically (temp file in the same folder, then rename)."""
+    from safetensors.torch import save_file
+
+    record = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({"frames": frames.contiguous()}, tmp, metadata={META_KEY: json.dumps(record)})
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def read_clip_file(path: Path) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Frames and metadata of one of our files; :class:`MediaError` for anything else."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+            if META_KEY not in header or "frames" not in fh.keys():
+                raise MediaError(f"{path}: a safetensors file but not an echoclip preprocessed file")
+            frames = fh.get_tensor("frames")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MediaError(f"{path}: cannot read safetensors file ({safe_reason(exc)})") from None
+    try:
+        meta = json.loads(header[META_KEY])
+    except json.JSONDecodeError:
+        raise MediaError(f"{path}: its echoclip metadata is not valid JSON") from None
+    if meta.pop("format", None) != FORMAT or frames.dtype != torch.uint8 or frames.ndim != 4:
+        raise MediaError(f"{path}: not an echoclip frames file")
+    if meta.pop("format_version", None) != FORMAT_VERSION:
+        raise MediaError(f"{path}: written by a newer echoclip (format version not {FORMAT_VERSION})")
+    return frames, meta
