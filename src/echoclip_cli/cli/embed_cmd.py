@@ -70,6 +70,7 @@ def embed(
     start: StartOpt = None,
     mask: MaskOpt = None,
     keep_frames: Annotated[bool, typer.Option("--keep-frames", help="Store per-frame embeddings (for zero-shot tasks).")] = False,
+    flush_every: Annotated[int, typer.Option("--flush-every", help="Videos per store part (a crash loses at most these).", min=1)] = 256,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Take slice I/N of the inputs (SLURM arrays).")] = None,
     text: Annotated[Optional[list[str]], typer.Option("--text", help="Embed this text instead of videos (repeatable).")] = None,
     reports: Annotated[Optional[Path], typer.Option("--reports", help="Embed report texts, one per line.")] = None,
@@ -108,7 +109,8 @@ def embed(
         info(f"skipped: {record['error']}")
     with_vector = resolve_format(fmt) is OutputFormat.jsonl
     if out is not None:
-        failures = _embed_into_store(model, files, cfg, out, batch_size, workers, keep_frames, keep_phi, quiet, fmt)
+        failures = _embed_into_store(model, files, cfg, out, batch_size, workers, keep_frames, keep_phi, quiet, fmt,
+                                     flush_every)
     else:
         results = embed_videos(files, model, cfg=cfg, batch_size=batch_size, workers=workers, keep_phi=keep_phi)
         records = []
@@ -124,12 +126,12 @@ def embed(
 
 
 def _embed_into_store(model: "EchoClip", files: list[Path], cfg: Any, out: Path, batch_size: int, workers: int,
-                      keep_frames: bool, keep_phi: bool, quiet: bool, fmt: OutputFormat) -> int:
+                      keep_frames: bool, keep_phi: bool, quiet: bool, fmt: OutputFormat, flush_every: int) -> int:
     from ..pipeline import embed_videos, input_key
     from ..store import StoreWriter
 
     writer = StoreWriter(out, weights_name=model.bundle.name, weights_sha256=model.weights_sha256, cfg=cfg,
-                         embed_dim=model.embed_dim, keep_frames=keep_frames)
+                         embed_dim=model.embed_dim, keep_frames=keep_frames, flush_every=flush_every)
     done = writer.done_keys()
     todo = [f for f in files if not done or input_key(f) not in done]
     if len(todo) < len(files):

@@ -1,0 +1,162 @@
+"""Embedding pipeline and the commands on it: packing, order, failures, store resume, zero-shot."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import echoclip_cli
+from echoclip_cli.pipeline import embed_videos, naive_embed_video
+from echoclip_cli.store import read_store
+from tests.cli_helpers import run_cli
+from tests.media_factory import echo_frames, make_broken_folder, make_dicom, make_video
+
+
+@pytest.fixture()
+def videos(tmp_path):
+    """Three small inputs of different lengths: JPEG DICOM (two studies) and an AVI."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    return [
+        make_dicom(folder / "a.dcm", echo_frames(30, 48, 64, seed=1), "jpeg", seed=11),
+        make_dicom(folder / "b.dcm", echo_frames(9, 48, 64, seed=2), "rgb", seed=12),
+        make_video(folder / "c.avi", echo_frames(14, 48, 64, seed=3)),
+    ]
+
+
+@pytest.fixture()
+def model(tiny_bundle):
+    return echoclip_cli.load_model("tiny", device="cpu", precision="fp32")
+
+
+def _jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64])
+def test_packed_batches_equal_per_video_embedding(model, videos, batch_size):
+    results = list(embed_videos(videos, model, batch_size=batch_size, keep_frames=True))
+    assert [r.source for r in results] == [str(v) for v in videos]  # input order kept
+    assert [r.n_frames for r in results] == [15, 5, 7]  # frames 0,2,..,38 clipped to each length
+    for r, v in zip(results, videos):
+        np.testing.assert_allclose(r.embedding, naive_embed_video(model, v), atol=2e-6)
+        np.testing.assert_allclose(np.linalg.norm(r.frame_embeddings, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(r.embedding, r.frame_embeddings.mean(0), atol=1e-6)
+
+
+def test_worker_processes_give_the_same_vectors(model, videos):
+    inline = list(embed_videos(videos, model, batch_size=8))
+    pooled = list(embed_videos(videos, model, batch_size=8, workers=2))
+    for a, b in zip(inline, pooled):
+        np.testing.assert_array_equal(a.embedding, b.embedding)
+
+
+def test_embed_reports_bad_files_and_goes_on(tiny_bundle, tmp_path):
+    good, broken = make_broken_folder(tmp_path / "mixed")
+    result = run_cli("embed", "--dir", tmp_path / "mixed", "-w", "tiny", "--format", "jsonl")
+    records = _jsonl(result.stdout)
+    assert result.exit_code == 1
+    ok = [r for r in records if not r["error"]]
+    assert sorted(os.path.basename(r["source"]) for r in ok) == sorted(p.name for p in good)
+    assert all(len(r["embedding"]) == 32 for r in ok)
+    failed = [r for r in records if r["error"]]
+    assert len(failed) == len([ln for ln in result.stderr.splitlines() if ln.startswith("error:")]) >= 4
+    assert "Traceback" not in result.stderr
+
+
+def test_store_resume_skips_done_inputs(tiny_bundle, videos, tmp_path):
+    store = tmp_path / "store"
+    first = run_cli("embed", videos[0], videos[1], "-w", "tiny", "--out", store, "--keep-frames", "-f", "jsonl")
+    assert first.exit_code == 0
+    second = run_cli("embed", *videos, "-w", "tiny", "--out", store, "--keep-frames", "-f", "jsonl")
+    assert second.exit_code == 0
+    assert "2 inputs already in" in second.stderr
+    assert [r["source"] for r in _jsonl(second.stdout)] == [str(videos[2])]
+    loaded = read_store(store, frames=True)
+    assert sorted(r["source"] for r in loaded.rows) == sorted(map(str, videos))
+    other = run_cli("embed", *videos, "-w", "tiny", "--out", store, "--frames", "4")
+    assert other.exit_code == 1 and "other preprocessing" in other.stderr
+
+
+def test_killed_run_then_rerun_has_every_input_once(tiny_bundle, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(12):
+        make_dicom(folder / f"v{i:02d}.dcm", echo_frames(6, 48, 64, seed=i), "rgb", seed=100 + i)
+    store = tmp_path / "store"
+    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "echoclip_cli", "embed", "--dir", str(folder), "-w", "tiny", "--out", str(store),
+           "--batch-size", "3", "--flush-every", "2", "-q", "-f", "jsonl"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(store.glob("part-*.safetensors"))) < 2:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = read_store(store)  # readable after kill -9
+    assert len(partial) < 12
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    final = read_store(store)
+    assert sorted(os.path.basename(r["source"]) for r in final.rows) == [f"v{i:02d}.dcm" for i in range(12)]
+    assert not list(store.glob("*.tmp"))
+
+
+def test_predict_ef_on_pydicom_echo_cine(tiny_bundle):
+    from pydicom import examples
+
+    result = run_cli("predict-ef", examples.get_path("ybr_color"), "-w", "tiny", "-f", "jsonl")
+    records = _jsonl(result.stdout)
+    assert result.exit_code == 0, result.stderr
+    video, study = records
+    assert video["level"] == "video" and study["level"] == "study"
+    assert 0 <= video["ef"] <= 100 and video["n_frames"] == 15  # 30 frames: 0, 2, ..., 28
+    assert video["frame_ef_min"] <= video["ef"] <= video["frame_ef_max"] or video["frame_ef_sd"] >= 0
+    assert video["aggregation"] == "released" and video["weights"] == "tiny"
+    assert study["n_videos"] == 1 and study["ef"] == pytest.approx(video["ef"], abs=1e-4)
+
+
+def test_predict_ef_from_store_equals_direct(tiny_bundle, videos, tmp_path):
+    direct = _jsonl(run_cli("predict-ef", *videos, "-w", "tiny", "-f", "jsonl").stdout)
+    run_cli("embed", *videos, "-w", "tiny", "--out", tmp_path / "s", "--keep-frames")
+    stored = _jsonl(run_cli("predict-ef", "--store", tmp_path / "s", "-w", "tiny", "-f", "jsonl").stdout)
+    key = lambda r: (r["level"], r.get("source") or r["study"])  # noqa: E731
+    assert {key(r): r["ef"] for r in direct} == {key(r): r["ef"] for r in stored}
+
+
+def test_predict_ef_needs_frames_in_store(tiny_bundle, videos, tmp_path):
+    run_cli("embed", videos[0], "-w", "tiny", "--out", tmp_path / "s")
+    result = run_cli("predict-ef", "--store", tmp_path / "s", "-w", "tiny")
+    assert result.exit_code == 2 and "no per-frame embeddings" in result.stderr
+
+
+def test_detect_devices_calls_only_with_a_threshold(tiny_bundle, videos, tmp_path):
+    thresholds = tmp_path / "t.json"
+    thresholds.write_text(json.dumps({"tavr": {"threshold": -1.0}}))
+    result = run_cli("detect-devices", videos[1], "-w", "tiny", "-f", "jsonl", "--thresholds", thresholds)
+    video = {r["task"]: r for r in _jsonl(result.stdout) if r["level"] == "video"}
+    assert result.exit_code == 0
+    assert set(video) == {"pacemaker", "tavr", "mitraclip", "impella"}
+    assert video["pacemaker"]["threshold"] == 0.298 and video["pacemaker"]["calibrated"]
+    assert video["tavr"]["detected"] is True and video["tavr"]["threshold_source"] == "user"
+    assert video["impella"]["calibrated"] is False and video["impella"]["detected"] is None
+
+
+def test_retrieval_weights_are_refused_for_ef(tmp_path, videos):
+    from echoclip_cli.weights import import_openclip
+    from tests.conftest import write_openclip_checkpoint
+
+    vocab = tmp_path / "v.txt"
+    vocab.write_text("LV EJECTION FRACTION IS <#>%. \n")
+    import_openclip(write_openclip_checkpoint(tmp_path / "ck"), "tiny-r", tokenizer="template", template_vocab=vocab)
+    refused = run_cli("predict-ef", videos[0], "-w", "tiny-r")
+    assert refused.exit_code == 2 and "MAE 16.9" in refused.stderr
+    forced = run_cli("predict-ef", videos[0], "-w", "tiny-r", "--force", "-f", "jsonl")
+    assert forced.exit_code == 0 and _jsonl(forced.stdout)[0]["ef"] >= 0
