@@ -1,0 +1,60 @@
+"""The shell pipelines in examples/ run end to end (tiny random-weight models) so they cannot rot."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from echoclip_cli.weights import import_openclip
+from tests.conftest import REPO_ROOT, write_openclip_checkpoint
+
+EXAMPLES = REPO_ROOT / "examples"
+# A stand-in for EchoCLIP-R's vocabulary (the real one is never in the repository).
+PHRASES = "THERE IS <#> MITRAL REGURGITATION. \nLV EJECTION FRACTION IS <#>%. \nNORMAL LEFT VENTRICULAR SIZE. \n"
+
+
+@pytest.fixture()
+def example_env(tiny_checkpoint, tmp_path, _hermetic_home):
+    import_openclip(tiny_checkpoint, "tiny")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text(PHRASES)
+    import_openclip(write_openclip_checkpoint(tmp_path / "ck"), "tiny-r", tokenizer="template", template_vocab=vocab)
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "WORKDIR": str(tmp_path / "work"),
+            "ECHOCLIP_WEIGHTS": "tiny", "ECHOCLIP_WEIGHTS_R": "tiny-r", "ECHOCLIP_HOME": str(_hermetic_home)}
+
+
+def run_example(name: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    Path(env["WORKDIR"]).mkdir(exist_ok=True)
+    return subprocess.run(["bash", str(EXAMPLES / name)], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_predict_ef_to_csv(example_env):
+    result = run_example("predict_ef_to_csv.sh", example_env)
+    assert result.returncode == 0, result.stderr
+    csv = (Path(example_env["WORKDIR"]) / "ef.csv").read_text().splitlines()
+    assert csv[0].startswith("level,source,study,ef") and len(csv) == 1 + 4 + 4  # header, videos, studies
+
+
+def test_preprocess_then_embed(example_env):
+    result = run_example("preprocess_then_embed.sh", example_env)
+    assert result.returncode == 0, result.stderr
+    assert "4 videos, 32-d, weights tiny" in result.stdout
+    assert "4 inputs already in" in result.stderr  # the second embed resumed and did nothing
+
+
+def test_index_and_search(example_env):
+    result = run_example("index_and_search.sh", example_env)
+    assert result.returncode == 0, result.stderr
+    assert "embedded: THERE IS SEVERE MITRAL REGURGITATION." in result.stderr + result.stdout
+    assert result.stdout.splitlines()[0].startswith("kind,rank,score,source")
+
+
+def test_match_patients(example_env):
+    result = run_example("match_patients.sh", example_env)
+    assert result.returncode == 0, result.stderr
+    assert "'neighbour':" in result.stdout and "'timeline': 6" in result.stdout
