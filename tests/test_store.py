@@ -85,3 +85,20 @@ def test_not_a_store(tmp_path):
         read_store(tmp_path / "x")
     with pytest.raises(Exception, match="not an embedding store"):
         writer(tmp_path / "x")
+
+
+def test_store_commands_merge_and_info(tmp_path):
+    import json
+
+    from tests.cli_helpers import run_cli
+
+    for shard in range(2):
+        with writer(tmp_path / f"shard{shard}") as w:
+            for i in range(shard, 4, 2):
+                w.add(result(i))
+    merged = run_cli("store", "merge", tmp_path / "all", tmp_path / "shard0", tmp_path / "shard1")
+    assert merged.exit_code == 0 and "4 videos from 2 stores" in merged.stderr
+    summary = json.loads(run_cli("store", "info", tmp_path / "all").stdout)
+    assert summary["videos"] == 4 and summary["studies"] == 0 and summary["weights"]["name"] == "tiny"
+    missing = run_cli("store", "info", tmp_path / "nope")
+    assert missing.exit_code == 1 and "not an embedding store" in missing.stderr

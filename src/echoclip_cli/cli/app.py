@@ -72,23 +72,23 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import embed_cmd, evaluate_cmd, info_cmd, preprocess_cmd, tokenize_cmd, weights_cmd, zeroshot_cmd
+    from . import (embed_cmd, evaluate_cmd, info_cmd, patients_cmd, preprocess_cmd, search_cmd, store_cmd,
+                   tokenize_cmd, weights_cmd, zeroshot_cmd)
 
     app.command("preprocess")(preprocess_cmd.preprocess)
     app.command("embed")(embed_cmd.embed)
     app.command("predict-ef")(zeroshot_cmd.predict_ef)
     app.command("detect-devices")(zeroshot_cmd.detect_devices)
     app.command("zero-shot")(zeroshot_cmd.zero_shot)
+    app.command("match-patients")(patients_cmd.match_patients)
+    app.command("search")(search_cmd.search)
+    app.command("search-reports", hidden=True)(search_cmd.search)  # the original design's name
     app.command("calibrate")(evaluate_cmd.calibrate)
     app.command("evaluate")(evaluate_cmd.evaluate)
     app.command("tokenize")(tokenize_cmd.tokenize)
+    app.add_typer(store_cmd.app, name="store")
     app.add_typer(weights_cmd.app, name="weights")
     app.command("info")(info_cmd.info)
-    from . import patients_cmd, search_cmd
-
-    app.command("match-patients")(patients_cmd.match_patients)
-    app.command("search")(search_cmd.search)
-    app.command("search-reports")(search_cmd.search)
 
 
 _register()
