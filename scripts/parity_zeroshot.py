@@ -13,6 +13,7 @@ It prints a JSON object; compare it with
 
     echoclip predict-ef VIDEO --weights OUTDIR/bin --precision fp32 --format jsonl
     echoclip detect-devices VIDEO --weights OUTDIR/bin --precision fp32 -d pacemaker --format jsonl
+    echoclip embed VIDEO --weights OUTDIR/bin --precision fp32 --format jsonl   (cosine with "embedding")
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def main(outdir: Path, video: str) -> None:
     ranked = values[np.argsort(-(frame_emb @ ef_emb.T), axis=1)]
     ef = float(np.median(ranked.mean(axis=0)[: int(len(values) * 0.2)]))
     pacemaker = float((frame_emb @ pm_emb.T).mean())
-    print(json.dumps({"ef": ef, "pacemaker_score": pacemaker, "n_frames": len(frame_emb)}))
+    video = frame_emb.mean(axis=0)  # the released video embedding: mean of normalised frames
+    print(json.dumps({"ef": ef, "pacemaker_score": pacemaker, "n_frames": len(frame_emb),
+                      "embedding": [float(v) for v in video]}))
 
 
 if __name__ == "__main__":
