@@ -160,3 +160,25 @@ def test_retrieval_weights_are_refused_for_ef(tmp_path, videos):
     assert refused.exit_code == 2 and "MAE 16.9" in refused.stderr
     forced = run_cli("predict-ef", videos[0], "-w", "tiny-r", "--force", "-f", "jsonl")
     assert forced.exit_code == 0 and _jsonl(forced.stdout)[0]["ef"] >= 0
+
+
+def test_zero_shot_categorical_and_regression_tasks(tiny_bundle, videos):
+    sizes = _jsonl(run_cli("zero-shot", "--task", "left_ventricle_size", *videos[:2], "-w", "tiny", "-f", "jsonl").stdout)
+    video_rows = [r for r in sizes if r["level"] == "video"]
+    assert {r["prediction"] for r in video_rows} <= {"normal", "mild", "moderate", "severe"}
+    assert all(r["prediction"] == max(r["scores"], key=r["scores"].get) for r in video_rows)
+    studies = [r for r in sizes if r["level"] == "study"]
+    assert len(studies) == 2 and all(r["prediction"] in {"normal", "mild", "moderate", "severe"} for r in studies)
+    pressure = _jsonl(run_cli("zero-shot", "--task", "pulmonary_artery_pressure", videos[2], "-w", "tiny",
+                              "-f", "jsonl").stdout)
+    assert pressure[0]["unit"] == "mmHg" and 0 <= pressure[0]["value"] <= 100
+
+
+def test_study_records_vote_for_labels_and_average_numbers():
+    from echoclip_cli.tasks import study_records
+
+    rows = [{"study": "s", "task": "t", "prediction": p, "weights": "w", "weights_sha256": "x", "error": None}
+            for p in ("mild", "normal", "mild")]
+    assert study_records(rows, "prediction")[0]["prediction"] == "mild"
+    rows = [{"study": "s", "task": "ef", "ef": v, "weights": "w", "weights_sha256": "x", "error": None} for v in (40, 50)]
+    assert study_records(rows, "ef")[0]["ef"] == 45.0

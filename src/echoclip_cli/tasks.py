@@ -210,10 +210,9 @@ def study_records(records: Sequence[Mapping[str, Any]], value_key: str) -> list[
             groups[(r["study"], r.get("task", ""))].append(r)
     out = []
     for (study, task), members in groups.items():
-        values = [float(m[value_key]) for m in members]
         first = members[0]
-        record = {"level": "study", "study": study, "task": task, value_key: round(float(np.mean(values)), 5),
-                  "n_videos": len(values), "weights": first["weights"], "weights_sha256": first["weights_sha256"]}
+        record = {"level": "study", "study": study, "task": task, value_key: _study_value([m[value_key] for m in members]),
+                  "n_videos": len(members), "weights": first["weights"], "weights_sha256": first["weights_sha256"]}
         for key in ("threshold", "aggregation", "prompts"):
             if key in first:
                 record[key] = first[key]
@@ -221,6 +220,13 @@ def study_records(records: Sequence[Mapping[str, Any]], value_key: str) -> list[
             record["detected"] = bool(record[value_key] >= first["threshold"])
         out.append(record)
     return out
+
+
+def _study_value(values: Sequence[Any]) -> Any:
+    """Mean of numbers; for class labels, the most frequent (ties: first seen)."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return round(float(np.mean(values)), 5)
+    return max(dict.fromkeys(values), key=list(values).count)
 
 
 def frame_sets_from_results(results: Iterable[Any]) -> Iterator[FrameSet]:

@@ -92,6 +92,46 @@ def emit_records(
     out_console().print(table)
 
 
+class RecordSink:
+    """Writes records as they come (JSONL, CSV), or as one table when the run ends (terminal).
+
+    A run over thousands of files shows its results while it goes and holds none of them; a
+    killed run has written every record finished before it died.
+    """
+
+    def __init__(self, fmt: OutputFormat, *, columns: Sequence[str] | None = None, title: str | None = None) -> None:
+        self.fmt = resolve_format(fmt)
+        self.columns = list(columns) if columns else None
+        self.title = title
+        self._table: list[dict[str, Any]] = []
+        self._csv: Any = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.fmt is OutputFormat.jsonl:
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        elif self.fmt is OutputFormat.csv:
+            if self._csv is None:
+                self.columns = self.columns or list(record)
+                self._csv = csv.writer(sys.stdout, lineterminator="\n")
+                self._csv.writerow(self.columns)
+            self._csv.writerow([_cell(record.get(c)) for c in self.columns or ()])
+            sys.stdout.flush()
+        else:
+            self._table.append(record)
+
+    def close(self) -> None:
+        if self.fmt is OutputFormat.table and self._table:
+            emit_records(self._table, OutputFormat.table, columns=self.columns, title=self.title)
+        self._table = []
+
+    def __enter__(self) -> "RecordSink":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def _all_keys(records: Iterable[dict[str, Any]]) -> list[str]:
     keys: dict[str, None] = {}
     for record in records:

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
-from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records,
+from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
                      err_console, info, resolve_format)
+
+VIDEO_COLUMNS = ["source", "n_frames", "weights", "preprocess", "error"]
 from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, KeepPhiOpt, MaskOpt, QuietOpt, StartOpt, StrideOpt,
                      WorkersOpt, gather_inputs, progress_bar, sampling, shard_slice)
 
@@ -113,14 +115,14 @@ def embed(
                                      flush_every)
     else:
         results = embed_videos(files, model, cfg=cfg, batch_size=batch_size, workers=workers, keep_phi=keep_phi)
-        records = []
-        for result in stream_with_progress(results, len(files), quiet):
-            record = video_record(result, model, with_vector)
-            if record["error"]:
-                report_failure(record)
-            records.append(record)
-        emit_records(records, fmt, columns=["source", "n_frames", "weights", "preprocess", "error"])
-        failures = sum(1 for r in records if r["error"])
+        failures = 0
+        with RecordSink(fmt, columns=VIDEO_COLUMNS if not with_vector else None) as sink:
+            for result in stream_with_progress(results, len(files), quiet):
+                record = video_record(result, model, with_vector)
+                if record["error"]:
+                    report_failure(record)
+                    failures += 1
+                sink.write(record)
     if failures:
         raise typer.Exit(1)
 
@@ -136,8 +138,8 @@ def _embed_into_store(model: "EchoClip", files: list[Path], cfg: Any, out: Path,
     todo = [f for f in files if not done or input_key(f) not in done]
     if len(todo) < len(files):
         info(f"{len(files) - len(todo)} inputs already in {out}; embedding {len(todo)}")
-    records, failures = [], 0
-    with writer:
+    failures = 0
+    with writer, RecordSink(fmt, columns=VIDEO_COLUMNS) as sink:
         results = embed_videos(todo, model, cfg=cfg, batch_size=batch_size, workers=workers,
                                keep_frames=keep_frames, keep_phi=keep_phi)
         for result in stream_with_progress(results, len(todo), quiet):
@@ -146,8 +148,7 @@ def _embed_into_store(model: "EchoClip", files: list[Path], cfg: Any, out: Path,
             if record["error"]:
                 report_failure(record)
                 failures += 1
-            records.append(record)
-    emit_records(records, fmt, columns=["source", "n_frames", "weights", "preprocess", "error"])
+            sink.write(record)
     return failures
 
 

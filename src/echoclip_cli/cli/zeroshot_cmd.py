@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
 
-from .common import DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info
+from .common import DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records, info
 from .embed_cmd import device_for_rank, report_failure, stream_with_progress
 from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt,
                      gather_inputs, sampling)
@@ -44,17 +44,26 @@ def frame_sets(model: "EchoClip", inputs: Any, folder: Any, store: Optional[Path
     yield from T.frame_sets_from_results(stream_with_progress(results, len(files), quiet))
 
 
-def finish(records: list[dict[str, Any]], value_key: str, fmt: OutputFormat, columns: list[str]) -> None:
-    """Print video and study records; exit 1 when any input failed."""
+def finish(records: Iterator[dict[str, Any]], value_key: str, fmt: OutputFormat, columns: list[str]) -> None:
+    """Write video records as they come, then the study records; exit 1 when any input failed."""
     from .. import tasks as T
 
-    for record in records:
-        if record.get("error"):
-            report_failure(record)
-    studies = T.study_records(records, value_key)
-    emit_records(records + studies, fmt, columns=["level", *columns])
-    if any(r.get("error") for r in records):
+    kept, failed = [], False
+    with RecordSink(fmt, columns=["level", *columns]) as sink:
+        for record in records:
+            if record.get("error"):
+                report_failure(record)
+                failed = True
+            sink.write(record)
+            kept.append({k: record.get(k) for k in STUDY_FIELDS if k in record})
+        for study in T.study_records(kept, value_key):
+            sink.write(study)
+    if failed:
         raise typer.Exit(1)
+
+
+STUDY_FIELDS = ("study", "task", "ef", "score", "value", "prediction", "error", "weights", "weights_sha256",
+                "threshold", "aggregation", "prompts")
 
 
 def predict_ef(
@@ -101,7 +110,7 @@ def predict_ef(
     task = T.load_tasks(["ejection_fraction"], prompts)["ejection_fraction"]
     prepared = T.prepare(model, task, str(prompts) if prompts else "default")
     opts = {"frames": frames, "stride": stride, "start": start, "mask": mask}
-    records = list(T.ef_records(frame_sets(model, inputs, folder, store, opts, batch_size, workers, quiet),
+    records = (T.ef_records(frame_sets(model, inputs, folder, store, opts, batch_size, workers, quiet),
                                 model, prepared, aggregation))
     finish(records, "ef", fmt, ["source", "study", "ef", "n_frames", "n_videos", "frame_ef_sd", "error"])
 
@@ -149,7 +158,7 @@ def detect_devices(
     prepared = [T.prepare(model, task, source) for task in chosen.values()]
     user_thresholds = T.load_thresholds(thresholds)
     opts = {"frames": frames, "stride": stride, "start": start, "mask": mask}
-    records = list(T.binary_records(frame_sets(model, inputs, folder, store, opts, batch_size, workers, quiet),
+    records = (T.binary_records(frame_sets(model, inputs, folder, store, opts, batch_size, workers, quiet),
                                     model, prepared, user_thresholds))
     finish(records, "score", fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated",
                                    "n_frames", "n_videos", "error"])
@@ -200,11 +209,11 @@ def zero_shot(
     sets = frame_sets(model, inputs, folder, store, {"frames": None, "stride": None, "start": None, "mask": None},
                       batch_size, workers, quiet)
     if chosen.mode == "regression":
-        records = list(T.regression_records(sets, model, prepared))
+        records = (T.regression_records(sets, model, prepared))
         finish(records, "value", fmt, ["source", "study", "task", "value", "unit", "n_frames", "n_videos", "error"])
     elif chosen.mode == "binary":
-        records = list(T.binary_records(sets, model, [prepared], T.load_thresholds(thresholds)))
+        records = (T.binary_records(sets, model, [prepared], T.load_thresholds(thresholds)))
         finish(records, "score", fmt, ["source", "study", "task", "score", "threshold", "detected", "n_videos", "error"])
     else:
-        records = list(T.categorical_records(sets, model, prepared))
+        records = (T.categorical_records(sets, model, prepared))
         finish(records, "prediction", fmt, ["source", "study", "task", "prediction", "scores", "error"])
