@@ -182,3 +182,13 @@ def test_study_records_vote_for_labels_and_average_numbers():
     assert study_records(rows, "prediction")[0]["prediction"] == "mild"
     rows = [{"study": "s", "task": "ef", "ef": v, "weights": "w", "weights_sha256": "x", "error": None} for v in (40, 50)]
     assert study_records(rows, "ef")[0]["ef"] == 45.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_pipeline_matches_cpu(tiny_bundle, videos):
+    cpu = echoclip_cli.load_model("tiny", device="cpu", precision="fp32")
+    gpu = echoclip_cli.load_model("tiny", device="cuda", precision="bf16")
+    for a, b in zip(embed_videos(videos, cpu, batch_size=8), embed_videos(videos, gpu, batch_size=8, workers=2)):
+        cosine = float(a.embedding @ b.embedding / np.linalg.norm(a.embedding) / np.linalg.norm(b.embedding))
+        assert cosine > 0.99
