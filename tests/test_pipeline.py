@@ -192,3 +192,18 @@ def test_cuda_pipeline_matches_cpu(tiny_bundle, videos):
     for a, b in zip(embed_videos(videos, cpu, batch_size=8), embed_videos(videos, gpu, batch_size=8, workers=2)):
         cosine = float(a.embedding @ b.embedding / np.linalg.norm(a.embedding) / np.linalg.norm(b.embedding))
         assert cosine > 0.99
+
+
+def _crash_on_bad(name: str) -> str:
+    """Worker body for the crash test: dies like a segfaulting decoder on inputs named 'bad'."""
+    if name.startswith("bad"):
+        os._exit(139)
+    return name.upper()
+
+
+def test_ordered_map_survives_a_crashing_worker():
+    from echoclip_cli.parallel import ordered_map
+
+    items = ["a", "b", "bad1", "c", "d", "e", "bad2", "f"]
+    results = list(ordered_map(_crash_on_bad, items, workers=2, window=4, on_crash=lambda i: f"crashed:{i}"))
+    assert results == [(i, f"crashed:{i}" if i.startswith("bad") else i.upper()) for i in items]

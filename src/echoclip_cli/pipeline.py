@@ -18,8 +18,6 @@ Stages, each bounded so memory stays flat whatever the number of inputs:
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
 import os
 import queue
 import threading
@@ -32,7 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import EchoclipError
 from .inference import EchoClip
 from .preprocess_config import PreprocessConfig
 
@@ -64,19 +61,15 @@ class _Decoded:
     error: str | None = None
 
 
-def _decode(source: str, cfg: PreprocessConfig, keep_phi: bool, salt: str | None) -> _Decoded:
-    """Worker body: never raises for a bad input, returns its one-line reason instead."""
-    from .media import load_clip
+def _decoded(source: str, result: Any) -> _Decoded:
+    """A :func:`echoclip_cli.media.iter_clips` result as the pipeline carries it."""
+    from .errors import MediaError
 
-    try:
-        clip = load_clip(source, cfg, keep_phi=keep_phi, salt=salt)
-    except EchoclipError as exc:
-        return _Decoded(source, None, {}, exc.message)
-    except Exception as exc:  # a decoder bug on one file must not end a run over thousands
-        return _Decoded(source, None, {}, f"{source}: unexpected {type(exc).__name__}: {str(exc)[:160]}")
-    if clip.frames.shape[0] == 0:
+    if isinstance(result, MediaError):
+        return _Decoded(source, None, {}, result.message)
+    if result.frames.shape[0] == 0:
         return _Decoded(source, None, {}, f"{source}: no frames")
-    return _Decoded(source, clip.frames, clip.meta)
+    return _Decoded(source, result.frames, result.meta)
 
 
 class ClipSource:
@@ -97,34 +90,32 @@ class ClipSource:
         self.workers = workers
         self.prefetch = max(prefetch, workers * 2, 1)
 
+    def _clips(self, workers: int) -> Iterator[_Decoded]:
+        from .media import iter_clips
+
+        clips = iter_clips(self.sources, self.cfg, workers=workers, keep_phi=self.keep_phi, salt=self.salt,
+                           window=self.prefetch)
+        for path, result in clips:
+            yield _decoded(str(path), result)
+
     def __iter__(self) -> Iterator[_Decoded]:
         if self.workers > 0:
-            yield from self._with_processes()
+            yield from self._clips(self.workers)
         else:
             yield from self._with_thread()
 
-    def _with_processes(self) -> Iterator[_Decoded]:
-        context = multiprocessing.get_context("spawn" if torch.cuda.is_initialized() else "forkserver")
-        with cf.ProcessPoolExecutor(self.workers, mp_context=context, initializer=_worker_init) as pool:
-            pending: deque[cf.Future[_Decoded]] = deque()
-            for source in self.sources:
-                pending.append(pool.submit(_decode, source, self.cfg, self.keep_phi, self.salt))
-                if len(pending) >= self.prefetch:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-
     def _with_thread(self) -> Iterator[_Decoded]:
+        """Decode inline in one background thread (workers=0), bounded by ``prefetch``."""
         done = object()
         out: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
 
         def produce() -> None:
             try:
-                for source in self.sources:
+                for item in self._clips(workers=0):
                     if stop.is_set():
                         return
-                    out.put(_decode(source, self.cfg, self.keep_phi, self.salt))
+                    out.put(item)
             finally:
                 out.put(done)
 
@@ -140,10 +131,6 @@ class ClipSource:
                     out.get(timeout=0.05)
                 except queue.Empty:
                     pass
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)  # decode workers share the machine with the model
 
 
 @dataclass

@@ -9,11 +9,9 @@ a record, never an exception, and never a partial file.
 
 from __future__ import annotations
 
-import multiprocessing
 import re
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import MediaError
+from ..parallel import ordered_map
 from ..preprocess_config import PreprocessConfig
 from .clip import Clip, load_clip
 from .store_file import SUFFIX, write_clip_file
@@ -36,7 +35,13 @@ def _load_outcome(path: str, cfg: PreprocessConfig, keep_phi: bool, salt: str | 
         clip = load_clip(path, cfg, keep_phi=keep_phi, salt=salt)
     except MediaError as exc:
         return ("error", exc.message, exc.hint)
+    except Exception as exc:  # a decoder bug on one file must not end a run over thousands
+        return ("error", f"{path}: unexpected {type(exc).__name__} while decoding", "report this file's format")
     return ("ok", clip.frames.numpy(), clip.meta)
+
+
+def _crashed(path: str) -> Outcome:
+    return ("error", f"{path}: the decoder crashed (its worker process died)", "the file is probably damaged")
 
 
 def _to_result(path: Path, outcome: Outcome) -> Clip | MediaError:
@@ -46,23 +51,6 @@ def _to_result(path: Path, outcome: Outcome) -> Clip | MediaError:
     return Clip(frames=torch.from_numpy(np.asarray(first)), meta=second, source=str(path))
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)
-
-
-def _pool_context() -> Any:
-    """Fresh worker processes, never forked from a parent that may hold CUDA or thread pools.
-
-    ``forkserver`` (Linux, macOS) forks workers from a clean server that has imported us once;
-    elsewhere ``spawn`` starts each worker from scratch.
-    """
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["echoclip_cli.media"])
-        return context
-    return multiprocessing.get_context("spawn")
-
-
 def iter_clips(
     paths: Iterable[str | Path],
     cfg: PreprocessConfig,
@@ -70,27 +58,21 @@ def iter_clips(
     workers: int = 1,
     keep_phi: bool = False,
     salt: str | None = None,
+    window: int | None = None,
 ) -> Iterator[tuple[Path, Clip | MediaError]]:
-    """Yield ``(path, Clip or MediaError)`` per input, in input order, decoding in ``workers`` processes."""
-    items = [Path(p) for p in paths]
-    if workers <= 1 or len(items) <= 1:
-        for path in items:
-            yield path, _to_result(path, _load_outcome(str(path), cfg, keep_phi, salt))
+    """Yield ``(path, Clip or MediaError)`` per input, in input order, decoding in ``workers`` processes.
+
+    At most ``window`` (default ``2 × workers``) inputs are in flight; a worker that crashes
+    costs only the input it was decoding (:func:`echoclip_cli.parallel.ordered_map`).
+    """
+    load = partial(_load_outcome, cfg=cfg, keep_phi=keep_phi, salt=salt)
+    if workers <= 1:
+        for path in paths:
+            yield Path(path), _to_result(Path(path), load(str(path)))
         return
-    with ProcessPoolExecutor(min(workers, len(items)), mp_context=_pool_context(), initializer=_init_worker) as pool:
-        pending: deque[tuple[Path, Future[Outcome]]] = deque()
-        queue = iter(items)
-        for path in queue:
-            pending.append((path, pool.submit(_load_outcome, str(path), cfg, keep_phi, salt)))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            path, future = pending.popleft()
-            outcome = future.result()
-            nxt = next(queue, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(_load_outcome, str(nxt), cfg, keep_phi, salt)))
-            yield path, _to_result(path, outcome)
+    items = (str(p) for p in paths)
+    for path, outcome in ordered_map(load, items, workers=workers, window=window or 2 * workers, on_crash=_crashed):
+        yield Path(path), _to_result(Path(path), outcome)
 
 
 @dataclass
