@@ -190,20 +190,48 @@ def _open3(grid: torch.Tensor) -> torch.Tensor:
 
 
 def largest_component(grid: torch.Tensor) -> torch.Tensor:
-    """The largest 8-connected group of non-zero cells of a 2-D grid (bool tensor)."""
-    on = grid > 0
-    if not bool(on.any()):
-        return on
-    labels = torch.where(on, torch.arange(1, on.numel() + 1, dtype=torch.float32).reshape(on.shape), 0.0)
-    while True:  # propagate the largest label through each group until nothing changes
-        grown = F.max_pool2d(labels[None, None], 3, stride=1, padding=1)[0, 0] * on
-        for _ in range(7):
-            grown = F.max_pool2d(grown[None, None], 3, stride=1, padding=1)[0, 0] * on
-        if torch.equal(grown, labels):
-            break
-        labels = grown
-    values, counts = torch.unique(labels[on], return_counts=True)
-    return labels == values[counts.argmax()]
+    """The largest 8-connected group of non-zero cells of a 2-D grid (bool tensor).
+
+    Two-pass labelling over row runs with union-find: each row's runs of set cells are joined
+    to the runs of the row above that touch them (diagonals included). Ties keep the group met
+    first in raster order.
+    """
+    on = (grid > 0).numpy()
+    runs: list[tuple[int, int, int]] = []  # (row, start, end) with end exclusive
+    parent: list[int] = []
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    above: list[int] = []
+    for y, row in enumerate(on):
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], row.astype(np.int8), [0]))))
+        current = []
+        for start, end in zip(edges[::2].tolist(), edges[1::2].tolist()):
+            index = len(runs)
+            runs.append((y, start, end))
+            parent.append(index)
+            for j in above:
+                if runs[j][1] <= end and start <= runs[j][2]:  # overlapping or diagonal neighbours
+                    a, b = root(index), root(j)
+                    parent[max(a, b)] = min(a, b)
+            current.append(index)
+        above = current
+    keep = np.zeros_like(on)
+    if not runs:
+        return torch.from_numpy(keep)
+    sizes: dict[int, int] = {}
+    for i, (_, start, end) in enumerate(runs):
+        r = root(i)
+        sizes[r] = sizes.get(r, 0) + end - start
+    best = max(sizes, key=lambda r: (sizes[r], -r))
+    for i, (y, start, end) in enumerate(runs):
+        if root(i) == best:
+            keep[y, start:end] = True
+    return torch.from_numpy(keep)
 
 
 def convex_hull(points: np.ndarray) -> np.ndarray:
@@ -288,27 +316,19 @@ def _as_frames(frames_rgb: np.ndarray | torch.Tensor) -> np.ndarray:
     return array
 
 
-def _apply_mask(
-    frames: np.ndarray, mask: str | np.ndarray | None
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Black out masked pixels; ``mask`` is "auto", "none" or an (H, W) bool array."""
+def _find_mask(frames: np.ndarray, mask: str | np.ndarray | None) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """(keep, info) for ``mask`` = "auto"/"sector" (motion mask), "none", or an (H, W) bool array."""
     if mask is None or (isinstance(mask, str) and mask == "none"):
-        return frames, {"mode": "none", "applied": False}
+        return None, {"mode": "none", "applied": False}
     if isinstance(mask, str):
         if mask not in ("auto", "sector"):
             raise UsageError(f"mask must be 'auto', 'sector', 'none' or an array, not {mask!r}")
         keep, info = motion_mask(frames)
-        info = {"mode": mask, **info}
-    else:
-        keep = np.asarray(mask, dtype=bool)
-        if keep.shape != frames.shape[1:3]:
-            raise UsageError(f"mask shape {keep.shape} differs from the frame size {frames.shape[1:3]}")
-        info = {"mode": "given", "applied": True, "kept_fraction": round(float(keep.mean()), 4)}
-    if keep is None:
-        return frames, info
-    masked = frames.copy()
-    masked[:, ~keep] = 0
-    return masked, info
+        return keep, {"mode": mask, **info}
+    keep = np.asarray(mask, dtype=bool)
+    if keep.shape != frames.shape[1:3]:
+        raise UsageError(f"mask shape {keep.shape} differs from the frame size {frames.shape[1:3]}")
+    return keep, {"mode": "given", "applied": True, "kept_fraction": round(float(keep.mean()), 4)}
 
 
 def prepare_frames(
@@ -330,9 +350,12 @@ def prepare_frames(
     rx, ry = (box[0], box[1]) if box else (0, 0)
     if box:
         frames = frames[:, box[1] : box[3], box[0] : box[2]]
-    frames, mask_info = _apply_mask(frames, cfg.mask if mask is None else mask)
+    keep, mask_info = _find_mask(frames, cfg.mask if mask is None else mask)
     x0, y0, x1, y1 = square_zoom_box(frames.shape[1], frames.shape[2], cfg.zoom)
-    crop = torch.from_numpy(np.ascontiguousarray(frames[:, y0:y1, x0:x1])).permute(0, 3, 1, 2)
+    crop = np.array(frames[:, y0:y1, x0:x1])  # one copy, of the pixels that are kept
+    if keep is not None:
+        crop[:, ~keep[y0:y1, x0:x1]] = 0  # masking the crop equals cropping the masked frame
+    crop = torch.from_numpy(crop).permute(0, 3, 1, 2)
     out = resize_bicubic(crop, cfg.image_size)
     geometry = {
         "original_size": [int(height), int(width)],
