@@ -65,7 +65,7 @@ def source_file(folder: Path) -> tuple[Path, str]:
 
 
 def time_preprocess(files: list[Path], out: Path, cfg: PreprocessConfig, workers: int, repeats: int) -> float:
-    """Best wall time of ``repeats`` runs (process start-up included for workers > 1)."""
+    """Best wall time of ``repeats`` runs (0 workers: inline; process start-up included otherwise)."""
     best = float("inf")
     for _ in range(repeats):
         shutil.rmtree(out, ignore_errors=True)
@@ -107,7 +107,7 @@ def main() -> None:
         n_frames = len(cfg.frame_indices) * len(files)
         print("| input | machine | workers | videos | frames | seconds | frames/s |")
         print("|---|---|---|---|---|---|---|")
-        for workers in (1, 2):
+        for workers in (0, 1, 2):
             seconds = time_preprocess(files, folder / "out", cfg, workers, args.repeats)
             print(f"| {label} | {machine} | {workers} | {len(files)} | {n_frames} | {seconds:.2f} | "
                   f"{n_frames / seconds:.1f} |")

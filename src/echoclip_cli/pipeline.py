@@ -3,9 +3,10 @@
 Stages, each bounded so memory stays flat whatever the number of inputs:
 
 1. **Decode** (:class:`ClipSource`): each input is read, cropped, masked and resized to uint8
-   (T,3,S,S) by :func:`echoclip_cli.media.load_clip`, in ``workers`` processes (or one background
-   thread when ``workers == 0``), at most ``prefetch`` clips ahead of the model. Results come back
-   in input order; a file that fails becomes an error record and the stream goes on.
+   (T,3,S,S) by :func:`echoclip_cli.media.load_clip`, in ``workers`` processes at most
+   ``prefetch`` clips ahead of the model, or inline between batches when ``workers == 0`` (the
+   CPU default: see :func:`default_workers`). Results come back in input order; a file that
+   fails becomes an error record and the stream goes on.
 2. **Pack** (:func:`_batches`): frames of consecutive videos are packed into batches of exactly
    ``batch_size`` frames (the last may be shorter), so the device always sees full batches even
    when videos have few frames.
@@ -19,8 +20,6 @@ Stages, each bounded so memory stays flat whatever the number of inputs:
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +71,17 @@ def _decoded(source: str, result: Any) -> _Decoded:
     return _Decoded(source, result.frames, result.meta)
 
 
+def default_workers(device: torch.device, n_inputs: int | None = None) -> int:
+    """Decode processes when the user does not say: none on the CPU, where decoding inline costs
+    less than sharing the cores with worker processes (docs/BENCHMARKS.md); on a GPU, every CPU
+    core but one (at most 16), so decoding keeps up with the device."""
+    if device.type != "cuda" or (n_inputs is not None and n_inputs <= 1):
+        return 0
+    return max(1, min(16, (os.cpu_count() or 2) - 1))
+
+
 class ClipSource:
-    """Decoded clips in input order, ``prefetch`` ahead, in worker processes or a thread."""
+    """Decoded clips in input order: inline (``workers == 0``) or ``prefetch`` ahead in processes."""
 
     def __init__(
         self,
@@ -90,47 +98,13 @@ class ClipSource:
         self.workers = workers
         self.prefetch = max(prefetch, workers * 2, 1)
 
-    def _clips(self, workers: int) -> Iterator[_Decoded]:
+    def __iter__(self) -> Iterator[_Decoded]:
         from .media import iter_clips
 
-        clips = iter_clips(self.sources, self.cfg, workers=workers, keep_phi=self.keep_phi, salt=self.salt,
+        clips = iter_clips(self.sources, self.cfg, workers=self.workers, keep_phi=self.keep_phi, salt=self.salt,
                            window=self.prefetch)
         for path, result in clips:
             yield _decoded(str(path), result)
-
-    def __iter__(self) -> Iterator[_Decoded]:
-        if self.workers > 0:
-            yield from self._clips(self.workers)
-        else:
-            yield from self._with_thread()
-
-    def _with_thread(self) -> Iterator[_Decoded]:
-        """Decode inline in one background thread (workers=0), bounded by ``prefetch``."""
-        done = object()
-        out: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
-        stop = threading.Event()
-
-        def produce() -> None:
-            try:
-                for item in self._clips(workers=0):
-                    if stop.is_set():
-                        return
-                    out.put(item)
-            finally:
-                out.put(done)
-
-        thread = threading.Thread(target=produce, daemon=True, name="echoclip-decode")
-        thread.start()
-        try:
-            while (item := out.get()) is not done:
-                yield item
-        finally:
-            stop.set()
-            while thread.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    out.get(timeout=0.05)
-                except queue.Empty:
-                    pass
 
 
 @dataclass
@@ -175,13 +149,15 @@ def embed_videos(
     *,
     cfg: PreprocessConfig | None = None,
     batch_size: int = 64,
-    workers: int = 0,
+    workers: int | None = None,
     keep_frames: bool = False,
     keep_phi: bool = False,
     salt: str | None = None,
 ) -> Iterator[VideoEmbedding]:
     """Embed videos in input order; bad inputs come out as records with ``error`` set."""
     cfg = cfg or model.preprocess
+    if workers is None:
+        workers = default_workers(model.device, len(sources) if isinstance(sources, Sequence) else None)
     decoded = ClipSource((str(s) for s in sources), cfg, workers=workers, keep_phi=keep_phi, salt=salt)
     slots: dict[int, tuple[_Decoded, list[torch.Tensor | None]]] = {}
     ready: deque[VideoEmbedding] = deque()

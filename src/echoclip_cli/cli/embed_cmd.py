@@ -66,7 +66,7 @@ def embed(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Append to this embedding store (resumable).")] = None,
     weights: Annotated[str, typer.Option("--weights", "-w", help="Weights name or path.")] = "echo-clip",
     batch_size: BatchOpt = 64,
-    workers: WorkersOpt = 0,
+    workers: WorkersOpt = None,
     frames: FramesOpt = None,
     stride: StrideOpt = None,
     start: StartOpt = None,
@@ -127,7 +127,7 @@ def embed(
         raise typer.Exit(1)
 
 
-def _embed_into_store(model: "EchoClip", files: list[Path], cfg: Any, out: Path, batch_size: int, workers: int,
+def _embed_into_store(model: "EchoClip", files: list[Path], cfg: Any, out: Path, batch_size: int, workers: Optional[int],
                       keep_frames: bool, keep_phi: bool, quiet: bool, fmt: OutputFormat, flush_every: int) -> int:
     from ..pipeline import embed_videos, input_key
     from ..store import StoreWriter

@@ -27,7 +27,11 @@ MaskOpt = Annotated[
     typer.Option("--mask", help="auto (mask DICOM outside the moving sector, leave videos), sector (always) or none."),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Frames per model batch.", min=1)]
-WorkersOpt = Annotated[int, typer.Option("--workers", "-j", help="Decode processes (0: one background thread).", min=0)]
+WorkersOpt = Annotated[
+    Optional[int],
+    typer.Option("--workers", "-j", min=0,
+                 help="Decode processes (0: inline). Default: 0 on the CPU, CPU cores - 1 (max 16) with a GPU."),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 KeepPhiOpt = Annotated[bool, typer.Option("--keep-phi", help="Keep patient names, birth dates and raw IDs in outputs.")]
 

@@ -35,7 +35,7 @@ def match_patients(
     drop_threshold: Annotated[float, typer.Option("--drop-threshold", help="Timeline: flag a study below this similarity to its reference.")] = 0.52,
     window_days: Annotated[Optional[int], typer.Option("--window-days", help="Timeline: the reference is the earliest study within this many days before (paper: 200); default the first study.", min=0)] = None,
     batch_size: BatchOpt = 64,
-    workers: WorkersOpt = 0,
+    workers: WorkersOpt = None,
     frames: FramesOpt = None,
     stride: StrideOpt = None,
     start: StartOpt = None,
@@ -111,7 +111,7 @@ def _is_retrieval_weights(name: str, sha256: str) -> bool:
     return bundle.tokenizer_kind == "template"
 
 
-def _embed_inputs(inputs: Any, folder: Any, weights: str, batch_size: int, workers: int, opts: dict[str, Any],
+def _embed_inputs(inputs: Any, folder: Any, weights: str, batch_size: int, workers: Optional[int], opts: dict[str, Any],
                   device: str, precision: str, quiet: bool) -> tuple["np.ndarray", list[dict[str, Any]], int]:
     import numpy as np
 

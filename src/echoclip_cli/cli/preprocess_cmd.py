@@ -62,7 +62,7 @@ def preprocess(
     weights: Annotated[
         Optional[str], typer.Option("--weights", "-w", help="Use an installed bundle's preprocess settings.")
     ] = None,
-    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Decode in N processes.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=0, help="Decode in N processes (0: in this one).")] = 0,
     keep_phi: Annotated[
         bool, typer.Option("--keep-phi", help="Also store patient name, ID and birth date (off by default).")
     ] = False,

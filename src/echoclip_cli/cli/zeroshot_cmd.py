@@ -26,7 +26,7 @@ WeightsZS = Annotated[str, typer.Option("--weights", "-w", help="Weights name or
 
 
 def frame_sets(model: "EchoClip", inputs: Any, folder: Any, store: Optional[Path], sampling_opts: dict[str, Any],
-               batch_size: int, workers: int, quiet: bool) -> Iterator["T.FrameSet"]:
+               batch_size: int, workers: Optional[int], quiet: bool) -> Iterator["T.FrameSet"]:
     """Per-video frame embeddings from a store, or by embedding the inputs now."""
     from .. import tasks as T
     from ..pipeline import embed_videos
@@ -75,7 +75,7 @@ def predict_ef(
     prompts: PromptsOpt = None,
     force: ForceOpt = False,
     batch_size: BatchOpt = 64,
-    workers: WorkersOpt = 0,
+    workers: WorkersOpt = None,
     frames: FramesOpt = None,
     stride: StrideOpt = None,
     start: StartOpt = None,
@@ -125,7 +125,7 @@ def detect_devices(
     prompts: PromptsOpt = None,
     force: ForceOpt = False,
     batch_size: BatchOpt = 64,
-    workers: WorkersOpt = 0,
+    workers: WorkersOpt = None,
     frames: FramesOpt = None,
     stride: StrideOpt = None,
     start: StartOpt = None,
@@ -175,7 +175,7 @@ def zero_shot(
     thresholds: Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold.")] = None,
     force: ForceOpt = False,
     batch_size: BatchOpt = 64,
-    workers: WorkersOpt = 0,
+    workers: WorkersOpt = None,
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",

@@ -55,18 +55,19 @@ def iter_clips(
     paths: Iterable[str | Path],
     cfg: PreprocessConfig,
     *,
-    workers: int = 1,
+    workers: int = 0,
     keep_phi: bool = False,
     salt: str | None = None,
     window: int | None = None,
 ) -> Iterator[tuple[Path, Clip | MediaError]]:
-    """Yield ``(path, Clip or MediaError)`` per input, in input order, decoding in ``workers`` processes.
+    """Yield ``(path, Clip or MediaError)`` per input, in input order, decoding in ``workers``
+    processes (``0``: inline, in this process).
 
     At most ``window`` (default ``2 × workers``) inputs are in flight; a worker that crashes
     costs only the input it was decoding (:func:`echoclip_cli.parallel.ordered_map`).
     """
     load = partial(_load_outcome, cfg=cfg, keep_phi=keep_phi, salt=salt)
-    if workers <= 1:
+    if workers < 1:
         for path in paths:
             yield Path(path), _to_result(Path(path), load(str(path)))
         return
@@ -122,7 +123,7 @@ def preprocess_files(
     out_dir: str | Path,
     cfg: PreprocessConfig,
     *,
-    workers: int = 1,
+    workers: int = 0,
     keep_phi: bool = False,
     salt: str | None = None,
 ) -> Iterator[PreprocessRecord]:
