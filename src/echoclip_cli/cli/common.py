@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 from enum import Enum
 from typing import Annotated, Any, Iterable, Sequence
@@ -60,6 +61,17 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+_LONG_UID = re.compile(r"[0-9]+(\.[0-9]+){4,}")
+
+
+def _table_cell(value: Any) -> str:
+    """A cell for people: long DICOM UIDs shortened to their ends (JSONL/CSV keep them whole)."""
+    text = _cell(value)
+    if len(text) > 24 and _LONG_UID.fullmatch(text):
+        return f"{text[:8]}…{text[-8:]}"
+    return text
+
+
 def emit_records(
     records: Sequence[dict[str, Any]],
     fmt: OutputFormat,
@@ -88,7 +100,7 @@ def emit_records(
     for col in cols:
         table.add_column(col, overflow="fold")
     for record in records:
-        table.add_row(*(_cell(record.get(c)) for c in cols))
+        table.add_row(*(_table_cell(record.get(c)) for c in cols))
     out_console().print(table)
 
 

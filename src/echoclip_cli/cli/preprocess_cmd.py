@@ -76,7 +76,7 @@ def preprocess(
 ) -> None:
     """Decode echo DICOM and video files once and store model-ready frames.
 
-    Writes OUT/<SOP Instance UID or file hash>.safetensors per input: uint8
+    Writes one OUT/UID.safetensors per input (named by SOP Instance UID, else file hash): uint8
     frames (T×3×224×224 RGB) and metadata, with a salted patient key but no
     names, IDs or birth dates (unless --keep-phi). Other commands read these
     files without decoding again. A bad input is one error line; the others
