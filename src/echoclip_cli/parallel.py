@@ -61,19 +61,19 @@ def ordered_map(
     on_crash: Callable[[T], R],
 ) -> Iterator[tuple[T, R]]:
     """``(item, fn(item))`` in input order, ``window`` in flight over ``workers`` processes."""
-    queue: deque[T] = deque()
+    queue: deque[T] = deque()  # inputs taken back after a crash, ahead of the rest
     source = iter(items)
     pending: deque[tuple[T, Future[R]]] = deque()
     pool = _new_pool(workers)
     try:
         while True:
-            while len(pending) < window:
-                item = queue.popleft() if queue else next(source, _END)
-                if item is _END:
-                    break
-                pending.append((item, pool.submit(fn, item)))
+            broken = _fill(pool, fn, pending, queue, source, window)
             if not pending:
-                return
+                if not broken:
+                    return
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = _new_pool(workers)
+                continue
             item, future = pending.popleft()
             try:
                 result = future.result()
@@ -86,6 +86,27 @@ def ordered_map(
             yield item, result
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _fill(
+    pool: ProcessPoolExecutor,
+    fn: Callable[[T], R],
+    pending: deque[tuple[T, Future[R]]],
+    queue: deque[T],
+    source: Iterator[T],
+    window: int,
+) -> bool:
+    """Submit until ``window`` are in flight; True when the pool turned out to be broken."""
+    while len(pending) < window:
+        item = queue.popleft() if queue else next(source, _END)
+        if item is _END:
+            return False
+        try:
+            pending.append((item, pool.submit(fn, item)))
+        except BrokenProcessPool:  # a worker died since the last submit: keep the item for later
+            queue.appendleft(item)
+            return True
+    return False
 
 
 _END: Any = object()
