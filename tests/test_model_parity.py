@@ -63,3 +63,11 @@ def test_cuda_fp32_matches_cpu(tiny_bundle):
     cpu = echoclip_cli.load_model("tiny", device="cpu", precision="fp32").encode_image(images)
     gpu = echoclip_cli.load_model("tiny", device="cuda", precision="fp32").encode_image(images).cpu()
     assert _max_rel_err(gpu, cpu) < 1e-3
+
+
+@pytest.mark.slow
+def test_compiled_image_tower_gives_the_same_embeddings(tiny_bundle):
+    images = synthetic_images(2, 64)
+    eager = echoclip_cli.load_model("tiny", device="cpu", precision="fp32").encode_image(images)
+    compiled = echoclip_cli.load_model("tiny", device="cpu", precision="fp32", compile=True).encode_image(images)
+    assert _max_rel_err(compiled, eager) < 1e-5

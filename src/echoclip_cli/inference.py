@@ -71,8 +71,13 @@ def load_model(
     device: str | torch.device = "auto",
     precision: str = "auto",
     deterministic: bool = False,
+    compile: bool = False,
 ) -> EchoClip:
-    """Load a bundle (name, path or :class:`Bundle`) strictly onto ``device`` in ``precision``."""
+    """Load a bundle (name, path or :class:`Bundle`) strictly onto ``device`` in ``precision``.
+
+    ``compile=True`` wraps the image tower in ``torch.compile`` (same results; a one-off warm-up
+    of tens of seconds, then faster batches on GPU).
+    """
     bundle = weights if isinstance(weights, Bundle) else weights_mod.resolve(weights)
     torch_device = resolve_device(device)
     dtype = resolve_precision(precision, torch_device)
@@ -86,4 +91,6 @@ def load_model(
     model = model.to(torch_device).eval()
     if torch_device.type == "cuda":
         model.visual.to(memory_format=torch.channels_last)
+    if compile:
+        model.visual = torch.compile(model.visual, dynamic=False)  # type: ignore[assignment]
     return EchoClip(model=model, bundle=bundle, device=torch_device, dtype=dtype)

@@ -80,6 +80,7 @@ def embed(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     deterministic: DeterministicOpt = False,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the image tower (GPU: faster after a one-off warm-up).")] = False,
     keep_phi: KeepPhiOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -100,7 +101,8 @@ def embed(
     from ..inference import load_model
     from ..pipeline import embed_videos
 
-    model = load_model(weights, device=device_for_rank(device), precision=precision, deterministic=deterministic)
+    model = load_model(weights, device=device_for_rank(device), precision=precision, deterministic=deterministic,
+                       compile=compile_model)
     if text or reports:
         _embed_texts(model, list(text or []), reports, fmt)
         return
