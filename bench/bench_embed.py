@@ -147,9 +147,12 @@ def main() -> None:
             files.append(tmp / f"cine{i:03d}.dcm")
             write_jpeg_dicom(files[-1], echo_like_frames(args.frames, 600, 800, i))
 
+        sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
         upstream_loop(model, files[:1])  # warm-up
+        sync()
         start = time.perf_counter()
         n_up = upstream_loop(model, files)
+        sync()
         t_up = time.perf_counter() - start
 
         ours: dict[int, float] = {}
@@ -158,12 +161,14 @@ def main() -> None:
             n_ours = sum(r.n_frames for r in embed_videos(files, model, batch_size=args.batch_size, workers=workers))
             ours[workers] = n_ours / (time.perf_counter() - start)
 
-        batch = torch.randn(args.batch_size, 3, 224, 224)
+        batch = torch.randn(args.batch_size, 3, 224, 224, device=model.device)  # already on the device
         model.encode_image(batch)
+        sync()
         start = time.perf_counter()
         reps = max(1, n_ours // args.batch_size)
         for _ in range(reps):
             model.encode_image(batch)
+        sync()
         t_model = time.perf_counter() - start
 
     device = torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else platform.processor() or "CPU"
