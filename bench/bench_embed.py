@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import cpu_name
 
 import echoclip_cli
 from echoclip_cli.pipeline import embed_videos
@@ -171,7 +172,7 @@ def main() -> None:
         sync()
         t_model = time.perf_counter() - start
 
-    device = torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else platform.processor() or "CPU"
+    device = torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else cpu_name()
     up, ceiling = n_up / t_up, reps * args.batch_size / t_model
     print(f"# {device}, {torch.get_num_threads()} threads, {model.precision}, batch {args.batch_size}, "
           f"{args.videos} DICOM cines 600x800x{args.frames} (JPEG Baseline)")

@@ -13,10 +13,10 @@ markdown row per (implementation, precision) with frames/s.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
+from _machine import cpu_name
 
 from echoclip_cli.device import autocast
 from echoclip_cli.model import build_model
@@ -28,14 +28,6 @@ MODEL_CFG = {
 }
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def time_once(fn, images, dtype) -> float:

@@ -16,23 +16,15 @@ hits them alike. Prints one markdown row per variant.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
+from _machine import cpu_name
 
 from echoclip_cli.retrieval import VectorIndex
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def random_unit_rows(rows: int, dim: int, seed: int, block: int = 1 << 16) -> torch.Tensor:
