@@ -54,7 +54,7 @@ def main() -> None:
         records = list(T.ef_records(sets, model, prepared))
         videos = time.perf_counter() - start
     assert all(r["error"] is None for r in records)
-    print(f"| videos | prompts cold (s) | prompts cached (s) | videos (s) | text share, cached run |\n|---|---|---|---|---|")
+    print("| videos | prompts cold (s) | prompts cached (s) | videos (s) | text share, cached run |\n|---|---|---|---|---|")
     print(f"| {len(files)} | {cold:.2f} | {warm:.3f} | {videos:.1f} | {warm / (warm + videos):.2%} |")
 
 

@@ -10,18 +10,15 @@ import pytest
 import torch
 
 from echoclip_cli.pipeline import VideoEmbedding
-from echoclip_cli.retrieval import (
+from echoclip_cli.query import (
     MIN_MATCH_SCORE,
     QueryNotUnderstood,
-    VectorIndex,
-    group_studies,
     match_phrases,
-    read_reports,
     rewrite_query,
     slot_kinds,
-    topk_cosine,
     understand_query,
 )
+from echoclip_cli.retrieval import VectorIndex, group_studies, read_reports, topk_cosine
 from echoclip_cli.store import StoreWriter
 from echoclip_cli.tokenizer import ClipBpeTokenizer, TemplateTokenizer
 from echoclip_cli.tokenizer.template import VARIABLE_INDEX

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from .common import FormatOpt, OutputFormat, emit_records, info
-
-if TYPE_CHECKING:
-    from .. import weights as w
 
 app = typer.Typer(
     help="Install, list and verify model weights (bundles live in $ECHOCLIP_HOME).",
