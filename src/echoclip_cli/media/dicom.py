@@ -384,15 +384,24 @@ def read_dicom(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode frames ``indices`` of a DICOM file: ((T, H, W, 3) uint8 RGB, metadata)."""
     ds = read_header(path)
+    # pydicom warns about non-conformant values as elements are first used (a malformed UID, an odd
+    # VR); they describe the source file, would break the one-line-per-file report, and echoclip
+    # reads what it can, so they are not shown.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return _read_dicom(path, ds, indices, keep_phi=keep_phi, salt=salt)
+
+
+def _read_dicom(
+    path: Path, ds: Any, indices: Sequence[int], *, keep_phi: bool, salt: str | None
+) -> tuple[np.ndarray, dict[str, Any]]:
     ts = transfer_syntax(ds)
     check_decoder(ts, path)
     n_frames = number_of_frames(ds, path)
     wanted = sorted({int(i) for i in indices if 0 <= int(i) < n_frames})
     if not wanted:
         raise MediaError(f"{path}: has {n_frames} frame(s), none at the sampled indices (from {min(indices)})")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom's warnings about odd headers would break the one-line report
-        frames, found, decoder, colour_notes = _decode_rgb(path, ds, ts, wanted, n_frames)
+    frames, found, decoder, colour_notes = _decode_rgb(path, ds, ts, wanted, n_frames)
     rows, cols = frames.shape[1:3]
     region, region_note = tissue_region(ds, rows, cols)
     meta = {
