@@ -107,10 +107,8 @@ def embed(
         _embed_texts(model, list(text or []), reports, fmt)
         return
     cfg = sampling(model.preprocess, frames, stride, start, mask)
-    files, skipped = gather_inputs(inputs, folder)
+    files, _ = gather_inputs(inputs, folder)
     files = shard_slice(files, shard)
-    for record in skipped:
-        info(f"skipped: {record['error']}")
     with_vector = resolve_format(fmt) is OutputFormat.jsonl
     if out is not None:
         failures = _embed_into_store(model, files, cfg, out, batch_size, workers, keep_frames, keep_phi, quiet, fmt,

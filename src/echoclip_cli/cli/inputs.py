@@ -37,7 +37,8 @@ KeepPhiOpt = Annotated[bool, typer.Option("--keep-phi", help="Keep patient names
 
 
 def gather_inputs(inputs: Optional[list[Path]], folder: Optional[Path]) -> tuple[list[Path], list[dict[str, Any]]]:
-    """Candidate files in a stable order, and records for what was skipped (DICOMDIR, non-image …)."""
+    """Candidate files in a stable order, and records for what was skipped (DICOMDIR, non-image …),
+    each of which is also reported as one line on stderr."""
     from ..media import find_inputs
 
     paths = list(inputs or []) + ([folder] if folder else [])
@@ -46,7 +47,10 @@ def gather_inputs(inputs: Optional[list[Path]], folder: Optional[Path]) -> tuple
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing[:3])}")
-    return find_inputs(paths)
+    files, skipped = find_inputs(paths)
+    for record in skipped:
+        err_console.print(record["error"], markup=False, highlight=False)
+    return files, skipped
 
 
 def sampling(base: PreprocessConfig, frames: Optional[int], stride: Optional[int], start: Optional[int],

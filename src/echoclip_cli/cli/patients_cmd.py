@@ -121,9 +121,7 @@ def _embed_inputs(inputs: Any, folder: Any, weights: str, batch_size: int, worke
     model = load_model(weights, device=device_for_rank(device), precision=precision)
     if model.bundle.tokenizer_kind != "template":
         warn(NOT_R_WARNING.format(name=f"--weights {model.bundle.name!r}"))
-    files, skipped = gather_inputs(inputs, folder)
-    for record in skipped:
-        info(f"skipped: {record['error']}")
+    files, _ = gather_inputs(inputs, folder)
     vectors, rows, failures = [], [], 0
     results = embed_videos(files, model, cfg=sampling(model.preprocess, **opts), batch_size=batch_size, workers=workers)
     for result in stream_with_progress(results, len(files), quiet):

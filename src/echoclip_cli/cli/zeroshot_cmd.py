@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
 
-from .common import DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records, info
+from .common import DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records
 from .embed_cmd import device_for_rank, report_failure, stream_with_progress
 from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt,
                      gather_inputs, sampling)
@@ -37,9 +37,7 @@ def frame_sets(model: "EchoClip", inputs: Any, folder: Any, store: Optional[Path
         yield from T.frame_sets_from_store(read_store(store, frames=True), model)
         return
     cfg = sampling(model.preprocess, **sampling_opts)
-    files, skipped = gather_inputs(inputs, folder)
-    for record in skipped:
-        info(f"skipped: {record['error']}")
+    files, _ = gather_inputs(inputs, folder)
     results = embed_videos(files, model, cfg=cfg, batch_size=batch_size, workers=workers, keep_frames=True)
     yield from T.frame_sets_from_results(stream_with_progress(results, len(files), quiet))
 
