@@ -30,7 +30,8 @@ def _hermetic_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("echoclip_home")
     monkeypatch.setenv("ECHOCLIP_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("ECHOCLIP_DEBUG", raising=False)
+    for name in ("ECHOCLIP_DEBUG", "ECHOCLIP_SALT", "ECHOCLIP_TEMPLATE_VOCAB"):
+        monkeypatch.delenv(name, raising=False)
     return home
 
 

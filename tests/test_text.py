@@ -136,3 +136,10 @@ def test_damaged_cache_is_set_aside(tiny_bundle):
     assert vectors.shape == (1, 32)
     assert cache_path().with_suffix(".damaged").exists()
     assert len(TextEmbeddingCache().get(["missing"])) == 0
+
+
+def test_template_vocab_from_environment(small_vocab, monkeypatch):
+    monkeypatch.setenv("ECHOCLIP_TEMPLATE_VOCAB", str(small_vocab))
+    result = run_cli("tokenize", "-t", "template", "--json", "LV EJECTION FRACTION IS 35%.")
+    assert result.exit_code == 0
+    assert _jsonl(result.stdout)[0]["pieces"][1] == "LV EJECTION FRACTION IS <#>%."

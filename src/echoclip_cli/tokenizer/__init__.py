@@ -20,10 +20,12 @@ if TYPE_CHECKING:
 
 Tokenizer = Union[ClipBpeTokenizer, TemplateTokenizer]
 KINDS = ("clip", "template")
+TEMPLATE_VOCAB_ENV = "ECHOCLIP_TEMPLATE_VOCAB"
 TEMPLATE_VOCAB_HINT = (
     "EchoCLIP-R's tokenizer needs template_vocab.txt (770 report phrases, from the EchoCLIP authors' "
-    "repository, academic licence, so echoclip cannot ship it): pass --template-vocab FILE, or store it "
-    "once with `echoclip weights import FOLDER --name echo-clip-r --template-vocab FILE`"
+    "repository, academic licence, so echoclip cannot ship it): pass --template-vocab FILE, set "
+    f"{TEMPLATE_VOCAB_ENV}=FILE, or store it once with "
+    "`echoclip weights import FOLDER --name echo-clip-r --template-vocab FILE`"
 )
 
 __all__ = ["ClipBpeTokenizer", "Encoding", "TemplateTokenizer", "Tokenizer", "get_tokenizer", "tokenizer_for"]
@@ -45,6 +47,8 @@ def get_tokenizer(
         vocab = Path(template_vocab) if template_vocab else None
         if vocab is None and files_dir is not None and (files_dir / "template_vocab.txt").is_file():
             vocab = files_dir / "template_vocab.txt"
+        if vocab is None and os.environ.get(TEMPLATE_VOCAB_ENV):
+            vocab = Path(os.environ[TEMPLATE_VOCAB_ENV]).expanduser()
         if vocab is None:
             raise TokenizerError("the template vocabulary is not available", hint=TEMPLATE_VOCAB_HINT)
         return TemplateTokenizer(vocab, context_length)
