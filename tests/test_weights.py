@@ -164,3 +164,14 @@ def test_info_json(tiny_bundle):
     assert data["packages"]["torch"] == torch.__version__.split("+")[0] or data["packages"]["torch"]
     assert [b["name"] for b in data["bundles"]] == ["tiny"]
     assert data["device"]["default"] in ("cpu", "cuda")
+
+
+def test_auto_precision_uses_bf16_only_where_it_is_fast():
+    from echoclip_cli.device import cpu_flags, cpu_has_fast_bf16, resolve_precision
+
+    flags = cpu_flags("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert cpu_has_fast_bf16(flags)
+    assert not cpu_has_fast_bf16({"avx512f", "avx512_bf16"})  # measured slower than fp32 without AMX
+    expected = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    assert resolve_precision("auto", torch.device("cpu")) is expected
+    assert resolve_precision("fp32", torch.device("cpu")) is torch.float32

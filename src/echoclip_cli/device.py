@@ -34,11 +34,37 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     return device
 
 
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU feature flags Linux reports (empty elsewhere)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_has_fast_bf16(flags: set[str] | None = None) -> bool:
+    """True on CPUs with AMX (Sapphire Rapids and later), where bf16 matmuls beat fp32.
+
+    AVX512-BF16 alone is not enough: on such a CPU the ConvNeXt-B tower ran *slower* in bf16
+    (4.7-5.1 frames/s) than in fp32 (6.8-7.9), docs/BENCHMARKS.md.
+    """
+    return "amx_bf16" in (cpu_flags() if flags is None else flags)
+
+
 def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
-    """``auto`` → bf16 on CUDA, fp32 on the CPU. Half precision runs under autocast (norms stay fp32)."""
+    """``auto`` → bf16 on CUDA and on CPUs with AMX, else fp32. Half precision runs under autocast
+    (norms stay fp32)."""
     spec = spec.strip().lower()
     if spec == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda" or cpu_has_fast_bf16():
+            return torch.bfloat16
+        return torch.float32
     if spec not in PRECISIONS:
         raise UsageError(f"unknown precision {spec!r}: use auto, fp32, bf16 or fp16")
     dtype = PRECISIONS[spec]

@@ -36,7 +36,7 @@ WeightsOpt = Annotated[
     typer.Option("--weights", "-w", help="Installed weights name (echo-clip, echo-clip-r, …) or a bundle/OpenCLIP path."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 on CUDA and AMX CPUs, else fp32), fp32, bf16 or fp16.")]
 DeterministicOpt = Annotated[bool, typer.Option("--deterministic", help="Use deterministic kernels (slower on GPU).")]
 FormatOpt = Annotated[
     OutputFormat,
