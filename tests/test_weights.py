@@ -175,3 +175,44 @@ def test_auto_precision_uses_bf16_only_where_it_is_fast():
     expected = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     assert resolve_precision("auto", torch.device("cpu")) is expected
     assert resolve_precision("fp32", torch.device("cpu")) is torch.float32
+
+
+def _fake_hub(folder):
+    """A stand-in for the hub's file transport: copies files from a local OpenCLIP folder."""
+    import shutil
+    from pathlib import Path
+
+    def download(repo_id, filename, revision=None, local_dir=None):
+        source = Path(folder) / filename
+        if not source.is_file():
+            raise FileNotFoundError(f"{repo_id}/{filename}")
+        target = Path(local_dir) / filename
+        shutil.copyfile(source, target)
+        return str(target)
+
+    return download
+
+
+def test_pull_installs_through_the_real_import_path(tiny_checkpoint, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(w, "_hub_reachable", lambda timeout: True)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", _fake_hub(tiny_checkpoint))
+    result = run_cli("weights", "pull", "echo-clip")
+    assert result.exit_code == 0, result.stderr
+    bundle = w.resolve("echo-clip", auto_pull=False)
+    assert bundle.tokenizer_kind == "clip" and w.is_verified(bundle)
+    assert bundle.config["source"]["registry"] == "mkaichristensen/echo-clip"
+
+
+def test_pull_refuses_a_download_with_the_wrong_checksum(tiny_checkpoint, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(w, "_hub_reachable", lambda timeout: True)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", _fake_hub(tiny_checkpoint))
+    result = run_cli("weights", "pull", "echo-clip-r")
+    assert result.exit_code == 1
+    assert "differs from the released echo-clip-r" in one_error_line(result)
+    assert not (w.weights_home() / "echo-clip-r").exists()
