@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
+
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
                      err_console, info, resolve_format)
-
-VIDEO_COLUMNS = ["source", "n_frames", "weights", "preprocess", "error"]
 from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, KeepPhiOpt, MaskOpt, QuietOpt, StartOpt, StrideOpt,
                      WorkersOpt, gather_inputs, progress_bar, sampling, shard_slice)
+
+VIDEO_COLUMNS = ["source", "n_frames", "weights", "preprocess", "error"]
 
 if TYPE_CHECKING:  # the model stack (torch) loads when a command runs, not when --help is built
     from ..inference import EchoClip
