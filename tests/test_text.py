@@ -143,3 +143,16 @@ def test_template_vocab_from_environment(small_vocab, monkeypatch):
     result = run_cli("tokenize", "-t", "template", "--json", "LV EJECTION FRACTION IS 35%.")
     assert result.exit_code == 0
     assert _jsonl(result.stdout)[0]["pieces"][1] == "LV EJECTION FRACTION IS <#>%."
+
+
+def test_add_template_vocab_to_an_installed_bundle(tiny_bundle, small_vocab, tmp_path):
+    before = run_cli("tokenize", "-w", "tiny", "-t", "template", "SEVERE MR")
+    assert before.exit_code == 1
+    bad = tmp_path / "empty.txt"
+    bad.write_text("")
+    refused = run_cli("weights", "add-template-vocab", "tiny", bad)
+    assert refused.exit_code == 1 and not (tiny_bundle.root / "template_vocab.txt").exists()
+    added = run_cli("weights", "add-template-vocab", "tiny", small_vocab)
+    assert added.exit_code == 0 and "2 phrases" in added.stderr
+    after = run_cli("tokenize", "-w", "tiny", "-t", "template", "--json", "THERE IS SEVERE MITRAL VALVE REGURGITATION.")
+    assert _jsonl(after.stdout)[0]["pieces"][1] == "THERE IS <#> MITRAL VALVE REGURGITATION."

@@ -32,8 +32,9 @@ def _tokenizer(weights: Optional[str], kind: Optional[str], template_vocab: Opti
 
     if weights:
         bundle = w.resolve(weights, auto_pull=False)
-        if kind is None or kind == bundle.tokenizer_kind:
-            return tokenizer_for(bundle, template_vocab=template_vocab)
+        context = int(bundle.config["tokenizer"].get("context_length", 77))
+        return get_tokenizer(kind or bundle.tokenizer_kind, template_vocab=template_vocab, files_dir=bundle.files_dir,
+                             context_length=context)
     if kind == "template" and template_vocab is None:
         installed = {b.name: b for b in w.installed_bundles() if b.tokenizer_kind == "template"}
         bundle = installed.get("echo-clip-r") or next(iter(installed.values()), None)

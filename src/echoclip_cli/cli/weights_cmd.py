@@ -65,6 +65,28 @@ def import_(
     info(f"installed {bundle.name} at {bundle.root} (sha256 {bundle.weights_sha256[:12]}…)")
 
 
+@app.command("add-template-vocab")
+def add_template_vocab(
+    name: Annotated[str, typer.Argument(help="Installed weights (normally echo-clip-r).")],
+    vocab: Annotated[Path, typer.Argument(help="template_vocab.txt (770 report phrases).")],
+) -> None:
+    """Store EchoCLIP-R's template vocabulary in an installed bundle, checked before it is kept.
+
+    The vocabulary is under the EchoCLIP authors' academic licence, so echoclip cannot ship it;
+    get template_vocab.txt from their repository once and store it here.
+
+    Examples:
+
+        echoclip weights add-template-vocab echo-clip-r ~/Downloads/template_vocab.txt
+    """
+    from .. import weights as w
+    from ..tokenizer import TemplateTokenizer
+
+    tokenizer = TemplateTokenizer(vocab)  # refuses a missing, empty or malformed file
+    bundle = w.add_template_vocab(name, vocab)
+    info(f"{bundle.name}: template vocabulary stored ({len(tokenizer.phrases)} phrases)")
+
+
 def _rows() -> list[dict]:
     from .. import weights as w
 

@@ -25,7 +25,7 @@ TEMPLATE_VOCAB_HINT = (
     "EchoCLIP-R's tokenizer needs template_vocab.txt (770 report phrases, from the EchoCLIP authors' "
     "repository, academic licence, so echoclip cannot ship it): pass --template-vocab FILE, set "
     f"{TEMPLATE_VOCAB_ENV}=FILE, or store it once with "
-    "`echoclip weights import FOLDER --name echo-clip-r --template-vocab FILE`"
+    "`echoclip weights add-template-vocab echo-clip-r FILE`"
 )
 
 __all__ = ["ClipBpeTokenizer", "Encoding", "TemplateTokenizer", "Tokenizer", "get_tokenizer", "tokenizer_for"]
