@@ -84,9 +84,9 @@ def load_model(
     set_deterministic(deterministic)
     weights_mod.ensure_verified(bundle)
     state = bundle.state_dict()
-    weights_mod.check_state_dict(weights_mod.expected_shapes(bundle.model_cfg), state)
-    with torch.device("meta"):
+    with torch.device("meta"):  # no memory until the checked tensors are assigned
         model = build_model(bundle.model_cfg)
+    weights_mod.check_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()}, state)
     model.load_state_dict(state, strict=True, assign=True)
     model = model.to(torch_device).eval()
     if torch_device.type == "cuda":

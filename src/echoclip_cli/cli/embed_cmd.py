@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
@@ -100,7 +101,6 @@ def embed(
         echoclip embed --weights echo-clip-r --reports reports.txt --format jsonl > reports.jsonl
     """
     from ..inference import load_model
-    from ..pipeline import embed_videos
 
     model = load_model(weights, device=device_for_rank(device), precision=precision, deterministic=deterministic,
                        compile=compile_model)
@@ -110,47 +110,59 @@ def embed(
     cfg = sampling(model.preprocess, frames, stride, start, mask)
     files, _ = gather_inputs(inputs, folder)
     files = shard_slice(files, shard)
-    with_vector = resolve_format(fmt) is OutputFormat.jsonl
-    if out is not None:
-        failures = _embed_into_store(model, files, cfg, out, batch_size, workers, keep_frames, keep_phi, quiet, fmt,
-                                     flush_every)
-    else:
-        results = embed_videos(files, model, cfg=cfg, batch_size=batch_size, workers=workers, keep_phi=keep_phi)
-        failures = 0
-        with RecordSink(fmt, columns=VIDEO_COLUMNS if not with_vector else None) as sink:
-            for result in stream_with_progress(results, len(files), quiet):
-                record = video_record(result, model, with_vector)
-                if record["error"]:
-                    report_failure(record)
-                    failures += 1
-                sink.write(record)
-    if failures:
-        raise typer.Exit(1)
-
-
-def _embed_into_store(model: "EchoClip", files: list[Path], cfg: Any, out: Path, batch_size: int, workers: Optional[int],
-                      keep_frames: bool, keep_phi: bool, quiet: bool, fmt: OutputFormat, flush_every: int) -> int:
-    from ..pipeline import embed_videos, input_key
-    from ..store import StoreWriter
-
-    writer = StoreWriter(out, weights_name=model.bundle.name, weights_sha256=model.weights_sha256, cfg=cfg,
-                         embed_dim=model.embed_dim, keep_frames=keep_frames, flush_every=flush_every)
-    done = writer.done_keys()
-    todo = [f for f in files if not done or input_key(f) not in done]
-    if len(todo) < len(files):
-        info(f"{len(files) - len(todo)} inputs already in {out}; embedding {len(todo)}")
+    writer = _store_writer(model, cfg, out, keep_frames, flush_every) if out is not None else None
+    if writer is not None:
+        files = _not_yet_stored(writer, files)
+    with_vector = writer is None and resolve_format(fmt) is OutputFormat.jsonl
     failures = 0
-    with writer, RecordSink(fmt, columns=VIDEO_COLUMNS) as sink:
-        results = embed_videos(todo, model, cfg=cfg, batch_size=batch_size, workers=workers,
-                               keep_frames=keep_frames, keep_phi=keep_phi)
-        for result in stream_with_progress(results, len(todo), quiet):
-            writer.add(result)
-            record = video_record(result, model, with_vector=False)
+    with writer or nullcontext(), RecordSink(fmt, columns=None if with_vector else VIDEO_COLUMNS) as sink:
+        for result in embed_files(model, files, cfg, batch_size=batch_size, workers=workers, quiet=quiet,
+                                  keep_frames=keep_frames and writer is not None, keep_phi=keep_phi):
+            if writer is not None:
+                writer.add(result)
+            record = video_record(result, model, with_vector)
             if record["error"]:
                 report_failure(record)
                 failures += 1
             sink.write(record)
-    return failures
+    if failures:
+        raise typer.Exit(1)
+
+
+def embed_files(model: "EchoClip", files: list[Path], cfg: Any, *, batch_size: int, workers: Optional[int],
+                quiet: bool, keep_frames: bool = False, keep_phi: bool = False) -> Iterator["VideoEmbedding"]:
+    """Results of the embedding pipeline for ``files``, in order, with a progress bar on stderr."""
+    from ..pipeline import embed_videos
+
+    results = embed_videos(files, model, cfg=cfg, batch_size=batch_size, workers=workers, keep_frames=keep_frames,
+                           keep_phi=keep_phi)
+    return stream_with_progress(results, len(files), quiet)
+
+
+def embed_inputs(model: "EchoClip", inputs: Any, folder: Any, sampling_opts: dict[str, Any], *, batch_size: int,
+                 workers: Optional[int], quiet: bool, keep_frames: bool = False) -> Iterator["VideoEmbedding"]:
+    """The command-line inputs (files, folders, --dir) embedded with the model's sampling plus overrides."""
+    files, _ = gather_inputs(inputs, folder)
+    cfg = sampling(model.preprocess, **sampling_opts)
+    return embed_files(model, files, cfg, batch_size=batch_size, workers=workers, quiet=quiet, keep_frames=keep_frames)
+
+
+def _store_writer(model: "EchoClip", cfg: Any, out: Path, keep_frames: bool, flush_every: int) -> Any:
+    from ..store import StoreWriter
+
+    return StoreWriter(out, weights_name=model.bundle.name, weights_sha256=model.weights_sha256, cfg=cfg,
+                       embed_dim=model.embed_dim, keep_frames=keep_frames, flush_every=flush_every)
+
+
+def _not_yet_stored(writer: Any, files: list[Path]) -> list[Path]:
+    """The inputs whose content the store does not hold yet (a rerun resumes)."""
+    from ..pipeline import input_key
+
+    done = writer.done_keys()
+    todo = [f for f in files if not done or input_key(f) not in done]
+    if len(todo) < len(files):
+        info(f"{len(files) - len(todo)} inputs already in {writer.path}; embedding {len(todo)}")
+    return todo
 
 
 def _embed_texts(model: "EchoClip", texts: list[str], reports: Optional[Path], fmt: OutputFormat) -> None:

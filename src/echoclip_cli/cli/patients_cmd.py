@@ -9,9 +9,8 @@ import typer
 
 from ..errors import EchoclipError, MediaError, UsageError
 from .common import DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, warn
-from .embed_cmd import device_for_rank, report_failure, stream_with_progress
-from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt,
-                     gather_inputs, sampling)
+from .embed_cmd import device_for_rank, embed_inputs, report_failure
+from .inputs import BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt
 
 if TYPE_CHECKING:  # torch loads when the command runs, not when --help is built
     import numpy as np
@@ -116,15 +115,12 @@ def _embed_inputs(inputs: Any, folder: Any, weights: str, batch_size: int, worke
     import numpy as np
 
     from ..inference import load_model
-    from ..pipeline import embed_videos
 
     model = load_model(weights, device=device_for_rank(device), precision=precision)
     if model.bundle.tokenizer_kind != "template":
         warn(NOT_R_WARNING.format(name=f"--weights {model.bundle.name!r}"))
-    files, _ = gather_inputs(inputs, folder)
     vectors, rows, failures = [], [], 0
-    results = embed_videos(files, model, cfg=sampling(model.preprocess, **opts), batch_size=batch_size, workers=workers)
-    for result in stream_with_progress(results, len(files), quiet):
+    for result in embed_inputs(model, inputs, folder, opts, batch_size=batch_size, workers=workers, quiet=quiet):
         if result.error is not None or result.embedding is None:
             report_failure({"error": result.error})
             failures += 1

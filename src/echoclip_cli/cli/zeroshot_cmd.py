@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 import typer
 
 from .common import DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records
-from .embed_cmd import device_for_rank, report_failure, stream_with_progress
-from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt,
-                     gather_inputs, sampling)
+from .embed_cmd import device_for_rank, embed_inputs, report_failure
+from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt)
 
 if TYPE_CHECKING:  # torch loads when a command runs, not when --help is built
     from .. import tasks as T
@@ -29,17 +28,15 @@ def frame_sets(model: "EchoClip", inputs: Any, folder: Any, store: Optional[Path
                batch_size: int, workers: Optional[int], quiet: bool) -> Iterator["T.FrameSet"]:
     """Per-video frame embeddings from a store, or by embedding the inputs now."""
     from .. import tasks as T
-    from ..pipeline import embed_videos
 
     if store is not None:
         from ..store import read_store
 
         yield from T.frame_sets_from_store(read_store(store, frames=True), model)
         return
-    cfg = sampling(model.preprocess, **sampling_opts)
-    files, _ = gather_inputs(inputs, folder)
-    results = embed_videos(files, model, cfg=cfg, batch_size=batch_size, workers=workers, keep_frames=True)
-    yield from T.frame_sets_from_results(stream_with_progress(results, len(files), quiet))
+    results = embed_inputs(model, inputs, folder, sampling_opts, batch_size=batch_size, workers=workers, quiet=quiet,
+                           keep_frames=True)
+    yield from T.frame_sets_from_results(results)
 
 
 def finish(records: Iterator[dict[str, Any]], value_key: str, fmt: OutputFormat, columns: list[str]) -> None:
