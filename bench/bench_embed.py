@@ -1,7 +1,8 @@
 """End-to-end embedding throughput: echoclip's pipeline against upstream's per-video loop, same run.
 
     python bench/bench_embed.py --videos 6 --batch-size 20            # CPU, builds its own inputs
-    python bench/bench_embed.py --videos 64 --workers 16 --device cuda --batch-size 256
+    python bench/bench_embed.py --videos 640 --unique 32 --workers 15 --device cuda --batch-size 256 \
+        --jpeg-decode workers,device
 
 Inputs are synthetic JPEG Baseline DICOM cines of realistic size (600×800, 60 frames, B-mode-like
 speckle in a sector, burned-in text) written with pydicom + Pillow, and AVI copies. Three numbers,
@@ -13,6 +14,12 @@ all in frames embedded per second with the same weights, precision and batch siz
   videos, decode overlapped with compute);
 - **model only**: `encode_image` on a ready batch of the same size — the ceiling.
 
+Each pipeline row names its decode workers and where JPEG frames were decoded (`workers`: CPU
+processes; `device`: nvJPEG on the GPU, or torchvision/Pillow in the main process on a CPU), the
+peak GPU memory of the run, and the worst per-video cosine against the first row (decoders may
+differ by a grey level). `--unique N` writes N distinct cines and hard-links the rest, so large
+GPU runs do not spend minutes encoding; the upstream loop runs on `--upstream-videos` of them.
+
 Weights: `--weights NAME|PATH`, else a full-size convnext_base with random weights built here.
 """
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import tempfile
 import time
@@ -133,7 +141,10 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=6)
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--unique", type=int, default=None, help="distinct cines written (others are links)")
+    parser.add_argument("--upstream-videos", type=int, default=16, help="videos the (slow) upstream loop embeds")
     parser.add_argument("--workers", default="0", help="comma-separated decode-process counts to compare")
+    parser.add_argument("--jpeg-decode", default="workers", help="comma-separated: workers, device")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--weights", default=None)
@@ -144,23 +155,44 @@ def main() -> None:
         weights = args.weights or str(random_weights(tmp / "weights"))
         model = echoclip_cli.load_model(weights, device=args.device, precision=args.precision)
         files = []
+        unique = args.unique or args.videos
         for i in range(args.videos):
-            files.append(tmp / f"cine{i:03d}.dcm")
-            write_jpeg_dicom(files[-1], echo_like_frames(args.frames, 600, 800, i))
+            files.append(tmp / f"cine{i:04d}.dcm")
+            if i < unique:
+                write_jpeg_dicom(files[-1], echo_like_frames(args.frames, 600, 800, i))
+            else:
+                os.link(files[i % unique], files[-1])
 
-        sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+        cuda = model.device.type == "cuda"
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        upstream_files = files[: max(1, min(args.upstream_videos, len(files)))]
         upstream_loop(model, files[:1])  # warm-up
         sync()
         start = time.perf_counter()
-        n_up = upstream_loop(model, files)
+        n_up = upstream_loop(model, upstream_files)
         sync()
         t_up = time.perf_counter() - start
 
-        ours: dict[int, float] = {}
-        for workers in (int(w) for w in args.workers.split(",")):
-            start = time.perf_counter()
-            n_ours = sum(r.n_frames for r in embed_videos(files, model, batch_size=args.batch_size, workers=workers))
-            ours[workers] = n_ours / (time.perf_counter() - start)
+        rows = []
+        first: dict[str, np.ndarray] = {}
+        for decode in args.jpeg_decode.split(","):
+            list(embed_videos(files[:2], model, batch_size=args.batch_size, workers=0, jpeg_decode=decode))  # warm-up
+            for workers in (int(w) for w in args.workers.split(",")):
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(model.device)
+                start = time.perf_counter()
+                results = list(embed_videos(files, model, batch_size=args.batch_size, workers=workers,
+                                            jpeg_decode=decode))
+                sync()
+                elapsed = time.perf_counter() - start
+                n_ours = sum(r.n_frames for r in results)
+                peak = torch.cuda.max_memory_allocated(model.device) / 2**20 if cuda else float("nan")
+                vectors = {r.source: r.embedding for r in results if r.ok}
+                if not first:
+                    first = vectors
+                cosine = min(float(v @ first[k] / np.linalg.norm(v) / np.linalg.norm(first[k]))
+                             for k, v in vectors.items())
+                rows.append((workers, decode, n_ours / elapsed, peak, cosine, results[0].meta.get("decoder")))
 
         batch = torch.randn(args.batch_size, 3, 224, 224, device=model.device)  # already on the device
         model.encode_image(batch)
@@ -175,13 +207,14 @@ def main() -> None:
     device = torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else cpu_name()
     up, ceiling = n_up / t_up, reps * args.batch_size / t_model
     print(f"# {device}, {torch.get_num_threads()} threads, {model.precision}, batch {args.batch_size}, "
-          f"{args.videos} DICOM cines 600x800x{args.frames} (JPEG Baseline)")
-    print("| decode workers | upstream loop (frames/s) | echoclip pipeline (frames/s) | model only (frames/s) "
-          "| pipeline / upstream | pipeline / model |")
-    print("|---|---|---|---|---|---|")
-    for workers, rate in ours.items():
-        print(f"| {workers} | {up:.2f} | {rate:.2f} | {ceiling:.2f} | {rate / up:.2f}x | {rate / ceiling:.1%} |")
-
+          f"{args.videos} DICOM cines 600x800x{args.frames} (JPEG Baseline; {args.unique or args.videos} distinct); "
+          f"upstream loop on {len(upstream_files)} of them")
+    print("| decode workers | JPEG decode | upstream loop (frames/s) | echoclip pipeline (frames/s) "
+          "| model only (frames/s) | pipeline / upstream | pipeline / model | peak GPU MiB | min cosine vs row 1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for workers, decode, rate, peak, cosine, decoder in rows:
+        print(f"| {workers} | {decode} ({decoder}) | {up:.2f} | {rate:.2f} | {ceiling:.2f} | {rate / up:.2f}x "
+              f"| {rate / ceiling:.1%} | {peak:.0f} | {cosine:.6f} |")
 
 if __name__ == "__main__":
     main()

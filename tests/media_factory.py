@@ -204,7 +204,8 @@ def make_dicom(
     """Write ``frames`` (T, H, W, 3) uint8 as a DICOM file of encoding ``kind``.
 
     Kinds: rgb, rgb_planar, ybr_full, ybr_as_rgb (YCbCr bytes labelled RGB), jpeg (YBR_FULL_422),
-    jpeg_as_rgb (YCbCr codestream, no JFIF marker, labelled RGB), rle, mono2, mono1, grey16
+    jpeg_as_rgb (YCbCr codestream, no JFIF marker, labelled RGB), jpeg_mono (one-component
+    JPEG, MONOCHROME2), rle, mono2, mono1, grey16
     (12 bits stored, no window), grey16_window, palette8, palette16, big_endian (16-bit grey),
     implicit (implicit VR little endian, RGB), h264 (MPEG-4 AVC transfer syntax).
     """
@@ -231,6 +232,12 @@ def make_dicom(
         mislabelled = kind == "jpeg_as_rgb"
         _set_pixels(ds, "RGB" if mislabelled else "YBR_FULL_422", 3, 8, b"")
         ds.PixelData = encapsulate(jpeg_frames(frames, strip=mislabelled))
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = uid.JPEGBaseline8Bit
+        ds.LossyImageCompression = "01"
+    elif kind == "jpeg_mono":
+        _set_pixels(ds, "MONOCHROME2", 1, 8, b"")
+        ds.PixelData = encapsulate(jpeg_frames(np.ascontiguousarray(grey)))
         ds["PixelData"].VR = "OB"
         ds.file_meta.TransferSyntaxUID = uid.JPEGBaseline8Bit
         ds.LossyImageCompression = "01"

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import MediaError
 from .inference import EchoClip
 from .preprocess_config import PreprocessConfig
 
@@ -62,8 +63,6 @@ class _Decoded:
 
 def _decoded(source: str, result: Any) -> _Decoded:
     """A :func:`echoclip_cli.media.iter_clips` result as the pipeline carries it."""
-    from .errors import MediaError
-
     if isinstance(result, MediaError):
         return _Decoded(source, None, {}, result.message)
     if result.frames.shape[0] == 0:
@@ -80,8 +79,41 @@ def default_workers(device: torch.device, n_inputs: int | None = None) -> int:
     return max(1, min(16, (os.cpu_count() or 2) - 1))
 
 
+JPEG_DECODE_MODES = ("auto", "workers", "device")
+
+
+def resolve_jpeg_decode(mode: str | None, device: torch.device) -> torch.device | None:
+    """Where JPEG Baseline DICOM frames are decoded: a device (the model's), or ``None`` for the
+    worker processes. ``mode`` is ``"auto"`` (the default, also from ``ECHOCLIP_JPEG_DECODE``):
+    on the GPU when the model runs on CUDA and torchvision's nvJPEG works there, else in the
+    workers; ``"workers"``; or ``"device"``, which fails when the device cannot decode JPEG."""
+    from .errors import UsageError
+    from .media.jpeg_device import backend
+
+    mode = (mode or os.environ.get("ECHOCLIP_JPEG_DECODE") or "auto").strip().lower()
+    if mode not in JPEG_DECODE_MODES:
+        raise UsageError(f"JPEG decoding must be one of {', '.join(JPEG_DECODE_MODES)}, not {mode!r}")
+    if mode == "workers":
+        return None
+    found = backend(device)
+    if mode == "auto":
+        return device if device.type == "cuda" and found == "nvjpeg" else None
+    if found is None:
+        raise UsageError(
+            f"cannot decode JPEG on {device}: install torchvision built for this torch "
+            "(pip install 'echoclip[gpu]'), or use --jpeg-decode workers"
+        )
+    return device
+
+
 class ClipSource:
-    """Decoded clips in input order: inline (``workers == 0``) or ``prefetch`` ahead in processes."""
+    """Decoded clips in input order: inline (``workers == 0``) or ``prefetch`` ahead in processes.
+
+    With ``jpeg_device`` set, JPEG Baseline DICOM inputs arrive from the workers as undecoded
+    codestreams; those of consecutive inputs are decoded together, about ``group_frames`` frames
+    per call, on that device, and prepared there (:mod:`echoclip_cli.media.jpeg_device`). Their
+    frames stay on the device; so do those of other inputs, moved there as they arrive.
+    """
 
     def __init__(
         self,
@@ -92,19 +124,97 @@ class ClipSource:
         prefetch: int = 8,
         keep_phi: bool = False,
         salt: str | None = None,
+        jpeg_device: torch.device | None = None,
+        group_frames: int = 256,
     ) -> None:
         self.sources = iter(sources)
         self.cfg, self.keep_phi, self.salt = cfg, keep_phi, salt
         self.workers = workers
         self.prefetch = max(prefetch, workers * 2, 1)
+        self.jpeg_device, self.group_frames = jpeg_device, max(1, group_frames)
 
     def __iter__(self) -> Iterator[_Decoded]:
         from .media import iter_clips
+        from .media.clip import Codestreams
 
         clips = iter_clips(self.sources, self.cfg, workers=self.workers, keep_phi=self.keep_phi, salt=self.salt,
-                           window=self.prefetch)
+                           window=self.prefetch, codestreams=self.jpeg_device is not None)
+        if self.jpeg_device is None:
+            for path, result in clips:
+                yield _decoded(str(path), result)
+            return
+        group: list[Any] = []  # finished _Decoded and Codestreams still to decode, in input order
+        waiting = 0
         for path, result in clips:
-            yield _decoded(str(path), result)
+            if isinstance(result, Codestreams):
+                group.append(result)
+                waiting += len(result.streams)
+            else:
+                group.append(_decoded(str(path), result))
+            if waiting >= self.group_frames:
+                yield from self._flush(group)
+                group, waiting = [], 0
+        yield from self._flush(group)
+
+    def _flush(self, group: list[Any]) -> Iterator[_Decoded]:
+        """Decode the group's codestreams in one call on the device; yield the group in order."""
+        from .media.clip import Codestreams
+
+        jobs = [item for item in group if isinstance(item, Codestreams)]
+        frames = self._decode_all(jobs)
+        for item in group:
+            if isinstance(item, Codestreams):
+                yield self._finish(item, frames.get(id(item)))
+            else:
+                if item.frames is not None:
+                    item.frames = item.frames.to(self.jpeg_device)
+                yield item
+
+    def _decode_all(self, jobs: list[Any]) -> dict[int, list[torch.Tensor] | None]:
+        """Decoded frames per job (by id); ``None`` for a job whose codestreams fail to decode."""
+        from .media.jpeg_device import JpegDecodeError, decode_jpegs
+
+        device = self.jpeg_device
+        assert device is not None
+        streams = [data for job in jobs for data in job.streams]
+        try:
+            decoded = decode_jpegs(streams, device)
+        except JpegDecodeError:  # one damaged codestream fails the batch: find whose, per input
+            out: dict[int, list[torch.Tensor] | None] = {}
+            for job in jobs:
+                try:
+                    out[id(job)] = decode_jpegs(job.streams, device)
+                except JpegDecodeError:
+                    out[id(job)] = None
+            return out
+        out, start = {}, 0
+        for job in jobs:
+            out[id(job)] = decoded[start : start + len(job.streams)]
+            start += len(job.streams)
+        return out
+
+    def _finish(self, item: Any, frames: list[torch.Tensor] | None) -> _Decoded:
+        """Prepare one input's decoded frames on the device; anything unusual (a codestream the
+        device refused, frames of another size, colour that needs pydicom's view) is decoded
+        again on the CPU by the ordinary path, which also gives the error message if it fails."""
+        from .media import load_clip
+        from .media.clip import finish_codestreams
+        from .media.jpeg_device import backend
+
+        device = self.jpeg_device
+        assert device is not None
+        clip = None
+        if frames is not None and len({tuple(f.shape) for f in frames}) == 1:
+            clip = finish_codestreams(item, torch.stack(frames), self.cfg, backend(device) or "")
+        if clip is None:
+            try:
+                clip = load_clip(item.source, self.cfg, keep_phi=self.keep_phi, salt=self.salt)
+            except MediaError as exc:
+                return _Decoded(item.source, None, {}, exc.message)
+            clip.frames = clip.frames.to(device)
+        if clip.frames.shape[0] == 0:
+            return _Decoded(item.source, None, {}, f"{item.source}: no frames")
+        return _Decoded(item.source, clip.frames, clip.meta)
 
 
 @dataclass
@@ -137,7 +247,7 @@ def embed_frames(model: EchoClip, frames: torch.Tensor, cfg: PreprocessConfig) -
     """L2-normalised embeddings (B,E) on the CPU for stored uint8 frames (B,3,S,S)."""
     from .preprocess import to_model_input
 
-    if model.device.type == "cuda":
+    if model.device.type == "cuda" and frames.device.type == "cpu":
         frames = frames.pin_memory().to(model.device, non_blocking=True)
     images = to_model_input(frames, cfg, device=model.device)
     return F.normalize(model.encode_image(images), dim=-1).cpu()
@@ -153,12 +263,17 @@ def embed_videos(
     keep_frames: bool = False,
     keep_phi: bool = False,
     salt: str | None = None,
+    jpeg_decode: str | None = None,
 ) -> Iterator[VideoEmbedding]:
-    """Embed videos in input order; bad inputs come out as records with ``error`` set."""
+    """Embed videos in input order; bad inputs come out as records with ``error`` set.
+
+    ``jpeg_decode`` says where JPEG Baseline DICOM frames are decoded (:func:`resolve_jpeg_decode`).
+    """
     cfg = cfg or model.preprocess
     if workers is None:
         workers = default_workers(model.device, len(sources) if isinstance(sources, Sequence) else None)
-    decoded = ClipSource((str(s) for s in sources), cfg, workers=workers, keep_phi=keep_phi, salt=salt)
+    decoded = ClipSource((str(s) for s in sources), cfg, workers=workers, keep_phi=keep_phi, salt=salt,
+                         jpeg_device=resolve_jpeg_decode(jpeg_decode, model.device), group_frames=batch_size)
     slots: dict[int, tuple[_Decoded, list[torch.Tensor | None]]] = {}
     ready: deque[VideoEmbedding] = deque()
     order: deque[int] = deque()

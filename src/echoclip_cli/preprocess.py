@@ -167,19 +167,20 @@ _MIN_MASK_FRACTION = 0.03  # a moving region smaller than this is not a scan sec
 _MIN_MASK_SIDE = 16
 
 
-def _live_pixels(frames: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels that change across frames and are not dark in most of them."""
-    grey = torch.from_numpy(np.ascontiguousarray(frames)).amax(dim=-1)  # (T, H, W) uint8
+def _live_pixels(frames: torch.Tensor) -> torch.Tensor:
+    """(H, W) bool, on the frames' device: pixels that change across (T, H, W, 3) frames and are
+    not dark in most of them."""
+    grey = frames.amax(dim=-1)  # (T, H, W) uint8
     spread = grey.amax(dim=0).to(torch.int16) - grey.amin(dim=0).to(torch.int16)
     lit = (grey > _DARK).sum(dim=0) >= math.ceil(_LIT_FRACTION * grey.shape[0])
-    return ((spread > _MOTION_RANGE) & lit).numpy()
+    return (spread > _MOTION_RANGE) & lit
 
 
-def _block_grid(live: np.ndarray) -> tuple[torch.Tensor, int]:
-    """Pool live pixels into square blocks; (grid of 0/1 float, block side in pixels)."""
+def _block_grid(live: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Pool live pixels into square blocks; (grid of 0/1 float on the CPU, block side in pixels)."""
     block = max(1, min(live.shape) // _GRID)
-    frac = F.avg_pool2d(torch.from_numpy(live).float()[None, None], block, ceil_mode=True)
-    return (frac[0, 0] >= _BLOCK_LIVE).float(), block
+    frac = F.avg_pool2d(live.float()[None, None], block, ceil_mode=True)
+    return (frac[0, 0] >= _BLOCK_LIVE).float().cpu(), block
 
 
 def _open3(grid: torch.Tensor) -> torch.Tensor:
@@ -283,13 +284,14 @@ def polygon_mask(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(image, dtype=bool)
 
 
-def motion_mask(frames: np.ndarray) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """Find the moving scan sector in (T, H, W, 3) uint8 frames.
+def motion_mask(frames: np.ndarray | torch.Tensor) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Find the moving scan sector in (T, H, W, 3) uint8 frames (an array, or a tensor on any device).
 
     Returns (mask, info): ``mask`` is (H, W) bool (True = keep) or ``None`` when masking is
     skipped — a single frame (no motion to see), a frame too small, or no moving region large
     enough to be a scan sector; ``info`` says which, and holds the hull polygon when one is found.
     """
+    frames = _as_frames(frames)
     t, h, w = frames.shape[:3]
     if t < 2:
         return None, {"applied": False, "reason": "single frame: no motion to find the scan sector"}
@@ -307,16 +309,18 @@ def motion_mask(frames: np.ndarray) -> tuple[np.ndarray | None, dict[str, Any]]:
 # --------------------------------------------------------------------------- pipeline
 
 
-def _as_frames(frames_rgb: np.ndarray | torch.Tensor) -> np.ndarray:
-    array = frames_rgb.numpy() if isinstance(frames_rgb, torch.Tensor) else np.asarray(frames_rgb)
-    if array.ndim == 3 and array.shape[-1] == 3:
-        array = array[None]
-    if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8 or 0 in array.shape:
-        raise UsageError(f"expected (T, H, W, 3) uint8 RGB frames, got {array.dtype} {tuple(array.shape)}")
-    return array
+def _as_frames(frames_rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(T, H, W, 3) uint8 as a tensor (a view when possible; tensors stay on their device)."""
+    frames = frames_rgb if isinstance(frames_rgb, torch.Tensor) else torch.from_numpy(np.asarray(frames_rgb))
+    if frames.ndim == 3 and frames.shape[-1] == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8 or 0 in frames.shape:
+        got = str(frames.dtype).replace("torch.", "")
+        raise UsageError(f"expected (T, H, W, 3) uint8 RGB frames, got {got} {tuple(frames.shape)}")
+    return frames
 
 
-def _find_mask(frames: np.ndarray, mask: str | np.ndarray | None) -> tuple[np.ndarray | None, dict[str, Any]]:
+def _find_mask(frames: torch.Tensor, mask: str | np.ndarray | None) -> tuple[np.ndarray | None, dict[str, Any]]:
     """(keep, info) for ``mask`` = "auto"/"sector" (motion mask), "none", or an (H, W) bool array."""
     if mask is None or (isinstance(mask, str) and mask == "none"):
         return None, {"mode": "none", "applied": False}
@@ -326,8 +330,8 @@ def _find_mask(frames: np.ndarray, mask: str | np.ndarray | None) -> tuple[np.nd
         keep, info = motion_mask(frames)
         return keep, {"mode": mask, **info}
     keep = np.asarray(mask, dtype=bool)
-    if keep.shape != frames.shape[1:3]:
-        raise UsageError(f"mask shape {keep.shape} differs from the frame size {frames.shape[1:3]}")
+    if keep.shape != tuple(frames.shape[1:3]):
+        raise UsageError(f"mask shape {keep.shape} differs from the frame size {tuple(frames.shape[1:3])}")
     return keep, {"mode": "given", "applied": True, "kept_fraction": round(float(keep.mean()), 4)}
 
 
@@ -340,9 +344,12 @@ def prepare_frames(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Region crop, mask, square crop + zoom and resize (T, H, W, 3) uint8 RGB frames.
 
-    ``region`` is a box ``[x0, y0, x1, y1)`` (e.g. the DICOM ultrasound region); ``mask`` is
-    ``"auto"``, ``"none"``, an (H, W) bool array over the region, or ``None`` for ``cfg.mask``.
-    Returns the uint8 (T, 3, S, S) RGB frames and the geometry metadata recorded in outputs.
+    ``frames_rgb`` is an array or a tensor on any device (a channels-first tensor's
+    ``permute(0, 2, 3, 1)`` view will do); the work happens where the frames are and the result
+    stays there. ``region`` is a box ``[x0, y0, x1, y1)`` (e.g. the DICOM ultrasound region);
+    ``mask`` is ``"auto"``, ``"none"``, an (H, W) bool array over the region, or ``None`` for
+    ``cfg.mask``. Returns the uint8 (T, 3, S, S) RGB frames and the geometry metadata recorded
+    in outputs.
     """
     frames = _as_frames(frames_rgb)
     height, width = frames.shape[1:3]
@@ -352,10 +359,9 @@ def prepare_frames(
         frames = frames[:, box[1] : box[3], box[0] : box[2]]
     keep, mask_info = _find_mask(frames, cfg.mask if mask is None else mask)
     x0, y0, x1, y1 = square_zoom_box(frames.shape[1], frames.shape[2], cfg.zoom)
-    crop = np.array(frames[:, y0:y1, x0:x1])  # one copy, of the pixels that are kept
-    if keep is not None:
-        crop[:, ~keep[y0:y1, x0:x1]] = 0  # masking the crop equals cropping the masked frame
-    crop = torch.from_numpy(crop).permute(0, 3, 1, 2)
+    crop = frames[:, y0:y1, x0:x1].permute(0, 3, 1, 2).contiguous()  # one copy, of the kept pixels
+    if keep is not None:  # masking the crop equals cropping the masked frame
+        crop.mul_(torch.from_numpy(np.ascontiguousarray(keep[y0:y1, x0:x1])).to(crop.device))
     out = resize_bicubic(crop, cfg.image_size)
     geometry = {
         "original_size": [int(height), int(width)],

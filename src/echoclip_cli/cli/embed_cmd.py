@@ -12,8 +12,8 @@ import typer
 
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
                      err_console, info, resolve_format)
-from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, KeepPhiOpt, MaskOpt, QuietOpt, StartOpt, StrideOpt,
-                     WorkersOpt, gather_inputs, progress_bar, sampling, shard_slice)
+from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, JpegDecodeOpt, KeepPhiOpt, MaskOpt, QuietOpt, StartOpt,
+                     StrideOpt, WorkersOpt, gather_inputs, progress_bar, sampling, shard_slice)
 
 VIDEO_COLUMNS = ["source", "n_frames", "weights", "preprocess", "error"]
 
@@ -69,6 +69,7 @@ def embed(
     weights: Annotated[str, typer.Option("--weights", "-w", help="Weights name or path.")] = "echo-clip",
     batch_size: BatchOpt = 64,
     workers: WorkersOpt = None,
+    jpeg_decode: JpegDecodeOpt = None,
     frames: FramesOpt = None,
     stride: StrideOpt = None,
     start: StartOpt = None,
@@ -98,6 +99,8 @@ def embed(
 
         echoclip embed --dir studies/ --out archive.store --keep-frames --workers 8
 
+        echoclip embed --dir studies/ --device cuda --jpeg-decode device --batch-size 256 --out archive.store
+
         echoclip embed --weights echo-clip-r --reports reports.txt --format jsonl > reports.jsonl
     """
     from ..inference import load_model
@@ -117,7 +120,8 @@ def embed(
     failures = 0
     with writer or nullcontext(), RecordSink(fmt, columns=None if with_vector else VIDEO_COLUMNS) as sink:
         for result in embed_files(model, files, cfg, batch_size=batch_size, workers=workers, quiet=quiet,
-                                  keep_frames=keep_frames and writer is not None, keep_phi=keep_phi):
+                                  keep_frames=keep_frames and writer is not None, keep_phi=keep_phi,
+                                  jpeg_decode=jpeg_decode):
             if writer is not None:
                 writer.add(result)
             record = video_record(result, model, with_vector)
@@ -130,12 +134,13 @@ def embed(
 
 
 def embed_files(model: "EchoClip", files: list[Path], cfg: Any, *, batch_size: int, workers: Optional[int],
-                quiet: bool, keep_frames: bool = False, keep_phi: bool = False) -> Iterator["VideoEmbedding"]:
+                quiet: bool, keep_frames: bool = False, keep_phi: bool = False,
+                jpeg_decode: Optional[str] = None) -> Iterator["VideoEmbedding"]:
     """Results of the embedding pipeline for ``files``, in order, with a progress bar on stderr."""
     from ..pipeline import embed_videos
 
     results = embed_videos(files, model, cfg=cfg, batch_size=batch_size, workers=workers, keep_frames=keep_frames,
-                           keep_phi=keep_phi)
+                           keep_phi=keep_phi, jpeg_decode=jpeg_decode)
     return stream_with_progress(results, len(files), quiet)
 
 

@@ -32,6 +32,13 @@ WorkersOpt = Annotated[
     typer.Option("--workers", "-j", min=0,
                  help="Decode processes (0: inline). Default: 0 on the CPU, CPU cores - 1 (max 16) with a GPU."),
 ]
+JpegDecodeOpt = Annotated[
+    Optional[str],
+    typer.Option("--jpeg-decode", metavar="auto|workers|device",
+                 help="Where JPEG Baseline DICOM frames are decoded: device (nvJPEG on the GPU, needs "
+                      "echoclip[gpu]), workers (CPU processes) or auto (device when nvJPEG works). "
+                      "Default: $ECHOCLIP_JPEG_DECODE, else auto."),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 KeepPhiOpt = Annotated[bool, typer.Option("--keep-phi", help="Keep patient names, birth dates and raw IDs in outputs.")]
 

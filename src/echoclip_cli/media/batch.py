@@ -21,12 +21,13 @@ import torch
 from ..errors import MediaError
 from ..parallel import ordered_map
 from ..preprocess_config import PreprocessConfig
-from .clip import Clip, load_clip
+from .clip import Clip, Codestreams, load_clip, load_codestreams
 from .store_file import SUFFIX, write_clip_file
 
 _UID = re.compile(r"[0-9][0-9.]{0,63}")
 
-Outcome = tuple[str, Any, Any]  # ("ok", frames ndarray, meta) or ("error", message, hint)
+# ("ok", frames ndarray, meta), ("jpeg", Codestreams, None) or ("error", message, hint)
+Outcome = tuple[str, Any, Any]
 
 
 def _load_outcome(path: str, cfg: PreprocessConfig, keep_phi: bool, salt: str | None) -> Outcome:
@@ -40,14 +41,29 @@ def _load_outcome(path: str, cfg: PreprocessConfig, keep_phi: bool, salt: str | 
     return ("ok", clip.frames.numpy(), clip.meta)
 
 
+def _codestream_outcome(path: str, cfg: PreprocessConfig, keep_phi: bool, salt: str | None) -> Outcome:
+    """JPEG Baseline DICOM as undecoded codestreams; any other input loaded as usual."""
+    try:
+        item = load_codestreams(path, cfg, keep_phi=keep_phi, salt=salt)
+    except MediaError as exc:
+        return ("error", exc.message, exc.hint)
+    except Exception as exc:
+        return ("error", f"{path}: unexpected {type(exc).__name__} while reading", "report this file's format")
+    if item is None:
+        return _load_outcome(path, cfg, keep_phi, salt)
+    return ("jpeg", item, None)
+
+
 def _crashed(path: str) -> Outcome:
     return ("error", f"{path}: the decoder crashed (its worker process died)", "the file is probably damaged")
 
 
-def _to_result(path: Path, outcome: Outcome) -> Clip | MediaError:
+def _to_result(path: Path, outcome: Outcome) -> Clip | Codestreams | MediaError:
     status, first, second = outcome
     if status == "error":
         return MediaError(first, second)
+    if status == "jpeg":
+        return first
     return Clip(frames=torch.from_numpy(np.asarray(first)), meta=second, source=str(path))
 
 
@@ -59,14 +75,16 @@ def iter_clips(
     keep_phi: bool = False,
     salt: str | None = None,
     window: int | None = None,
-) -> Iterator[tuple[Path, Clip | MediaError]]:
+    codestreams: bool = False,
+) -> Iterator[tuple[Path, Clip | Codestreams | MediaError]]:
     """Yield ``(path, Clip or MediaError)`` per input, in input order, decoding in ``workers``
-    processes (``0``: inline, in this process).
+    processes (``0``: inline, in this process). With ``codestreams``, JPEG Baseline DICOM files
+    come as undecoded :class:`Codestreams` instead (for decoding on a GPU).
 
     At most ``window`` (default ``2 × workers``) inputs are in flight; a worker that crashes
     costs only the input it was decoding (:func:`echoclip_cli.parallel.ordered_map`).
     """
-    load = partial(_load_outcome, cfg=cfg, keep_phi=keep_phi, salt=salt)
+    load = partial(_codestream_outcome if codestreams else _load_outcome, cfg=cfg, keep_phi=keep_phi, salt=salt)
     if workers < 1:
         for path in paths:
             yield Path(path), _to_result(Path(path), load(str(path)))

@@ -20,7 +20,8 @@ from .. import __version__
 from ..errors import MediaError
 from ..preprocess import prepare_frames
 from ..preprocess_config import PreprocessConfig
-from .dicom import read_dicom
+from .colour import mostly_grey
+from .dicom import read_dicom, read_jpeg_codestreams
 from .discover import input_kind
 from .phi import safe_reason
 from .store_file import read_clip_file
@@ -123,6 +124,57 @@ def load_clip(
     if cfg.mask == "auto" and mask == "none":
         geometry["mask"] = {"mode": "auto", "applied": False, "reason": _VIDEO_MASK_REASON}
     return Clip(frames=frames, meta=_clip_meta(path, raw, geometry, cfg), source=str(path))
+
+
+@dataclass
+class Codestreams:
+    """An input whose frames are JPEG codestreams still to decode (on the model's device): the
+    metadata :func:`load_clip` would give, less the geometry, which comes after decoding."""
+
+    streams: list[bytes]
+    meta: dict[str, Any]
+    source: str
+    size: tuple[int, int]  # (rows, columns) the header promises
+
+
+def load_codestreams(
+    path: str | os.PathLike[str], cfg: PreprocessConfig, *, keep_phi: bool = False, salt: str | None = None
+) -> Codestreams | None:
+    """The sampled frames of an 8-bit JPEG Baseline DICOM file as undecoded codestreams, or
+    ``None`` for any other input (decode it with :func:`load_clip`). Fails like :func:`load_clip`."""
+    path = Path(path)
+    _check_file(path)
+    if input_kind(path) != "dicom":
+        return None
+    try:
+        got = read_jpeg_codestreams(path, cfg.frame_indices, keep_phi=keep_phi, salt=salt)
+    except MediaError:
+        raise
+    except _DECODER_ERRORS as exc:
+        raise MediaError(f"{path}: cannot read ({type(exc).__name__}: {safe_reason(exc)})") from None
+    if got is None:
+        return None
+    streams, raw, size = got
+    return Codestreams(streams=streams, meta=_clip_meta(path, raw, {}, cfg), source=str(path), size=size)
+
+
+def finish_codestreams(item: Codestreams, frames: torch.Tensor, cfg: PreprocessConfig, decoder: str) -> Clip | None:
+    """Prepare decoded frames ((T, 3, H, W) uint8 RGB on any device) of ``item`` as
+    :func:`load_clip` would; the result stays on that device. ``None`` when the frames are not
+    what the header promised, or not mostly grey: then :func:`load_clip` must decode the file,
+    whose colour checks need pydicom (:mod:`.colour`)."""
+    if frames.ndim != 4 or frames.shape[1] != 3 or tuple(frames.shape[2:]) != item.size:
+        return None
+    picks = sorted({0, frames.shape[0] // 2, frames.shape[0] - 1})
+    if not mostly_grey(frames[picks].permute(0, 2, 3, 1).cpu().numpy()):
+        return None
+    meta = dict(item.meta)
+    mask = _effective_mask(cfg.mask, "dicom")
+    prepared, geometry = prepare_frames(frames.permute(0, 2, 3, 1), cfg, region=meta.get("region"), mask=mask)
+    meta.update(geometry)
+    meta["region_note"] = geometry.get("region_note") or meta.get("region_note")
+    meta["decoder"] = decoder
+    return Clip(frames=prepared, meta=meta, source=item.source)
 
 
 _VIDEO_MASK_REASON = "video files are taken as already masked (use --mask sector to mask them)"

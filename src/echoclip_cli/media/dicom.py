@@ -196,8 +196,9 @@ def _pillow_frame(data: bytes, rows: int, cols: int) -> np.ndarray:
         return np.asarray(image)
 
 
-def _jpeg_baseline_frames(ds: Any, indices: Sequence[int], n_frames: int) -> list[np.ndarray]:
-    """Decode the wanted frames straight from the encapsulated JPEG fragments with Pillow."""
+def jpeg_codestreams(ds: Any, indices: Sequence[int], n_frames: int) -> list[bytes]:
+    """The JPEG codestreams of frames ``indices`` (sorted), cut from the encapsulated fragments
+    without decoding; reading stops after the last one needed."""
     from pydicom.encaps import generate_frames
 
     extended = None
@@ -205,15 +206,20 @@ def _jpeg_baseline_frames(ds: Any, indices: Sequence[int], n_frames: int) -> lis
         extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
     wanted, last = set(indices), max(indices)
     out = []
-    frames = generate_frames(ds.PixelData, number_of_frames=n_frames, extended_offsets=extended)
-    for index, data in enumerate(frames):
+    for index, data in enumerate(generate_frames(ds.PixelData, number_of_frames=n_frames, extended_offsets=extended)):
         if index in wanted:
-            out.append(_pillow_frame(data, int(ds.Rows), int(ds.Columns)))
+            out.append(data)
         if index >= last:
             break
     if len(out) != len(wanted):
         raise ValueError(f"found {len(out)} of the {len(wanted)} frames needed")
     return out
+
+
+def _jpeg_baseline_frames(ds: Any, indices: Sequence[int], n_frames: int) -> list[np.ndarray]:
+    """Decode the wanted frames straight from the encapsulated JPEG fragments with Pillow."""
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    return [_pillow_frame(data, rows, cols) for data in jpeg_codestreams(ds, indices, n_frames)]
 
 
 def _pydicom_frames(source: Any, indices: Sequence[int]) -> list[np.ndarray]:
@@ -397,14 +403,24 @@ def _read_dicom(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     ts = transfer_syntax(ds)
     check_decoder(ts, path)
+    n_frames, wanted = _wanted_frames(ds, path, indices)
+    frames, found, decoder, colour_notes = _decode_rgb(path, ds, ts, wanted, n_frames)
+    meta = _frame_meta(ds, ts, frames.shape[1], frames.shape[2], found, n_frames, decoder, keep_phi, salt)
+    return frames, {**meta, **colour_notes}
+
+
+def _wanted_frames(ds: Any, path: Path, indices: Sequence[int]) -> tuple[int, list[int]]:
     n_frames = number_of_frames(ds, path)
     wanted = sorted({int(i) for i in indices if 0 <= int(i) < n_frames})
     if not wanted:
         raise MediaError(f"{path}: has {n_frames} frame(s), none at the sampled indices (from {min(indices)})")
-    frames, found, decoder, colour_notes = _decode_rgb(path, ds, ts, wanted, n_frames)
-    rows, cols = frames.shape[1:3]
+    return n_frames, wanted
+
+
+def _frame_meta(ds: Any, ts: Any, rows: int, cols: int, found: list[int], n_frames: int, decoder: str,
+                keep_phi: bool, salt: str | None) -> dict[str, Any]:
     region, region_note = tissue_region(ds, rows, cols)
-    meta = {
+    return {
         "source_kind": "dicom",
         "frame_indices": found,
         "n_frames_total": n_frames,
@@ -412,7 +428,40 @@ def _read_dicom(
         "decoder": decoder,
         "region": region,
         "region_note": region_note,
-        **colour_notes,
         **header_meta(ds, ts, keep_phi=keep_phi, salt=salt),
     }
-    return frames, meta
+
+
+# Colour encodings whose JPEG Baseline codestreams any JPEG decoder turns into the RGB (or grey)
+# that the Pillow path gives, so they may be decoded elsewhere (on the GPU). MONOCHROME1 needs
+# inverting and palettes a lookup: those stay on the CPU path.
+_PLAIN_JPEG_COLOUR = ("YBR_FULL_422", "YBR_FULL", "RGB", "MONOCHROME2")
+
+
+def read_jpeg_codestreams(
+    path: Path, indices: Sequence[int], *, keep_phi: bool = False, salt: str | None = None
+) -> tuple[list[bytes], dict[str, Any], tuple[int, int]] | None:
+    """For 8-bit JPEG Baseline DICOM in a plain colour encoding: the undecoded codestreams of
+    frames ``indices``, the metadata :func:`read_dicom` would give (``decoder`` left for the
+    caller to fill in) and the (rows, columns) of a frame. ``None`` for every other file, which
+    :func:`read_dicom` must decode."""
+    from pydicom.uid import JPEGBaseline8Bit
+
+    ds = read_header(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ts = transfer_syntax(ds)
+        photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        if ts != JPEGBaseline8Bit or int(ds.get("BitsAllocated", 8)) != 8 or photometric not in _PLAIN_JPEG_COLOUR:
+            return None
+        if samples != (1 if photometric == "MONOCHROME2" else 3):
+            return None
+        n_frames, wanted = _wanted_frames(ds, path, indices)
+        try:
+            streams = jpeg_codestreams(ds, wanted, n_frames)
+        except (ValueError, KeyError, OSError, EOFError):
+            return None  # let the CPU path try, and report
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        meta = _frame_meta(ds, ts, rows, cols, wanted, n_frames, "", keep_phi, salt)
+        return streams, meta, (rows, cols)

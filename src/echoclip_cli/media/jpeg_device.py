@@ -1,0 +1,117 @@
+"""JPEG codestreams decoded in batches where the model runs (nvJPEG on a GPU).
+
+Most echo archives store cines as JPEG Baseline DICOM: each frame is a plain JPEG codestream in
+the encapsulated pixel data. On a GPU machine the CPU cannot decode them as fast as the model
+embeds them (Pillow: about 300 frames/s per core for 480×640 frames; the ConvNeXt-B tower: over
+5,000 frames/s on an H100), so with ``jpeg_decode="device"`` the worker processes only *cut* the
+needed codestreams out of each file (:func:`echoclip_cli.media.dicom.read_jpeg_codestreams`) and
+the main process decodes them in batches on the device, where cropping, masking and resizing
+follow (:func:`echoclip_cli.preprocess.prepare_frames` runs on any device).
+
+Backends, by what is installed:
+
+* ``nvjpeg`` — ``torchvision.io.decode_jpeg(list, device="cuda")``, batched nvJPEG (torchvision
+  built for the installed torch: ``pip install 'echoclip[gpu]'``);
+* ``torchvision`` — the same call on the CPU (libjpeg-turbo), for a CPU model;
+* ``pillow`` — one frame at a time with Pillow (libjpeg-turbo), for a CPU model without
+  torchvision: the same pixels as the worker path, so the device path is testable anywhere.
+
+Every backend returns (3, H, W) uint8 RGB tensors; one-component (grey) codestreams come back
+with the grey copied to three channels, as the worker path gives them.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+class JpegDecodeError(RuntimeError):
+    """A batch could not be decoded (a damaged codestream, or a decoder that refused it)."""
+
+
+@lru_cache(maxsize=None)
+def _torchvision_decode() -> object | None:
+    """``torchvision.io.decode_jpeg`` when torchvision and its image extension load, else None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # 0.29 deprecates its decoders in favour of TorchCodec
+            from torchvision.io import decode_jpeg, encode_jpeg
+
+            decode_jpeg(encode_jpeg(torch.zeros(3, 8, 8, dtype=torch.uint8)))
+    except Exception:  # not installed, or built for another torch: its extension does not load
+        return None
+    return decode_jpeg
+
+
+@lru_cache(maxsize=None)
+def _nvjpeg_works(device: str) -> bool:
+    """Whether torchvision decodes on this CUDA device (it may be built without nvJPEG)."""
+    decode = _torchvision_decode()
+    if decode is None:
+        return False
+    try:
+        from torchvision.io import encode_jpeg
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sample = encode_jpeg(torch.zeros(3, 16, 16, dtype=torch.uint8))
+            decode([sample], mode=_rgb_mode(), device=device)  # type: ignore[operator]
+    except Exception:
+        return False
+    return True
+
+
+def _rgb_mode() -> object:
+    from torchvision.io import ImageReadMode
+
+    return ImageReadMode.RGB
+
+
+def backend(device: torch.device) -> str | None:
+    """The decoder :func:`decode_jpegs` uses for ``device``: ``"nvjpeg"``, ``"torchvision"``,
+    ``"pillow"``, or ``None`` when JPEG cannot be decoded on that device (CUDA without nvJPEG)."""
+    if device.type == "cuda":
+        return "nvjpeg" if _nvjpeg_works(str(device)) else None
+    if device.type == "cpu":
+        return "torchvision" if _torchvision_decode() is not None else "pillow"
+    return None
+
+
+def _pillow_rgb(data: bytes) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+            raise ValueError(f"not a grey or colour JPEG ({image.format} {image.mode})")
+        array = np.array(image.convert("RGB") if image.mode == "L" else image)  # a writable copy
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def decode_jpegs(streams: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
+    """Decode JPEG codestreams to (3, H, W) uint8 RGB tensors on ``device``, in one batch.
+
+    Raises :class:`JpegDecodeError` when any of them fails (callers retry smaller groups to
+    find the damaged one) and ``ValueError`` when ``device`` has no JPEG backend.
+    """
+    name = backend(device)
+    if name is None:
+        raise ValueError(f"no JPEG decoder for {device} (torchvision with nvJPEG is needed on CUDA)")
+    if not streams:
+        return []
+    try:
+        if name == "pillow":
+            return [_pillow_rgb(data) for data in streams]
+        decode = _torchvision_decode()
+        inputs = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in streams]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = decode(inputs, mode=_rgb_mode(), device=device)  # type: ignore[operator]
+        return list(out)
+    except Exception as exc:  # C decoders raise RuntimeError, Pillow OSError/ValueError/SyntaxError
+        raise JpegDecodeError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None

@@ -1,0 +1,156 @@
+"""JPEG Baseline DICOM decoded where the model runs (``jpeg_decode="device"``).
+
+On a CPU model the device path decodes with torchvision (when it loads) or Pillow, so it must
+give exactly what the worker path gives; on CUDA it uses nvJPEG, which may differ by a grey
+level here and there (checked by cosine, GPU-marked).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import echoclip_cli
+from echoclip_cli.errors import UsageError
+from echoclip_cli.media import load_clip
+from echoclip_cli.media.clip import finish_codestreams, load_codestreams
+from echoclip_cli.media.jpeg_device import backend, decode_jpegs
+from echoclip_cli.pipeline import embed_videos, resolve_jpeg_decode
+from echoclip_cli.preprocess_config import PreprocessConfig
+from tests.media_factory import echo_frames, jpeg_frames, make_dicom, make_video, region_item
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture()
+def model(tiny_bundle):
+    return echoclip_cli.load_model("tiny", device="cpu", precision="fp32")
+
+
+def _colour_frames(n: int) -> np.ndarray:
+    """Frames that are mostly colour (a Doppler-heavy clip): not the B-mode grey."""
+    frames = echo_frames(n, 48, 64, seed=5).copy()
+    frames[..., 0] = np.clip(frames[..., 0].astype(int) + 90, 0, 255)
+    frames[..., 2] = frames[..., 2] // 3
+    return frames
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "jpeg_as_rgb", "jpeg_mono"])
+@pytest.mark.parametrize("mask", ["auto", "none"])
+def test_device_path_prepares_what_load_clip_prepares(tmp_path, kind, mask):
+    path = make_dicom(tmp_path / "a.dcm", echo_frames(12, 60, 80, seed=4), kind, seed=9,
+                      regions=[region_item([4, 2, 75, 57])])
+    cfg = PreprocessConfig(mask=mask)
+    item = load_codestreams(path, cfg)
+    assert item is not None and len(item.streams) == 6 and item.size == (60, 80)
+    decoded = torch.stack(decode_jpegs(item.streams, CPU))
+    clip = finish_codestreams(item, decoded, cfg, backend(CPU))
+    reference = load_clip(path, cfg)
+    assert clip is not None
+    assert torch.equal(clip.frames, reference.frames)
+    assert {k: v for k, v in clip.meta.items() if k != "decoder"} == \
+        {k: v for k, v in reference.meta.items() if k != "decoder"}
+    assert clip.meta["decoder"] in ("pillow", "torchvision")
+
+
+def test_only_plain_jpeg_baseline_dicom_takes_the_device_path(tmp_path):
+    frames = echo_frames(6, 32, 40, seed=1)
+    cfg = PreprocessConfig()
+    assert load_codestreams(make_dicom(tmp_path / "rgb.dcm", frames, "rgb"), cfg) is None
+    assert load_codestreams(make_dicom(tmp_path / "rle.dcm", frames, "rle"), cfg) is None
+    assert load_codestreams(make_video(tmp_path / "v.avi", frames), cfg) is None
+
+
+def test_colour_clips_go_back_to_the_cpu_path(tmp_path):
+    path = make_dicom(tmp_path / "colour.dcm", _colour_frames(8), "jpeg")
+    cfg = PreprocessConfig()
+    item = load_codestreams(path, cfg)
+    decoded = torch.stack(decode_jpegs(item.streams, CPU))
+    assert finish_codestreams(item, decoded, cfg, "pillow") is None  # pydicom's view is needed
+    assert finish_codestreams(item, decoded[:, :, :-1], cfg, "pillow") is None  # not the header's size
+
+
+def _embed(model, paths, **kw):
+    return {r.source: r for r in embed_videos(paths, model, **kw)}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_embeddings_equal_the_worker_path(model, tmp_path, workers):
+    paths = [
+        make_dicom(tmp_path / "a.dcm", echo_frames(30, 48, 64, seed=1), "jpeg", seed=11),
+        make_dicom(tmp_path / "b.dcm", echo_frames(9, 48, 64, seed=2), "rgb", seed=12),
+        make_video(tmp_path / "c.avi", echo_frames(14, 48, 64, seed=3)),
+        make_dicom(tmp_path / "d.dcm", echo_frames(20, 48, 64, seed=4), "jpeg_mono", seed=13),
+        make_dicom(tmp_path / "e.dcm", _colour_frames(10), "jpeg", seed=14),
+    ]
+    want = _embed(model, paths, batch_size=7, jpeg_decode="workers")
+    got = _embed(model, paths, batch_size=7, workers=workers, jpeg_decode="device")
+    assert list(got) == list(want)
+    for source, result in got.items():
+        assert result.ok, result.error
+        np.testing.assert_array_equal(result.embedding, want[source].embedding)
+        assert result.meta["frame_indices"] == want[source].meta["frame_indices"]
+    decoders = [got[str(p)].meta.get("decoder") for p in paths]
+    assert decoders[0] in ("pillow", "torchvision") and decoders[3] == decoders[0]
+    assert decoders[1] == "pydicom"
+    assert decoders[4] == want[str(paths[4])].meta["decoder"]  # the colour clip went the CPU way
+
+
+def test_a_damaged_codestream_costs_only_its_file(model, tmp_path):
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+
+    frames = echo_frames(10, 48, 64, seed=6)
+    good = make_dicom(tmp_path / "good.dcm", frames, "jpeg", seed=1)
+    bad = make_dicom(tmp_path / "bad.dcm", frames, "jpeg", seed=2)
+    streams = jpeg_frames(frames)
+    streams[4] = streams[4][: len(streams[4]) // 3]  # a truncated frame among the sampled ones
+    ds = dcmread(bad)
+    ds.PixelData = encapsulate(streams)
+    ds.save_as(bad)
+    want = _embed(model, [good, bad], batch_size=64, jpeg_decode="workers")
+    got = _embed(model, [good, bad], batch_size=64, jpeg_decode="device")
+    np.testing.assert_array_equal(got[str(good)].embedding, want[str(good)].embedding)
+    assert got[str(good)].meta["decoder"] != want[str(good)].meta["decoder"] or backend(CPU) == "pillow"
+    assert got[str(bad)].error == want[str(bad)].error
+    if want[str(bad)].ok:
+        np.testing.assert_array_equal(got[str(bad)].embedding, want[str(bad)].embedding)
+
+
+def test_jpeg_decode_modes(monkeypatch):
+    assert resolve_jpeg_decode("workers", CPU) is None
+    assert resolve_jpeg_decode("auto", CPU) is None  # the CPU decodes in the workers by default
+    assert resolve_jpeg_decode("device", CPU) == CPU
+    monkeypatch.setenv("ECHOCLIP_JPEG_DECODE", "device")
+    assert resolve_jpeg_decode(None, CPU) == CPU
+    with pytest.raises(UsageError, match="must be one of auto, workers, device"):
+        resolve_jpeg_decode("gpu", CPU)
+
+
+def test_torchvision_decodes_the_pixels_pillow_decodes(tmp_path):
+    if backend(CPU) != "torchvision":
+        pytest.skip("torchvision's image extension does not load with this torch")
+    from echoclip_cli.media.jpeg_device import _pillow_rgb
+
+    grey = echo_frames(2, 48, 64, seed=9)[..., 0].copy()
+    streams = jpeg_frames(echo_frames(4, 48, 64, seed=8)) + jpeg_frames(grey)
+    for stream, tensor in zip(streams, decode_jpegs(streams, CPU), strict=True):
+        assert torch.equal(tensor, _pillow_rgb(stream))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_nvjpeg_frames_match_the_cpu_decoder(tmp_path):
+    cuda = torch.device("cuda")
+    if backend(cuda) != "nvjpeg":
+        pytest.skip("torchvision with nvJPEG is not installed")
+    path = make_dicom(tmp_path / "a.dcm", echo_frames(40, 480, 640, seed=2), "jpeg")
+    cfg = PreprocessConfig()
+    item = load_codestreams(path, cfg)
+    decoded = torch.stack(decode_jpegs(item.streams, cuda))
+    assert decoded.device.type == "cuda"
+    clip = finish_codestreams(item, decoded, cfg, "nvjpeg")
+    reference = load_clip(path, cfg)
+    diff = (clip.frames.cpu().int() - reference.frames.int()).abs()
+    assert clip.frames.device.type == "cuda" and diff.float().mean() < 1.0 and diff.max() <= 16
