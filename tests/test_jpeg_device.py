@@ -154,3 +154,60 @@ def test_nvjpeg_frames_match_the_cpu_decoder(tmp_path):
     reference = load_clip(path, cfg)
     diff = (clip.frames.cpu().int() - reference.frames.int()).abs()
     assert clip.frames.device.type == "cuda" and diff.float().mean() < 1.0 and diff.max() <= 16
+
+
+def test_preparing_in_a_background_thread_changes_nothing(model, tmp_path):
+    paths = [make_dicom(tmp_path / f"{i}.dcm", echo_frames(12, 48, 64, seed=i), "jpeg", seed=i) for i in range(4)]
+    paths.append(make_video(tmp_path / "v.avi", echo_frames(14, 48, 64, seed=7)))
+    want = _embed(model, paths, batch_size=5, jpeg_decode="workers")
+    got = _embed(model, paths, batch_size=5, jpeg_decode="device", prepare_thread=True)
+    assert list(got) == list(want)
+    for source, result in got.items():
+        np.testing.assert_array_equal(result.embedding, want[source].embedding)
+
+
+def test_background_thread_raises_in_the_consumer_and_stops_when_closed():
+    import threading
+
+    from echoclip_cli.pipeline import _Decoded, in_background
+
+    def failing():
+        yield _Decoded("a", None, {}, "first")
+        raise RuntimeError("decoder exploded")
+
+    stream = in_background(failing(), CPU, depth=1)
+    assert next(stream).error == "first"
+    with pytest.raises(RuntimeError, match="decoder exploded"):
+        next(stream)
+
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(1)
+            yield _Decoded(str(len(produced)), None, {}, None)
+
+    stream = in_background(endless(), CPU, depth=2)
+    assert [next(stream).source for _ in range(3)] == ["1", "2", "3"]
+    stream.close()
+    assert not any(t.name == "echoclip-prepare" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) <= 3 + 2 + 1  # bounded look-ahead
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_pipeline_with_nvjpeg_matches_the_cpu(tiny_bundle, tmp_path):
+    if backend(torch.device("cuda")) != "nvjpeg":
+        pytest.skip("torchvision with nvJPEG is not installed")
+    paths = [make_dicom(tmp_path / f"{i}.dcm", echo_frames(30, 120, 160, seed=i), "jpeg", seed=i) for i in range(6)]
+    paths.append(make_dicom(tmp_path / "colour.dcm", _colour_frames(10), "jpeg", seed=9))  # CPU fallback
+    paths.append(make_video(tmp_path / "v.avi", echo_frames(14, 48, 64, seed=7)))
+    cpu = echoclip_cli.load_model("tiny", device="cpu", precision="fp32")
+    gpu = echoclip_cli.load_model("tiny", device="cuda", precision="fp32")
+    want = _embed(cpu, paths, batch_size=16, jpeg_decode="workers")
+    got = _embed(gpu, paths, batch_size=16, workers=2, jpeg_decode="device")  # background thread on CUDA
+    assert list(got) == list(want)
+    assert got[str(paths[0])].meta["decoder"] == "nvjpeg"
+    for source, result in got.items():
+        a, b = result.embedding, want[source].embedding
+        assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.999

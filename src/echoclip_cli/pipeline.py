@@ -59,6 +59,7 @@ class _Decoded:
     frames: torch.Tensor | None
     meta: dict[str, Any]
     error: str | None = None
+    ready: Any = None  # CUDA event: the frames are complete once it has passed (background preparation)
 
 
 def _decoded(source: str, result: Any) -> _Decoded:
@@ -217,6 +218,67 @@ class ClipSource:
         return _Decoded(item.source, clip.frames, clip.meta)
 
 
+def in_background(items: Iterable[_Decoded], device: torch.device, depth: int) -> Iterator[_Decoded]:
+    """Iterate ``items`` in a thread, at most ``depth`` ahead of the consumer.
+
+    Preparing frames on the device costs the CPU some Python per video (the mask's component and
+    hull); in a thread it overlaps the model, which waits on the GPU with the GIL released. On
+    CUDA the thread queues its GPU work on a stream of its own and each item carries an event;
+    the consumer's stream waits for that event before using the frames, and the frames are
+    marked as used on the consumer's stream so their memory is not reused early. Exceptions in
+    the thread are raised in the consumer; closing the consumer stops the thread.
+    """
+    import queue
+    import threading
+    from contextlib import nullcontext
+
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def put(kind: str, value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            with torch.cuda.stream(stream) if stream is not None else nullcontext():
+                for item in items:
+                    if stream is not None and item.frames is not None and item.frames.is_cuda:
+                        item.ready = torch.cuda.Event()
+                        item.ready.record(stream)
+                    if not put("item", item):
+                        return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            put("error", exc)
+            return
+        put("end", None)
+
+    thread = threading.Thread(target=produce, name="echoclip-prepare", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            if value.ready is not None:
+                consumer = torch.cuda.current_stream(device)
+                consumer.wait_event(value.ready)
+                value.frames.record_stream(consumer)
+                value.ready = None
+            yield value
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 @dataclass
 class _Batch:
     frames: torch.Tensor  # uint8 (B,3,S,S)
@@ -264,16 +326,22 @@ def embed_videos(
     keep_phi: bool = False,
     salt: str | None = None,
     jpeg_decode: str | None = None,
+    prepare_thread: bool | None = None,
 ) -> Iterator[VideoEmbedding]:
     """Embed videos in input order; bad inputs come out as records with ``error`` set.
 
     ``jpeg_decode`` says where JPEG Baseline DICOM frames are decoded (:func:`resolve_jpeg_decode`).
+    When they are decoded on the device, frames are prepared in a background thread
+    (:func:`in_background`) on CUDA; ``prepare_thread`` overrides that choice.
     """
     cfg = cfg or model.preprocess
     if workers is None:
         workers = default_workers(model.device, len(sources) if isinstance(sources, Sequence) else None)
-    decoded = ClipSource((str(s) for s in sources), cfg, workers=workers, keep_phi=keep_phi, salt=salt,
-                         jpeg_device=resolve_jpeg_decode(jpeg_decode, model.device), group_frames=batch_size)
+    jpeg_device = resolve_jpeg_decode(jpeg_decode, model.device)
+    decoded: Iterable[_Decoded] = ClipSource((str(s) for s in sources), cfg, workers=workers, keep_phi=keep_phi,
+                                             salt=salt, jpeg_device=jpeg_device, group_frames=batch_size)
+    if prepare_thread if prepare_thread is not None else (jpeg_device is not None and jpeg_device.type == "cuda"):
+        decoded = in_background(decoded, model.device, depth=2 * max(1, batch_size // 16))
     slots: dict[int, tuple[_Decoded, list[torch.Tensor | None]]] = {}
     ready: deque[VideoEmbedding] = deque()
     order: deque[int] = deque()

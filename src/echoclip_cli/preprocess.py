@@ -258,14 +258,15 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
 
 
 def _hull_of_cells(cells: torch.Tensor, block: int, height: int, width: int) -> np.ndarray:
-    """Hull polygon (pixel corners) around the first and last cell of each grid row."""
-    ys, xs = np.nonzero(cells.numpy())
-    corners = []
-    for y in np.unique(ys):
-        row = xs[ys == y]
-        for x in (row.min(), row.max()):
-            corners += [(x, y), (x + 1, y), (x, y + 1), (x + 1, y + 1)]
-    pts = np.asarray(corners, dtype=np.int64) * block
+    """Hull polygon (pixel corners) around the first and last cell of each grid row: the outer
+    corners of those cells (the inner ones lie on the row's span, inside the hull anyway)."""
+    on = cells.numpy().astype(bool)
+    rows = np.flatnonzero(on.any(axis=1))
+    first = on[rows].argmax(axis=1)
+    last = on.shape[1] - 1 - on[rows, ::-1].argmax(axis=1)
+    xs = np.concatenate([first, first, last + 1, last + 1])
+    ys = np.concatenate([rows, rows + 1, rows, rows + 1])
+    pts = np.stack([xs, ys], axis=1).astype(np.int64) * block
     pts[:, 0] = pts[:, 0].clip(0, width)
     pts[:, 1] = pts[:, 1].clip(0, height)
     return convex_hull(pts)
