@@ -202,9 +202,37 @@ def _crash_on_bad(name: str) -> str:
     return name.upper()
 
 
-def test_ordered_map_survives_a_crashing_worker():
-    from echoclip_cli.parallel import ordered_map
+def test_completion_map_survives_a_crashing_worker():
+    from echoclip_cli.parallel import completion_map
 
     items = ["a", "b", "bad1", "c", "d", "e", "bad2", "f"]
-    results = list(ordered_map(_crash_on_bad, items, workers=2, window=4, on_crash=lambda i: f"crashed:{i}"))
-    assert results == [(i, f"crashed:{i}" if i.startswith("bad") else i.upper()) for i in items]
+    results = sorted(completion_map(_crash_on_bad, items, workers=2, window=4, on_crash=lambda i: f"crashed:{i}"))
+    assert results == [(n, i, f"crashed:{i}" if i.startswith("bad") else i.upper()) for n, i in enumerate(items)]
+
+
+def _slow_head(name: str) -> str:
+    if name == "slow":
+        time.sleep(2.0)
+    return name.upper()
+
+
+def test_one_slow_input_does_not_hold_up_the_others():
+    from echoclip_cli.parallel import completion_map
+
+    items = ["slow"] + [f"v{i}" for i in range(10)]
+    got = list(completion_map(_slow_head, items, workers=2, window=2, lead=3, on_crash=str))
+    order = [index for index, _, _ in got]
+    assert sorted(order) == list(range(11))
+    assert order.index(0) == 4  # the four that fit within window + lead of the slow one went first
+    assert all(result == item.upper() for _, item, result in got)
+
+
+def test_results_leave_in_input_order_when_workers_finish_out_of_order(model, tmp_path):
+    slow = make_dicom(tmp_path / "slow.dcm", echo_frames(40, 240, 320, seed=5), "rle", seed=1)  # slowest decode
+    quick = [make_dicom(tmp_path / f"q{i}.dcm", echo_frames(4, 32, 40, seed=i), "rgb", seed=2 + i) for i in range(6)]
+    inputs = [slow, *quick[:3], slow, *quick[3:]]
+    inline = list(embed_videos(inputs, model, batch_size=8))
+    pooled = list(embed_videos(inputs, model, batch_size=8, workers=2))
+    assert [r.source for r in pooled] == [str(p) for p in inputs]
+    for a, b in zip(inline, pooled, strict=True):
+        np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-6)  # batches may be packed differently

@@ -5,8 +5,10 @@ Stages, each bounded so memory stays flat whatever the number of inputs:
 1. **Decode** (:class:`ClipSource`): each input is read, cropped, masked and resized to uint8
    (T,3,S,S) by :func:`echoclip_cli.media.load_clip`, in ``workers`` processes at most
    ``prefetch`` clips ahead of the model, or inline between batches when ``workers == 0`` (the
-   CPU default: see :func:`default_workers`). Results come back in input order; a file that
-   fails becomes an error record and the stream goes on.
+   CPU default: see :func:`default_workers`). Worker results are taken as they are ready, so one
+   slow file does not stall the device; a file that fails becomes an error record and the
+   stream goes on. On a GPU, JPEG Baseline DICOM frames may instead be decoded and prepared on
+   the device (``jpeg_decode``, :mod:`echoclip_cli.media.jpeg_device`).
 2. **Pack** (:func:`_batches`): frames of consecutive videos are packed into batches of exactly
    ``batch_size`` frames (the last may be shorter), so the device always sees full batches even
    when videos have few frames.
@@ -14,7 +16,7 @@ Stages, each bounded so memory stays flat whatever the number of inputs:
    normalised float in the configured channel order; the image tower runs under the chosen
    precision; frame embeddings are L2-normalised.
 4. **Gather**: a video's embedding is the mean of its normalised frame embeddings (the released
-   protocol); it is yielded as soon as its last frame is embedded.
+   protocol); results leave in input order, each as soon as it and all before it are done.
 """
 
 from __future__ import annotations
@@ -59,16 +61,17 @@ class _Decoded:
     frames: torch.Tensor | None
     meta: dict[str, Any]
     error: str | None = None
+    index: int = 0  # position in the inputs (items may arrive out of order)
     ready: Any = None  # CUDA event: the frames are complete once it has passed (background preparation)
 
 
-def _decoded(source: str, result: Any) -> _Decoded:
-    """A :func:`echoclip_cli.media.iter_clips` result as the pipeline carries it."""
+def _decoded(index: int, source: str, result: Any) -> _Decoded:
+    """A :func:`echoclip_cli.media.batch.iter_clips_as_ready` result as the pipeline carries it."""
     if isinstance(result, MediaError):
-        return _Decoded(source, None, {}, result.message)
+        return _Decoded(source, None, {}, result.message, index=index)
     if result.frames.shape[0] == 0:
-        return _Decoded(source, None, {}, f"{source}: no frames")
-    return _Decoded(source, result.frames, result.meta)
+        return _Decoded(source, None, {}, f"{source}: no frames", index=index)
+    return _Decoded(source, result.frames, result.meta, index=index)
 
 
 def default_workers(device: torch.device, n_inputs: int | None = None) -> int:
@@ -108,7 +111,9 @@ def resolve_jpeg_decode(mode: str | None, device: torch.device) -> torch.device 
 
 
 class ClipSource:
-    """Decoded clips in input order: inline (``workers == 0``) or ``prefetch`` ahead in processes.
+    """Decoded clips, inline (``workers == 0``, in input order) or in processes, as each is ready
+    (each carries its input ``index``), at most ``prefetch`` in flight: a slow file does not hold
+    up the device while others are ready (:func:`echoclip_cli.parallel.completion_map`).
 
     With ``jpeg_device`` set, JPEG Baseline DICOM inputs arrive from the workers as undecoded
     codestreams; those of consecutive inputs are decoded together, about ``group_frames`` frames
@@ -135,23 +140,23 @@ class ClipSource:
         self.jpeg_device, self.group_frames = jpeg_device, max(1, group_frames)
 
     def __iter__(self) -> Iterator[_Decoded]:
-        from .media import iter_clips
+        from .media.batch import iter_clips_as_ready
         from .media.clip import Codestreams
 
-        clips = iter_clips(self.sources, self.cfg, workers=self.workers, keep_phi=self.keep_phi, salt=self.salt,
-                           window=self.prefetch, codestreams=self.jpeg_device is not None)
+        clips = iter_clips_as_ready(self.sources, self.cfg, workers=self.workers, keep_phi=self.keep_phi,
+                                    salt=self.salt, window=self.prefetch, codestreams=self.jpeg_device is not None)
         if self.jpeg_device is None:
-            for path, result in clips:
-                yield _decoded(str(path), result)
+            for index, path, result in clips:
+                yield _decoded(index, str(path), result)
             return
-        group: list[Any] = []  # finished _Decoded and Codestreams still to decode, in input order
+        group: list[Any] = []  # finished _Decoded and (index, Codestreams) still to decode
         waiting = 0
-        for path, result in clips:
+        for index, path, result in clips:
             if isinstance(result, Codestreams):
-                group.append(result)
+                group.append((index, result))
                 waiting += len(result.streams)
             else:
-                group.append(_decoded(str(path), result))
+                group.append(_decoded(index, str(path), result))
             if waiting >= self.group_frames:
                 yield from self._flush(group)
                 group, waiting = [], 0
@@ -159,13 +164,14 @@ class ClipSource:
 
     def _flush(self, group: list[Any]) -> Iterator[_Decoded]:
         """Decode the group's codestreams in one call on the device; yield the group in order."""
-        from .media.clip import Codestreams
-
-        jobs = [item for item in group if isinstance(item, Codestreams)]
+        jobs = [item[1] for item in group if isinstance(item, tuple)]
         frames = self._decode_all(jobs)
         for item in group:
-            if isinstance(item, Codestreams):
-                yield self._finish(item, frames.get(id(item)))
+            if isinstance(item, tuple):
+                index, job = item
+                decoded = self._finish(job, frames.get(id(job)))
+                decoded.index = index
+                yield decoded
             else:
                 if item.frames is not None:
                     item.frames = item.frames.to(self.jpeg_device)
@@ -342,23 +348,24 @@ def embed_videos(
                                              salt=salt, jpeg_device=jpeg_device, group_frames=batch_size)
     if prepare_thread if prepare_thread is not None else (jpeg_device is not None and jpeg_device.type == "cuda"):
         decoded = in_background(decoded, model.device, depth=2 * max(1, batch_size // 16))
-    slots: dict[int, tuple[_Decoded, list[torch.Tensor | None]]] = {}
+    slots: dict[int, tuple[_Decoded, list[torch.Tensor | None]]] = {}  # by input index
     ready: deque[VideoEmbedding] = deque()
-    order: deque[int] = deque()
+    next_out = 0  # results leave in input order
 
     def videos() -> Iterator[tuple[int, torch.Tensor]]:
-        for slot, item in enumerate(decoded):
-            order.append(slot)
+        for item in decoded:
             if item.error is not None:
-                slots[slot] = (item, [])
+                slots[item.index] = (item, [])
                 continue
-            slots[slot] = (item, [None] * item.frames.shape[0])
-            yield slot, item.frames
+            slots[item.index] = (item, [None] * item.frames.shape[0])
+            yield item.index, item.frames
             item.frames = None  # the batcher holds its own references; free as batches go
 
     def flush_finished() -> Iterator[VideoEmbedding]:
-        while order and _finished(slots[order[0]]):
-            item, parts = slots.pop(order.popleft())
+        nonlocal next_out
+        while next_out in slots and _finished(slots[next_out]):
+            item, parts = slots.pop(next_out)
+            next_out += 1
             yield _result(item, parts, keep_frames)
 
     for batch in _batches(videos(), batch_size):

@@ -1,7 +1,8 @@
 """Many inputs: load clips in parallel processes, in input order, and write preprocessed files.
 
 :func:`iter_clips` yields ``(path, Clip | MediaError)`` for each input, in the order given, with
-at most ``2 × workers`` inputs in flight (memory stays flat over thousands of files). Workers are
+at most ``2 × workers`` inputs in flight (memory stays flat over thousands of files);
+:func:`iter_clips_as_ready` yields them as they are ready, with their input index. Workers are
 fresh processes (``forkserver``, else ``spawn``) using one thread each. :func:`preprocess_files` writes one
 safetensors file per clip and yields one :class:`PreprocessRecord` per input; a failed input is
 a record, never an exception, and never a partial file.
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import MediaError
-from ..parallel import ordered_map
+from ..parallel import completion_map
 from ..preprocess_config import PreprocessConfig
 from .clip import Clip, Codestreams, load_clip, load_codestreams
 from .store_file import SUFFIX, write_clip_file
@@ -67,6 +68,37 @@ def _to_result(path: Path, outcome: Outcome) -> Clip | Codestreams | MediaError:
     return Clip(frames=torch.from_numpy(np.asarray(first)), meta=second, source=str(path))
 
 
+def iter_clips_as_ready(
+    paths: Iterable[str | Path],
+    cfg: PreprocessConfig,
+    *,
+    workers: int = 0,
+    keep_phi: bool = False,
+    salt: str | None = None,
+    window: int | None = None,
+    lead: int | None = None,
+    codestreams: bool = False,
+) -> Iterator[tuple[int, Path, Clip | Codestreams | MediaError]]:
+    """Yield ``(index, path, Clip or MediaError)`` per input as each is ready, decoding in
+    ``workers`` processes (``0``: inline, in this process, in input order).
+
+    At most ``window`` (default ``2 × workers``) inputs are in flight, all fewer than
+    ``window + lead`` places after the oldest unfinished one; a worker that crashes costs only
+    the input it was decoding (:func:`echoclip_cli.parallel.completion_map`). With
+    ``codestreams``, JPEG Baseline DICOM files come as undecoded :class:`Codestreams` instead
+    (for decoding on a GPU).
+    """
+    load = partial(_codestream_outcome if codestreams else _load_outcome, cfg=cfg, keep_phi=keep_phi, salt=salt)
+    if workers < 1:
+        for index, path in enumerate(paths):
+            yield index, Path(path), _to_result(Path(path), load(str(path)))
+        return
+    items = (str(p) for p in paths)
+    for index, path, outcome in completion_map(load, items, workers=workers, window=window or 2 * workers,
+                                               on_crash=_crashed, lead=lead):
+        yield index, Path(path), _to_result(Path(path), outcome)
+
+
 def iter_clips(
     paths: Iterable[str | Path],
     cfg: PreprocessConfig,
@@ -75,23 +107,17 @@ def iter_clips(
     keep_phi: bool = False,
     salt: str | None = None,
     window: int | None = None,
-    codestreams: bool = False,
-) -> Iterator[tuple[Path, Clip | Codestreams | MediaError]]:
-    """Yield ``(path, Clip or MediaError)`` per input, in input order, decoding in ``workers``
-    processes (``0``: inline, in this process). With ``codestreams``, JPEG Baseline DICOM files
-    come as undecoded :class:`Codestreams` instead (for decoding on a GPU).
-
-    At most ``window`` (default ``2 × workers``) inputs are in flight; a worker that crashes
-    costs only the input it was decoding (:func:`echoclip_cli.parallel.ordered_map`).
-    """
-    load = partial(_codestream_outcome if codestreams else _load_outcome, cfg=cfg, keep_phi=keep_phi, salt=salt)
-    if workers < 1:
-        for path in paths:
-            yield Path(path), _to_result(Path(path), load(str(path)))
-        return
-    items = (str(p) for p in paths)
-    for path, outcome in ordered_map(load, items, workers=workers, window=window or 2 * workers, on_crash=_crashed):
-        yield Path(path), _to_result(Path(path), outcome)
+) -> Iterator[tuple[Path, Clip | MediaError]]:
+    """Yield ``(path, Clip or MediaError)`` per input, in input order (:func:`iter_clips_as_ready`
+    with at most ``window`` inputs decoded ahead of the one awaited)."""
+    waiting: dict[int, tuple[Path, Any]] = {}
+    expected = 0
+    for index, path, result in iter_clips_as_ready(paths, cfg, workers=workers, keep_phi=keep_phi, salt=salt,
+                                                   window=window, lead=0):
+        waiting[index] = (path, result)
+        while expected in waiting:
+            yield waiting.pop(expected)
+            expected += 1
 
 
 @dataclass
