@@ -85,6 +85,26 @@ def test_store_resume_skips_done_inputs(tiny_bundle, videos, tmp_path):
     assert other.exit_code == 1 and "other preprocessing" in other.stderr
 
 
+def test_resume_knows_unchanged_files_without_reading_them(tiny_bundle, videos, tmp_path, monkeypatch):
+    import echoclip_cli.pipeline
+
+    store = tmp_path / "store"
+    assert run_cli("embed", *videos[:2], "-w", "tiny", "--out", store).exit_code == 0
+
+    def no_hashing(path):
+        raise AssertionError(f"{path} was read to decide whether it is stored")
+
+    monkeypatch.setattr(echoclip_cli.pipeline, "input_key", no_hashing)
+    again = run_cli("embed", *videos, "-w", "tiny", "--out", store, "-f", "jsonl")
+    assert again.exit_code == 0 and "2 inputs already in" in again.stderr
+    os.utime(videos[0], ns=(time.time_ns(), time.time_ns() + 10**9))  # touched: looked at again
+    copy = tmp_path / "copy.dcm"
+    copy.write_bytes(videos[1].read_bytes())  # same content under another name
+    third = run_cli("embed", videos[0], copy, "-w", "tiny", "--out", store, "-f", "jsonl")
+    assert third.exit_code == 0 and len(_jsonl(third.stdout)) == 2
+    assert len(read_store(store).rows) == 3 and sum(1 for _ in store.glob("part-*")) == 2
+
+
 def test_killed_run_then_rerun_has_every_input_once(tiny_bundle, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()

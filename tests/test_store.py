@@ -55,8 +55,9 @@ def test_done_keys_and_duplicates_read_once(tmp_path):
         w.add(result(1))
     with writer(tmp_path / "s") as w:
         assert w.done_keys() == {"sha0", "sha1"}
-        w.add(result(1))  # a second writer appended the same input: readers keep one
+        w.add(result(1))  # the same content again (a copy under another name): not stored twice
     assert len(read_store(tmp_path / "s")) == 2
+    assert sum(1 for _ in (tmp_path / "s").glob("part-*")) == 1
 
 
 def test_merge_shards(tmp_path):

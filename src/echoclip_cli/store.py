@@ -178,23 +178,44 @@ class StoreWriter:
             _atomic_write_text(self.path / HEADER, json.dumps(want, indent=2) + "\n")
         self.header = _read_header(self.path)
         self._seq = len(_parts(self.path))
+        self._contents: set[str] | None = None  # sha256 of what is stored or pending, loaded on first add
+
+    def _stored_rows(self) -> list[dict[str, Any]]:
+        from safetensors import safe_open
+
+        rows: list[dict[str, Any]] = []
+        for part in _parts(self.path):
+            try:
+                with safe_open(str(part), framework="pt") as fh:
+                    rows.extend(json.loads(fh.metadata()["rows"]))
+            except Exception:
+                raise StoreError(f"{part}: damaged store part") from None
+        return rows
 
     def done_keys(self) -> set[str]:
         """Content sha256 of every source already stored (for skipping on resume)."""
-        keys: set[str] = set()
-        for part in _parts(self.path):
-            from safetensors import safe_open
+        return {r.get("source_sha256") or r["source"] for r in self._stored_rows()}
 
-            try:
-                with safe_open(str(part), framework="pt") as fh:
-                    keys.update(r.get("source_sha256") or r["source"] for r in json.loads(fh.metadata()["rows"]))
-            except Exception:
-                raise StoreError(f"{part}: damaged store part") from None
-        return keys
+    def resume_index(self) -> tuple[set[str], set[str], bool]:
+        """(stat keys, content sha256s, whether every row has a stat key) of what is stored:
+        unchanged files are recognised by their stat key without reading them; content is needed
+        only for rows written before stat keys were kept."""
+        rows = self._stored_rows()
+        stats = {r["source_stat_key"] for r in rows if r.get("source_stat_key")}
+        return stats, {r.get("source_sha256") or r["source"] for r in rows}, len(stats) >= len(rows)
 
     def add(self, result: VideoEmbedding) -> None:
+        """Queue a result for the next part; failures, and content the store already holds (a
+        copy of a file under another name), are not added."""
         if not result.ok:
             return
+        if self._contents is None:
+            self._contents = self.done_keys()
+        key = result.meta.get("source_sha256")
+        if key in self._contents:
+            return
+        if key:
+            self._contents.add(key)
         self._pending.append(result)
         if len(self._pending) >= self.flush_every:
             self.flush()

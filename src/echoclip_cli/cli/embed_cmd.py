@@ -160,11 +160,21 @@ def _store_writer(model: "EchoClip", cfg: Any, out: Path, keep_frames: bool, flu
 
 
 def _not_yet_stored(writer: Any, files: list[Path]) -> list[Path]:
-    """The inputs whose content the store does not hold yet (a rerun resumes)."""
+    """The inputs the store does not hold yet (a rerun resumes): files unchanged since they were
+    stored are known by path, size and modification time, without reading them; only stores
+    written by older versions need each file's content hash."""
+    from ..media.clip import stat_key
     from ..pipeline import input_key
 
-    done = writer.done_keys()
-    todo = [f for f in files if not done or input_key(f) not in done]
+    stats, contents, complete = writer.resume_index()
+
+    def stored(path: Path) -> bool:
+        try:
+            return stat_key(path) in stats or (not complete and input_key(path) in contents)
+        except OSError:
+            return False  # gone or unreadable since it was found: the pipeline reports it
+
+    todo = [f for f in files if not stored(f)]
     if len(todo) < len(files):
         info(f"{len(files) - len(todo)} inputs already in {writer.path}; embedding {len(todo)}")
     return todo

@@ -79,6 +79,17 @@ def read_frames(
         raise MediaError(f"{path}: cannot read ({type(exc).__name__}: {safe_reason(exc)})") from None
 
 
+def stat_key(path: str | os.PathLike[str]) -> str:
+    """A file's identity without reading it: a digest of its absolute path, size and modification
+    time (nanoseconds). Stores keep it so a rerun skips unchanged files without hashing them; the
+    path itself is not kept in it readably."""
+    import hashlib
+
+    st = os.stat(path)
+    text = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}"
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
 def _sha256(path: Path) -> str:
     from ..weights import sha256_file
 
@@ -91,7 +102,8 @@ _IDENTIFIERS = ("study_uid", "series_uid", "sop_uid", "study_date", "modality", 
 
 
 def _clip_meta(path: Path, raw: dict[str, Any], geometry: dict[str, Any], cfg: PreprocessConfig) -> dict[str, Any]:
-    meta = {"source": str(path), "source_sha256": _sha256(path), **dict.fromkeys(_IDENTIFIERS), **raw, **geometry}
+    meta = {"source": str(path), "source_sha256": _sha256(path), "source_stat_key": stat_key(path),
+            **dict.fromkeys(_IDENTIFIERS), **raw, **geometry}
     meta["region_note"] = geometry.get("region_note") or raw.get("region_note")
     meta["preprocess"] = cfg.to_dict()
     meta["preprocess_digest"] = cfg.digest()
@@ -107,7 +119,7 @@ def _load_store(path: Path, cfg: PreprocessConfig) -> Clip:
             f"{path}: preprocessed with other settings (digest {stored}, need {cfg.digest()}); "
             "preprocess its source again"
         )
-    return Clip(frames=frames, meta=meta, source=str(path))
+    return Clip(frames=frames, meta={**meta, "source_stat_key": stat_key(path)}, source=str(path))
 
 
 def load_clip(
