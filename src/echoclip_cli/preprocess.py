@@ -43,7 +43,7 @@ from .preprocess_config import PreprocessConfig
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (end exclusive)
 
 _CUBIC_A = -0.75  # Keys' cubic convolution parameter used by OpenCV (and so by the released model)
-_RESIZE_CHUNK = 24  # planes (frame × channel) resized at a time: bounds the float temporaries
+_RESIZE_ELEMENTS = 1_500_000  # input pixels resized at a time on the CPU: float temporaries stay in cache
 
 
 # --------------------------------------------------------------------------- resize
@@ -136,7 +136,7 @@ def resize_bicubic(images: torch.Tensor | np.ndarray, size: int | Sequence[int])
     planes = src.reshape(-1, in_h, in_w)
     out_dtype = torch.uint8 if is_uint8 else torch.float32
     result = torch.empty((planes.shape[0], out_h, out_w), dtype=out_dtype, device=src.device)
-    chunk_size = _RESIZE_CHUNK if on_cpu else max(1, planes.shape[0])
+    chunk_size = max(1, min(64, _RESIZE_ELEMENTS // (in_h * in_w))) if on_cpu else max(1, planes.shape[0])
     for start in range(0, planes.shape[0], chunk_size):
         chunk = planes[start : start + chunk_size].to(torch.float32)
         if row_bands is not None and col_bands is not None:

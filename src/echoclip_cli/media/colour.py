@@ -36,8 +36,10 @@ _MIN_SAMPLE = 200
 def grey_fraction(frames: np.ndarray) -> float | None:
     """Share of non-black pixels whose channels agree, from up to 3 frames subsampled 1 in 4."""
     picks = sorted({0, len(frames) // 2, len(frames) - 1})
-    sample = frames[picks, ::4, ::4].astype(np.int16)
-    high, low = sample.max(axis=-1), sample.min(axis=-1)
+    sample = frames[picks, ::4, ::4]
+    channels = [sample[..., k] for k in range(sample.shape[-1])]
+    high = np.maximum.reduce(channels).astype(np.int16)  # faster than max(axis=-1) over 3 channels
+    low = np.minimum.reduce(channels).astype(np.int16)
     lit = high >= _NOT_BLACK
     if int(lit.sum()) < _MIN_SAMPLE:
         return None
