@@ -9,7 +9,8 @@ from importlib import metadata
 
 from .common import JsonOpt, out_console
 
-_PACKAGES = ("echoclip", "torch", "numpy", "pydicom", "pylibjpeg", "av", "tokenizers", "safetensors", "typer", "rich")
+_PACKAGES = ("echoclip", "torch", "torchvision", "numpy", "pydicom", "pylibjpeg", "av", "tokenizers", "safetensors",
+             "typer", "rich")
 
 
 def _version(package: str) -> str | None:
@@ -24,7 +25,16 @@ def collect() -> dict:
 
     from .. import weights as w
 
+    from ..media.jpeg_device import backend
+    from ..pipeline import resolve_jpeg_decode
+
     cuda = torch.cuda.is_available()
+    default = torch.device("cuda" if cuda else "cpu")
+    try:
+        jpeg_on = resolve_jpeg_decode(None, default)
+        jpeg = f"{backend(default)} on {default}" if jpeg_on is not None else "CPU workers (Pillow)"
+    except Exception as exc:  # an invalid ECHOCLIP_JPEG_DECODE: say so rather than fail
+        jpeg = f"invalid setting ({exc})"
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -34,6 +44,8 @@ def collect() -> dict:
             "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
             "cpu_threads": torch.get_num_threads(),
             "default": "cuda" if cuda else "cpu",
+            "jpeg_decode": jpeg,
+            "nvjpeg": backend(default) == "nvjpeg" if cuda else False,
         },
         "weights_home": str(w.weights_home()),
         "bundles": [
@@ -63,6 +75,8 @@ def info(as_json: JsonOpt = False) -> None:
     dev = data["device"]
     gpus = ", ".join(dev["gpus"]) or "none"
     console.print(f"device        {dev['default']}  (GPUs: {gpus}; CPU threads: {dev['cpu_threads']})")
+    hint = "" if dev["nvjpeg"] or not dev["gpus"] else "  (GPU decoding: pip install 'echoclip[gpu]')"
+    console.print(f"JPEG decode   {dev['jpeg_decode']}{hint}")
     console.print(f"weights home  {data['weights_home']}")
     if not data["bundles"]:
         console.print("bundles       none installed (echoclip weights pull echo-clip)")
