@@ -35,8 +35,16 @@ _MIN_SAMPLE = 200
 
 def grey_fraction(frames: np.ndarray) -> float | None:
     """Share of non-black pixels whose channels agree, from up to 3 frames subsampled 1 in 4."""
-    picks = sorted({0, len(frames) // 2, len(frames) - 1})
-    sample = frames[picks, ::4, ::4]
+    return grey_fraction_of_sample(frames[grey_sample_picks(len(frames)), ::4, ::4])
+
+
+def grey_sample_picks(n_frames: int) -> list[int]:
+    """The frames :func:`grey_fraction` looks at: first, middle and last."""
+    return sorted({0, n_frames // 2, n_frames - 1})
+
+
+def grey_fraction_of_sample(sample: np.ndarray) -> float | None:
+    """:func:`grey_fraction` of frames already picked and subsampled (a GPU sends only those)."""
     channels = [sample[..., k] for k in range(sample.shape[-1])]
     high = np.maximum.reduce(channels).astype(np.int16)  # faster than max(axis=-1) over 3 channels
     low = np.minimum.reduce(channels).astype(np.int16)
@@ -61,9 +69,10 @@ def ybr_to_rgb(frames: np.ndarray) -> np.ndarray:
 YCBCR_FIX = "YCbCr labelled RGB: converted to RGB"
 
 
-def mostly_grey(frames: np.ndarray) -> bool:
-    """Whether frames pass the B-mode sanity check (or are too dark to judge)."""
-    score = grey_fraction(frames)
+def mostly_grey(frames: np.ndarray, *, sampled: bool = False) -> bool:
+    """Whether frames pass the B-mode sanity check (or are too dark to judge); ``sampled``: the
+    frames are already :func:`grey_fraction`'s sample."""
+    score = grey_fraction_of_sample(frames) if sampled else grey_fraction(frames)
     return score is None or score >= _MOSTLY_GREY
 
 
@@ -72,8 +81,7 @@ def fix_mislabelled_colour(frames: np.ndarray) -> tuple[np.ndarray, str | None]:
     and the conversion makes them clearly grey (see module); else the frames unchanged."""
     if mostly_grey(frames):
         return frames, None
-    picks = sorted({0, len(frames) // 2, len(frames) - 1})
-    score = grey_fraction(ybr_to_rgb(frames[picks]))
+    score = grey_fraction(ybr_to_rgb(frames[grey_sample_picks(len(frames))]))
     if score is None or score < _CLEARLY_GREY:
         return frames, None
     return ybr_to_rgb(frames), YCBCR_FIX
