@@ -189,7 +189,14 @@ def main() -> None:
             sync()
             return reps * args.batch_size / (time.perf_counter() - start)
 
-        rows = []
+        device = torch.cuda.get_device_name(model.device) if cuda else cpu_name()
+        up = n_up / t_up
+        print(f"# {device}, {torch.get_num_threads()} threads, {model.precision}, batch {args.batch_size}, "
+              f"{args.videos} DICOM cines 600x800x{args.frames} (JPEG Baseline; {unique} distinct); "
+              f"upstream loop on {len(upstream_files)} of them", flush=True)
+        print("| decode workers | JPEG decode | upstream loop (frames/s) | echoclip pipeline (frames/s) "
+              "| model only (frames/s) | pipeline / upstream | pipeline / model | peak GPU MiB | min cosine vs row 1 |")
+        print("|---|---|---|---|---|---|---|---|---|", flush=True)
         first: dict[str, np.ndarray] = {}
         for decode in args.jpeg_decode.split(","):
             list(embed_videos(files[:2], model, batch_size=args.batch_size, workers=0, jpeg_decode=decode))  # warm-up
@@ -210,19 +217,10 @@ def main() -> None:
                 cosine = min(float(v @ first[k] / np.linalg.norm(v) / np.linalg.norm(first[k]))
                              for k, v in vectors.items())
                 rate = sum(r.n_frames for r in results) / elapsed
-                rows.append((workers, decode, rate, ceiling, peak, cosine, results[0].meta.get("decoder")))
+                print(f"| {workers} | {decode} ({results[0].meta.get('decoder')}) | {up:.2f} | {rate:.2f} "
+                      f"| {ceiling:.2f} | {rate / up:.2f}x | {rate / ceiling:.1%} | {peak:.0f} | {cosine:.6f} |",
+                      flush=True)
 
-    device = torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else cpu_name()
-    up = n_up / t_up
-    print(f"# {device}, {torch.get_num_threads()} threads, {model.precision}, batch {args.batch_size}, "
-          f"{args.videos} DICOM cines 600x800x{args.frames} (JPEG Baseline; {args.unique or args.videos} distinct); "
-          f"upstream loop on {len(upstream_files)} of them")
-    print("| decode workers | JPEG decode | upstream loop (frames/s) | echoclip pipeline (frames/s) "
-          "| model only (frames/s) | pipeline / upstream | pipeline / model | peak GPU MiB | min cosine vs row 1 |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for workers, decode, rate, ceiling, peak, cosine, decoder in rows:
-        print(f"| {workers} | {decode} ({decoder}) | {up:.2f} | {rate:.2f} | {ceiling:.2f} | {rate / up:.2f}x "
-              f"| {rate / ceiling:.1%} | {peak:.0f} | {cosine:.6f} |")
 
 if __name__ == "__main__":
     main()
