@@ -256,3 +256,17 @@ def test_results_leave_in_input_order_when_workers_finish_out_of_order(model, tm
     assert [r.source for r in pooled] == [str(p) for p in inputs]
     for a, b in zip(inline, pooled, strict=True):
         np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-6)  # batches may be packed differently
+
+
+def test_torchrun_ranks_share_one_store(tiny_bundle, videos, tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    seen = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("0", "1"):  # as torchrun --nproc-per-node 2 would start them (here one after the other)
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        result = run_cli("embed", *videos, "-w", "tiny", "--out", store, "-f", "jsonl")
+        assert result.exit_code == 0, result.stderr
+        seen.append([r["source"] for r in _jsonl(result.stdout)])
+    assert seen == [[str(videos[0]), str(videos[2])], [str(videos[1])]]
+    assert sorted(r["source"] for r in read_store(store).rows) == sorted(map(str, videos))

@@ -103,3 +103,18 @@ def test_store_commands_merge_and_info(tmp_path):
     assert summary["videos"] == 4 and summary["studies"] == 0 and summary["weights"]["name"] == "tiny"
     missing = run_cli("store", "info", tmp_path / "nope")
     assert missing.exit_code == 1 and "not an embedding store" in missing.stderr
+
+
+def test_processes_can_append_to_one_store_at_once(tmp_path):
+    store = tmp_path / "s"
+    store.mkdir()
+    (store / ".store.json.abc.tmp").write_text("{")  # another process is writing the header right now
+    first, second = writer(store), writer(store)  # both open it before either has written a part
+    with first, second:
+        for i in range(6):
+            (first if i % 2 else second).add(result(i))
+    assert sorted(r["source"] for r in read_store(store).rows) == [f"v{i}.dcm" for i in range(6)]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="not an embedding store"):
+        writer(tmp_path / "other")

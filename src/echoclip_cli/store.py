@@ -10,7 +10,8 @@ Layout::
                                      key, n_frames, …)
 
 Each part is written to a temporary name and renamed, so a run killed at any moment (even
-``kill -9``) leaves only whole parts; re-running skips every input whose content sha256 is
+``kill -9``) leaves only whole parts, and several processes can append to one store at once
+(torchrun ranks, SLURM array tasks: parts have unique names); re-running skips every input
 already stored, so each input ends up exactly once. A store refuses vectors from other weights or
 other preprocessing. ``read_store(path)`` gives vectors and metadata in one call.
 """
@@ -169,13 +170,16 @@ class StoreWriter:
         self.flush_every = flush_every
         self._pending: list[VideoEmbedding] = []
         want = _header(weights_name, weights_sha256, cfg, embed_dim)
-        if (self.path / HEADER).exists():
-            _check_compatible(self.path, _read_header(self.path), want)
-        else:
-            if self.path.exists() and any(self.path.iterdir()):
+        if not (self.path / HEADER).exists():
+            # Several processes may create one store at once (torchrun ranks, array jobs): their
+            # temporary files start with "." and their headers agree, so only other content stops us.
+            others = [p for p in self.path.iterdir() if not p.name.startswith(".")] if self.path.is_dir() else []
+            if self.path.exists() and (not self.path.is_dir() or (others and not (self.path / HEADER).exists())):
                 raise UsageError(f"{self.path} exists and is not an embedding store")
             self.path.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(self.path / HEADER, json.dumps(want, indent=2) + "\n")
+            if not (self.path / HEADER).exists():
+                _atomic_write_text(self.path / HEADER, json.dumps(want, indent=2) + "\n")
+        _check_compatible(self.path, _read_header(self.path), want)
         self.header = _read_header(self.path)
         self._seq = len(_parts(self.path))
         self._contents: set[str] | None = None  # sha256 of what is stored or pending, loaded on first add
