@@ -430,3 +430,13 @@ def test_cli_empty_folder_is_one_error(tmp_path):
 def test_cli_mask_option_is_validated(tmp_path):
     result = run_cli("preprocess", tmp_path, "--out", tmp_path / "o", "--mask", "sometimes")
     assert result.exit_code == 2
+
+
+def test_error_reasons_name_the_decoder_that_failed_not_pydicoms_preamble():
+    from echoclip_cli.media.phi import safe_reason
+
+    exc = RuntimeError("Unable to decode as exceptions were raised by all available plugins:\n"
+                       "  pylibjpeg: libjpeg error code '-1038' returned from Decode(): A misplaced marker\n"
+                       "  pillow: Pillow does not support 'JPEG Extended'")
+    assert safe_reason(exc) == "pylibjpeg: libjpeg error code '…' returned from Decode(): A misplaced marker"
+    assert safe_reason(ValueError("one line 'PATIENT^NAME' here")) == "one line '…' here"

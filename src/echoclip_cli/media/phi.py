@@ -97,5 +97,8 @@ _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 def safe_reason(exc: BaseException, limit: int = 160) -> str:
     """A library exception as one short line, quoted values blanked (they may be header values)."""
     text = str(getattr(exc, "strerror", None) or exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    if first.endswith(":") and len(lines) > 1:  # pydicom: "... raised by all available plugins:", one line each
+        first = lines[1]
     return _QUOTED.sub("'…'", first)[:limit]
