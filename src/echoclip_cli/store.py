@@ -200,13 +200,12 @@ class StoreWriter:
         """Content sha256 of every source already stored (for skipping on resume)."""
         return {r.get("source_sha256") or r["source"] for r in self._stored_rows()}
 
-    def resume_index(self) -> tuple[set[str], set[str], bool]:
-        """(stat keys, content sha256s, whether every row has a stat key) of what is stored:
-        unchanged files are recognised by their stat key without reading them; content is needed
-        only for rows written before stat keys were kept."""
+    def resume_index(self) -> tuple[set[str], set[str]]:
+        """(stat keys, content sha256s) of what is stored: unchanged files are recognised by their
+        stat key without reading them, others by their content."""
         rows = self._stored_rows()
         stats = {r["source_stat_key"] for r in rows if r.get("source_stat_key")}
-        return stats, {r.get("source_sha256") or r["source"] for r in rows}, len(stats) >= len(rows)
+        return stats, {r.get("source_sha256") or r["source"] for r in rows}
 
     def add(self, result: VideoEmbedding) -> None:
         """Queue a result for the next part; failures, and content the store already holds (a

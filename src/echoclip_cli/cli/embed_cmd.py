@@ -160,21 +160,35 @@ def _store_writer(model: "EchoClip", cfg: Any, out: Path, keep_frames: bool, flu
 
 
 def _not_yet_stored(writer: Any, files: list[Path]) -> list[Path]:
-    """The inputs the store does not hold yet (a rerun resumes): files unchanged since they were
-    stored are known by path, size and modification time, without reading them; only stores
-    written by older versions need each file's content hash."""
+    """The inputs the store does not hold yet (a rerun resumes). Files unchanged since they were
+    stored are known by path, size and modification time, without reading them; any other file
+    is hashed (a few threads; hashing costs far less than embedding) and skipped when its content
+    is stored already, e.g. the same study exported again."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..media.clip import stat_key
     from ..pipeline import input_key
 
-    stats, contents, complete = writer.resume_index()
+    stats, contents = writer.resume_index()
+    if not contents:
+        return files
 
-    def stored(path: Path) -> bool:
+    def unchanged(path: Path) -> bool:
         try:
-            return stat_key(path) in stats or (not complete and input_key(path) in contents)
+            return stat_key(path) in stats
         except OSError:
-            return False  # gone or unreadable since it was found: the pipeline reports it
+            return False
 
-    todo = [f for f in files if not stored(f)]
+    def content(path: Path) -> str | None:
+        try:
+            return input_key(path)
+        except OSError:
+            return None  # gone or unreadable since it was found: the pipeline reports it
+
+    changed = [f for f in files if not unchanged(f)]
+    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+        known = {f for f, key in zip(changed, pool.map(content, changed)) if key is not None and key in contents}
+    todo = [f for f in changed if f not in known]
     if len(todo) < len(files):
         info(f"{len(files) - len(todo)} inputs already in {writer.path}; embedding {len(todo)}")
     return todo
