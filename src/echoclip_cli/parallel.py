@@ -70,53 +70,76 @@ def completion_map(
     ``window + lead`` places (default ``lead``: ``3 × window``) after the oldest one still
     running, so a consumer that restores input order buffers fewer than that many results.
     """
-    lead = 3 * window if lead is None else lead
-    source = enumerate(items)
-    retry: deque[tuple[int, T]] = deque()  # taken back after a crash, ahead of the rest
-    upcoming: tuple[int, T] | None = None
-    pending: dict[Future[R], tuple[int, T]] = {}
-    pool = _new_pool(workers)
+    runner = _Runner(fn, items, workers, window, 3 * window if lead is None else lead)
     try:
+        while runner.fill():
+            results, broken = runner.collect()
+            yield from results
+            if broken:
+                yield runner.recover(broken, on_crash)
+    finally:
+        runner.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Runner:
+    """The state of one :func:`completion_map`: the pool, what runs, what waits to (re)start."""
+
+    def __init__(self, fn: Callable[[T], R], items: Iterable[T], workers: int, window: int, lead: int) -> None:
+        self.fn, self.workers, self.window, self.lead = fn, workers, window, lead
+        self.source = enumerate(items)
+        self.retry: deque[tuple[int, Any]] = deque()  # taken back after a crash, ahead of the rest
+        self.upcoming: tuple[int, Any] | None = None
+        self.pending: dict[Future[Any], tuple[int, Any]] = {}
+        self.pool = _new_pool(workers)
+
+    def fill(self) -> bool:
+        """Start inputs up to the window and lead; False when nothing is left to run or wait for."""
         while True:
-            while len(pending) < window:
-                if upcoming is None:
-                    upcoming = retry.popleft() if retry else next(source, None)
-                if upcoming is None:
+            while len(self.pending) < self.window:
+                if self.upcoming is None:
+                    self.upcoming = self.retry.popleft() if self.retry else next(self.source, None)
+                if self.upcoming is None:
                     break
-                oldest = min((i for i, _ in pending.values()), default=upcoming[0])
-                if upcoming[0] - oldest >= window + lead:
+                oldest = min((i for i, _ in self.pending.values()), default=self.upcoming[0])
+                if self.upcoming[0] - oldest >= self.window + self.lead:
                     break
                 try:
-                    pending[pool.submit(fn, upcoming[1])] = upcoming
+                    self.pending[self.pool.submit(self.fn, self.upcoming[1])] = self.upcoming
                 except BrokenProcessPool:  # a worker died since the last submit
                     break
-                upcoming = None
-            if not pending:
-                if upcoming is None:
-                    return
-                pool.shutdown(wait=True, cancel_futures=True)  # broken before anything ran
-                pool = _new_pool(workers)
-                continue
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            broken: list[tuple[int, T]] = []
-            for future in sorted(done, key=lambda f: pending[f][0]):
-                index, item = pending.pop(future)
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
-                    broken.append((index, item))
-                    continue
-                yield index, item, result
-            if broken:
-                pool.shutdown(wait=True, cancel_futures=True)
-                victims = sorted(broken + list(pending.values()), key=lambda entry: entry[0])
-                pending.clear()
-                index, item = victims[0]
-                retry.extendleft(reversed(victims[1:]))
-                if upcoming is not None:  # keep input order in what is resubmitted
-                    retry.append(upcoming)
-                    upcoming = None
-                yield index, item, _alone(fn, item, on_crash)
-                pool = _new_pool(workers)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+                self.upcoming = None
+            if self.pending:
+                return True
+            if self.upcoming is None:
+                return False
+            self._new_pool()  # broken before anything ran: start again
+
+    def collect(self) -> tuple[list[tuple[int, Any, Any]], list[tuple[int, Any]]]:
+        """Wait for the first results: (finished results by index, inputs lost to a broken pool)."""
+        done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+        results, broken = [], []
+        for future in sorted(done, key=lambda f: self.pending[f][0]):
+            index, item = self.pending.pop(future)
+            try:
+                results.append((index, item, future.result()))
+            except BrokenProcessPool:
+                broken.append((index, item))
+        return results, broken
+
+    def recover(self, broken: list[tuple[int, Any]], on_crash: Callable[[Any], Any]) -> tuple[int, Any, Any]:
+        """After a crash: run the oldest lost input alone (the culprit, or a result), queue the rest."""
+        victims = sorted(broken + list(self.pending.values()), key=lambda entry: entry[0])
+        self.pending.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.retry.extendleft(reversed(victims[1:]))
+        if self.upcoming is not None:  # keep input order in what is resubmitted
+            self.retry.append(self.upcoming)
+            self.upcoming = None
+        index, item = victims[0]
+        result = _alone(self.fn, item, on_crash)
+        self.pool = _new_pool(self.workers)
+        return index, item, result
+
+    def _new_pool(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool = _new_pool(self.workers)
