@@ -118,6 +118,16 @@ def test_ef_number_fills_the_ejection_fraction_slot(tokenizer: TemplateTokenizer
         assert plan.ids[0] == [tokenizer.bos_id, 5 + 4, var_id(tokenizer, "35"), tokenizer.eos_id]
 
 
+def test_a_number_range_is_averaged_over_its_ends(tokenizer: TemplateTokenizer) -> None:
+    for query in ("EF 30-35%", "ejection fraction 30 - 35 %"):
+        plan = understand_query(query, tokenizer)
+        assert plan.texts == [f"THE LV EJECTION FRACTION MEASURES {v}%." for v in ("30", "35")], query
+        assert plan.matches[0].fills == ("30-35",) and not plan.matches[0].unused_values
+        assert any("range 30-35" in line for line in plan.explain())
+    both = understand_query("MR, EF 30-35%", tokenizer)  # open severity (3) and range (2) vary together
+    assert len(both.texts) == 6 and len(set(both.texts)) == 6
+
+
 def test_two_severities_and_an_open_severity(tokenizer: TemplateTokenizer) -> None:
     plan = understand_query("mild to moderate MR", tokenizer)
     assert plan.texts == ["MILD TO MODERATE REGURGITATION OF THE MITRAL VALVE IS SEEN."]

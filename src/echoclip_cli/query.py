@@ -15,7 +15,8 @@ the phrases, so ``MITRAL`` counts more than ``VALVE``. Two numbers come out, bot
 slot factor (each query severity or number the phrase has no slot for costs ×0.7; each severity
 slot the query leaves empty costs ×0.9 and is then filled with MILD, MODERATE and SEVERE in turn,
 the three embeddings averaged; a number slot the query cannot fill rules the phrase out, since a
-number cannot be guessed):
+number cannot be guessed; a numeric range such as ``EF 30-35%`` fills two slots, or one slot
+with both ends in turn, the two embeddings averaged — whichever scores better):
 
 - **coverage** = weighted recall (the share of the query's words the phrase has) × slot factor.
   A phrase is only accepted with coverage ≥ :data:`MIN_MATCH_SCORE` (0.5: at least half of what
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import itertools
 import math
 import re
 from collections import defaultdict
@@ -254,6 +256,36 @@ def _value_kind(value: str) -> str:
     return "severity" if value in SEVERITIES else "number"
 
 
+_RANGE_SLOTS_RE = re.compile(re.escape(SLOT) + r"\s*-\s*" + re.escape(SLOT))
+
+
+def merge_ranges(templated_text: str, values: Sequence[str]) -> list[str]:
+    """The query's values with each numeric range ``A-B`` (two slots joined by a hyphen) as one
+    value ``"A-B"``, for phrases that have one number slot where the query gives a range."""
+    slot_starts = [m.start() for m in re.finditer(re.escape(SLOT), templated_text)]
+    first_of_range = {slot_starts.index(m.start()) for m in _RANGE_SLOTS_RE.finditer(templated_text)}
+    merged: list[str] = []
+    skip = False
+    for i, value in enumerate(values):
+        if skip:
+            skip = False
+            continue
+        nxt = values[i + 1] if i + 1 < len(values) else None
+        if i in first_of_range and nxt is not None and _value_kind(value) == _value_kind(nxt) == "number":
+            merged.append(f"{value}-{nxt}")
+            skip = True
+        else:
+            merged.append(value)
+    return merged
+
+
+def range_ends(value: str) -> list[str]:
+    """``"30-35"`` → ``["30", "35"]``; any other value → ``[value]``."""
+    if _value_kind(value) == "number" and "-" in value:
+        return value.split("-", 1)
+    return [value]
+
+
 def assign_values(kinds: Sequence[str], values: Sequence[str]) -> tuple[list[str | None], int]:
     """Give the query's values to a phrase's slots in order, by kind; return fills and unused count."""
     used = [False] * len(values)
@@ -315,10 +347,15 @@ class PhraseMatch:
     unused_values: tuple[str, ...] = ()
 
     def texts(self) -> list[str]:
-        """The filled sentence; one per severity when a severity slot was left open."""
-        if all(f is not None for f in self.fills):
-            return [_fill(self.phrase, [str(f) for f in self.fills])]
-        return [_fill(self.phrase, [f if f is not None else s for f in self.fills]) for s in ANY_SEVERITY]
+        """The filled sentence; several when a severity slot was left open (MILD, MODERATE and
+        SEVERE in turn, the same in every open slot) or a number slot holds a range (each end in
+        turn): their embeddings are averaged."""
+        severities = ANY_SEVERITY if None in self.fills else ("",)
+        texts = []
+        for severity in severities:
+            choices = [[severity] if f is None else range_ends(str(f)) for f in self.fills]
+            texts += [_fill(self.phrase, combo) for combo in itertools.product(*choices)]
+        return texts
 
 
 def _fill(phrase: str, values: Sequence[str]) -> str:
@@ -367,16 +404,24 @@ def match_phrases(clause: str, phrases: Sequence[str], *, top: int = 5, min_cove
     if not content:
         return []
     values = list(templated.values)
-    scored = [(s, p) for p in book.phrases
-              if (s := _score_phrase(book, p, content, values)) and s.coverage >= min_coverage]
+    merged = merge_ranges(templated.text, values)
+    scored = []
+    for p in book.phrases:
+        tries = [(s, values) for s in [_score_phrase(book, p, content, values)] if s]
+        if merged != values and (m := _score_phrase(book, p, content, merged)):
+            tries.append((m, merged))
+        if tries:
+            best, used = max(tries, key=lambda t: t[0].score)
+            if best.coverage >= min_coverage:
+                scored.append((best, p, used))
     scored.sort(key=lambda item: -item[0].score)
     query_canonical = " ".join(words)
     finalists = []
-    for s, phrase in scored[: max(top, 20)]:
+    for s, phrase, used in scored[: max(top, 20)]:
         ratio = difflib.SequenceMatcher(None, query_canonical, phrase.canonical, autojunk=False).ratio()
-        finalists.append((s.score + 0.01 * ratio, -len(phrase.text), phrase, s))
+        finalists.append((s.score + 0.01 * ratio, -len(phrase.text), phrase, s, used))
     finalists.sort(key=lambda item: (item[0], item[1]), reverse=True)
-    return [_match(clause, phrase, s, values) for _, _, phrase, s in finalists[:top]]
+    return [_match(clause, phrase, s, used) for _, _, phrase, s, used in finalists[:top]]
 
 
 def _match(clause: str, phrase: _Phrase, s: _Score, values: Sequence[str]) -> PhraseMatch:
@@ -419,6 +464,9 @@ class QueryPlan:
         lines = [f"query: {self.query}", f"rewritten: {self.rewritten}"]
         for m in self.matches:
             open_note = " (open severity: averaged over MILD, MODERATE, SEVERE)" if None in m.fills else ""
+            for fill in m.fills:
+                if fill is not None and len(range_ends(str(fill))) == 2:
+                    open_note += f" (range {fill}: averaged over its ends)"
             unused = f"; unused: {', '.join(m.unused_values)}" if m.unused_values else ""
             lines.append(f"phrase line {m.phrase_index + 1}, id {N_SPECIAL_TOKENS + m.phrase_index} "
                          f"(coverage {m.coverage:.2f}, score {m.score:.2f}): {m.phrase}{open_note}{unused}")
@@ -499,11 +547,11 @@ def understand_query(query: str, tokenizer: "Tokenizer") -> QueryPlan:
 
 
 def _combine(matches: Sequence[PhraseMatch]) -> list[str]:
-    """One sentence per finding joined into a report; open severities vary together."""
+    """One sentence per finding joined into a report; the alternatives of several findings (open
+    severities, range ends) vary together, each cycling through its own."""
     per_match = [m.texts() for m in matches]
-    if all(len(t) == 1 for t in per_match):
-        return [" ".join(t[0] for t in per_match)]
-    return [" ".join(t[i] if len(t) > 1 else t[0] for t in per_match) for i in range(len(ANY_SEVERITY))]
+    count = math.lcm(*(len(t) for t in per_match))
+    return [" ".join(t[i % len(t)] for t in per_match) for i in range(count)]
 
 
 def _plan(query: str, rewritten: str, method: str, texts: list[str], matches: list[PhraseMatch],
