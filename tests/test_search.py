@@ -37,6 +37,8 @@ PHRASES = [
     "A PACER LEAD IS SEEN IN THE RIGHT HEART.",
     "IMAGE QUALITY IS TECHNICALLY ADEQUATE.",
     "TRIVIAL REGURGITATION OF THE MITRAL VALVE.",
+    "ONE MITRACLIP SEEN IN THE TRICUSPID POSITION.",
+    "ONE MITRACLIP IS SEEN ON THE ANTERIOR AND POSTERIOR LEAFLETS OF THE MITRAL VALVE.",
 ]
 
 
@@ -116,6 +118,13 @@ def test_ef_number_fills_the_ejection_fraction_slot(tokenizer: TemplateTokenizer
         plan = understand_query(query, tokenizer)
         assert plan.texts == ["THE LV EJECTION FRACTION MEASURES 35%."], query
         assert plan.ids[0] == [tokenizer.bos_id, 5 + 4, var_id(tokenizer, "35"), tokenizer.eos_id]
+
+
+def test_a_mitraclip_is_on_the_mitral_valve_unless_said_otherwise(tokenizer: TemplateTokenizer) -> None:
+    mitral = "ONE MITRACLIP IS SEEN ON THE ANTERIOR AND POSTERIOR LEAFLETS OF THE MITRAL VALVE."
+    for query in ("mitraclip", "MitraClip", "mitral clip", "mitral valve clips"):
+        assert understand_query(query, tokenizer).texts == [mitral], query
+    assert understand_query("TriClip", tokenizer).texts == ["ONE MITRACLIP SEEN IN THE TRICUSPID POSITION."]
 
 
 def test_a_number_range_is_averaged_over_its_ends(tokenizer: TemplateTokenizer) -> None:

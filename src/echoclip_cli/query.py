@@ -119,7 +119,14 @@ ABBREVIATIONS: dict[str, str] = {
     "ICD": "ICD LEAD",
     "PPM": "PACER LEAD",
     "PACEMAKER": "PACER LEAD",
+    # Clip devices: a MitraClip sits on the mitral valve (reports call a tricuspid clip a
+    # "MITRACLIP ... IN THE TRICUSPID POSITION"), so the valve is said out loud for matching.
+    "MITRACLIP": "MITRACLIP ON THE MITRAL VALVE",
+    "MITRACLIPS": "MITRACLIPS ON THE MITRAL VALVE",
+    "TRICLIP": "MITRACLIP IN THE TRICUSPID POSITION",
+    "TRICLIPS": "MITRACLIPS IN THE TRICUSPID POSITION",
 }
+_MITRAL_CLIP_RE = re.compile(r"\bMITRAL(?:\s+VALVE)?\s+CLIP(S?)\b", re.IGNORECASE)
 _CASE_SENSITIVE = frozenset({"AS", "PI", "MS"})  # also expanded after a severity word ("severe as")
 _AFTER_SEVERITY_RE = re.compile(r"\b(?:MILD|MODERATE|SEVERE|CRITICAL|TRIVIAL|TRACE)(?:LY)?\s+$", re.IGNORECASE)
 # Severity spellings reports do not use, and the 1+ … 4+ regurgitation grades.
@@ -144,6 +151,7 @@ def rewrite_query(query: str) -> str:
             return word
         return ABBREVIATIONS[upper]
 
+    query = _MITRAL_CLIP_RE.sub(lambda m: f"MITRACLIP{m.group(1).upper()}", query)
     text = normalise(_WORD_RE.sub(expand, query))
     text = _GRADE_RE.sub(lambda m: _GRADES[m.group(1)], text)
     text = _WORD_RE.sub(lambda m: _SEVERITY_WORDS.get(m.group(), m.group()), text)
