@@ -211,3 +211,19 @@ def test_cuda_pipeline_with_nvjpeg_matches_the_cpu(tiny_bundle, tmp_path):
     for source, result in got.items():
         a, b = result.embedding, want[source].embedding
         assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.999
+
+
+def test_an_error_on_the_device_falls_back_to_the_cpu_path(model, tmp_path, monkeypatch):
+    import echoclip_cli.media.clip as clip_module
+
+    paths = [make_dicom(tmp_path / f"{i}.dcm", echo_frames(8, 48, 64, seed=i), "jpeg", seed=i) for i in range(2)]
+    want = _embed(model, paths, batch_size=4, jpeg_decode="workers")
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(clip_module, "finish_codestreams", out_of_memory)
+    got = _embed(model, paths, batch_size=4, jpeg_decode="device")
+    for source, result in got.items():
+        assert result.ok and result.meta["decoder"] == want[source].meta["decoder"]
+        np.testing.assert_array_equal(result.embedding, want[source].embedding)

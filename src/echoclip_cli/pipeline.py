@@ -202,9 +202,10 @@ class ClipSource:
 
     def _finish(self, item: Any, frames: list[torch.Tensor] | None) -> _Decoded:
         """Prepare one input's decoded frames on the device; anything unusual (a codestream the
-        device refused, frames of another size, colour that needs pydicom's view) is decoded
-        again on the CPU by the ordinary path, which also gives the error message if it fails."""
-        from .media import load_clip
+        device refused, frames of another size, colour that needs pydicom's view, an error on the
+        device) is decoded again on the CPU by the ordinary path, which also gives the error
+        record if that fails too."""
+        from .media.batch import load_outcome, outcome_result
         from .media.clip import finish_codestreams
         from .media.jpeg_device import backend
 
@@ -212,12 +213,15 @@ class ClipSource:
         assert device is not None
         clip = None
         if frames is not None and len({tuple(f.shape) for f in frames}) == 1:
-            clip = finish_codestreams(item, torch.stack(frames), self.cfg, backend(device) or "")
-        if clip is None:
             try:
-                clip = load_clip(item.source, self.cfg, keep_phi=self.keep_phi, salt=self.salt)
-            except MediaError as exc:
-                return _Decoded(item.source, None, {}, exc.message)
+                clip = finish_codestreams(item, torch.stack(frames), self.cfg, backend(device) or "")
+            except Exception:  # noqa: BLE001 - e.g. out of GPU memory: the CPU path below decides
+                clip = None
+        if clip is None:
+            result = outcome_result(Path(item.source), load_outcome(item.source, self.cfg, self.keep_phi, self.salt))
+            if isinstance(result, MediaError):
+                return _Decoded(item.source, None, {}, result.message)
+            clip = result
             clip.frames = clip.frames.to(device)
         if clip.frames.shape[0] == 0:
             return _Decoded(item.source, None, {}, f"{item.source}: no frames")

@@ -31,7 +31,7 @@ _UID = re.compile(r"[0-9][0-9.]{0,63}")
 Outcome = tuple[str, Any, Any]
 
 
-def _load_outcome(path: str, cfg: PreprocessConfig, keep_phi: bool, salt: str | None) -> Outcome:
+def load_outcome(path: str, cfg: PreprocessConfig, keep_phi: bool, salt: str | None) -> Outcome:
     """Load one clip; in a worker process the frames travel back as a numpy array."""
     try:
         clip = load_clip(path, cfg, keep_phi=keep_phi, salt=salt)
@@ -51,7 +51,7 @@ def _codestream_outcome(path: str, cfg: PreprocessConfig, keep_phi: bool, salt: 
     except Exception as exc:
         return ("error", f"{path}: unexpected {type(exc).__name__} while reading", "report this file's format")
     if item is None:
-        return _load_outcome(path, cfg, keep_phi, salt)
+        return load_outcome(path, cfg, keep_phi, salt)
     return ("jpeg", item, None)
 
 
@@ -59,7 +59,7 @@ def _crashed(path: str) -> Outcome:
     return ("error", f"{path}: the decoder crashed (its worker process died)", "the file is probably damaged")
 
 
-def _to_result(path: Path, outcome: Outcome) -> Clip | Codestreams | MediaError:
+def outcome_result(path: Path, outcome: Outcome) -> Clip | Codestreams | MediaError:
     status, first, second = outcome
     if status == "error":
         return MediaError(first, second)
@@ -88,15 +88,15 @@ def iter_clips_as_ready(
     ``codestreams``, JPEG Baseline DICOM files come as undecoded :class:`Codestreams` instead
     (for decoding on a GPU).
     """
-    load = partial(_codestream_outcome if codestreams else _load_outcome, cfg=cfg, keep_phi=keep_phi, salt=salt)
+    load = partial(_codestream_outcome if codestreams else load_outcome, cfg=cfg, keep_phi=keep_phi, salt=salt)
     if workers < 1:
         for index, path in enumerate(paths):
-            yield index, Path(path), _to_result(Path(path), load(str(path)))
+            yield index, Path(path), outcome_result(Path(path), load(str(path)))
         return
     items = (str(p) for p in paths)
     for index, path, outcome in completion_map(load, items, workers=workers, window=window or 2 * workers,
                                                on_crash=_crashed, lead=lead):
-        yield index, Path(path), _to_result(Path(path), outcome)
+        yield index, Path(path), outcome_result(Path(path), outcome)
 
 
 def iter_clips(
