@@ -227,3 +227,23 @@ def test_an_error_on_the_device_falls_back_to_the_cpu_path(model, tmp_path, monk
     for source, result in got.items():
         assert result.ok and result.meta["decoder"] == want[source].meta["decoder"]
         np.testing.assert_array_equal(result.embedding, want[source].embedding)
+
+
+def test_other_inputs_are_not_held_back_waiting_for_jpeg_frames(tmp_path):
+    from echoclip_cli.pipeline import ClipSource
+
+    paths = [make_video(tmp_path / f"{i}.avi", echo_frames(6, 32, 40, seed=i)) for i in range(5)]
+    paths.insert(1, make_dicom(tmp_path / "j.dcm", echo_frames(6, 32, 40, seed=9), "jpeg"))
+    taken = []
+
+    def sources():
+        for p in paths:
+            taken.append(p)
+            yield str(p)
+
+    out = []
+    for item in ClipSource(sources(), PreprocessConfig(), jpeg_device=CPU, group_frames=4):
+        out.append((item.index, len(taken)))
+    assert [i for i, _ in out] == list(range(6))
+    assert out[0][1] == 1  # the first video came out before the next input was read
+    assert out == [(0, 1), (1, 4), (2, 4), (3, 4), (4, 5), (5, 6)]  # held behind the JPEG input: 2 videos (4 frames)

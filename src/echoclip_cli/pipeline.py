@@ -150,16 +150,21 @@ class ClipSource:
                 yield _decoded(index, str(path), result)
             return
         group: list[Any] = []  # finished _Decoded and (index, Codestreams) still to decode
-        waiting = 0
+        waiting = held = 0  # frames still to decode; frames already decoded, held behind them
         for index, path, result in clips:
             if isinstance(result, Codestreams):
                 group.append((index, result))
                 waiting += len(result.streams)
+            elif not group:  # nothing to wait for: pass it on at once
+                yield from self._flush([_decoded(index, str(path), result)])
+                continue
             else:
-                group.append(_decoded(index, str(path), result))
-            if waiting >= self.group_frames:
+                item = _decoded(index, str(path), result)
+                group.append(item)
+                held += 0 if item.frames is None else item.frames.shape[0]
+            if waiting >= self.group_frames or held >= self.group_frames:
                 yield from self._flush(group)
-                group, waiting = [], 0
+                group, waiting, held = [], 0, 0
         yield from self._flush(group)
 
     def _flush(self, group: list[Any]) -> Iterator[_Decoded]:
