@@ -53,3 +53,16 @@ def test_python_dash_m_runs_and_help_is_fast():
     probe = subprocess.run([sys.executable, "-c", "import sys, echoclip_cli.cli; print('torch' in sys.modules)"],
                            capture_output=True, text=True, timeout=60)
     assert probe.stdout.strip() == "False", "building --help must not import torch"
+
+
+def test_terminal_tables_print_a_long_shared_folder_once(capsys):
+    from echoclip_cli.cli.common import OutputFormat, emit_records
+
+    folder = "/data/pacs/export/2026/cardiology"
+    records = [{"source": f"{folder}/study{i}/echo{i}.dcm", "ef": 50.0 + i} for i in range(3)]
+    emit_records(records, OutputFormat.table, columns=["source", "ef"])
+    shown = capsys.readouterr().out
+    assert f"source under {folder}" in shown and "study1/echo1.dcm" in shown
+    assert shown.count("/data/pacs") == 1
+    emit_records(records, OutputFormat.csv, columns=["source", "ef"])
+    assert capsys.readouterr().out.count(folder) == 3  # machine-readable output keeps whole paths

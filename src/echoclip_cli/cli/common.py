@@ -96,12 +96,43 @@ def emit_records(
         sys.stdout.write(buffer.getvalue())
         sys.stdout.flush()
         return
-    table = Table(title=title, show_lines=False)
+    prefixes = {col: _shared_folder([record.get(col) for record in records]) for col in _PATH_COLUMNS if col in cols}
+    prefixes = {col: prefix for col, prefix in prefixes.items() if prefix}
+    caption = "; ".join(f"{col} under {prefix}" for col, prefix in prefixes.items()) or None
+    table = Table(title=title, caption=caption, show_lines=False)
     for col in cols:
         table.add_column(col, overflow="fold")
     for record in records:
-        table.add_row(*(_table_cell(record.get(c)) for c in cols))
+        table.add_row(*(_table_cell(_relative(record.get(c), prefixes.get(c))) for c in cols))
     out_console().print(table)
+
+
+_PATH_COLUMNS = ("source", "output")
+
+
+def _shared_folder(values: Sequence[Any]) -> str | None:
+    """The folder every path in a table column lies under, when it is long enough to be worth
+    printing once in the caption instead of on every row (terminal tables only)."""
+    import os
+
+    paths = [v for v in values if isinstance(v, str) and v]
+    if len(paths) < 2 or len(paths) != len(values):
+        return None
+    try:
+        folder = os.path.commonpath(paths)
+    except ValueError:  # absolute and relative mixed
+        return None
+    if folder in paths:  # one of them is the folder itself: nothing to strip
+        folder = os.path.dirname(folder)
+    return folder if len(folder) >= 16 else None
+
+
+def _relative(value: Any, folder: str | None) -> Any:
+    if folder is None or not isinstance(value, str):
+        return value
+    import os
+
+    return os.path.relpath(value, folder)
 
 
 class RecordSink:
