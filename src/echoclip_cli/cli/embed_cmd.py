@@ -187,7 +187,8 @@ def _not_yet_stored(writer: Any, files: list[Path]) -> list[Path]:
 
     changed = [f for f in files if not unchanged(f)]
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-        known = {f for f, key in zip(changed, pool.map(content, changed), strict=True) if key is not None and key in contents}
+        hashes = zip(changed, pool.map(content, changed), strict=True)
+        known = {f for f, key in hashes if key is not None and key in contents}
     todo = [f for f in changed if f not in known]
     if len(todo) < len(files):
         info(f"{len(files) - len(todo)} inputs already in {writer.path}; embedding {len(todo)}")
