@@ -217,9 +217,33 @@ def jpeg_codestreams(ds: Any, indices: Sequence[int], n_frames: int) -> list[byt
 
 
 def _jpeg_baseline_frames(ds: Any, indices: Sequence[int], n_frames: int) -> list[np.ndarray]:
-    """Decode the wanted frames straight from the encapsulated JPEG fragments with Pillow."""
+    """Decode the wanted frames straight from the encapsulated JPEG fragments with Pillow, on
+    as many threads as torch may use here (Pillow releases the GIL while decoding): both cores
+    when decoding inline between model batches on a 2-core machine (0.15 → 0.11 s per 600×800
+    cine), one in a worker process, which is set to one thread."""
     rows, cols = int(ds.Rows), int(ds.Columns)
-    return [_pillow_frame(data, rows, cols) for data in jpeg_codestreams(ds, indices, n_frames)]
+    streams = jpeg_codestreams(ds, indices, n_frames)
+    pool = _decode_pool()
+    if pool is None or len(streams) < 2:
+        return [_pillow_frame(data, rows, cols) for data in streams]
+    return list(pool.map(lambda data: _pillow_frame(data, rows, cols), streams))
+
+
+_POOLS: dict[int, Any] = {}
+
+
+def _decode_pool() -> Any:
+    """A thread pool of ``torch.get_num_threads()`` threads (None for one), kept per size."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if threads < 2:
+        return None
+    if threads not in _POOLS:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="echoclip-jpeg")
+    return _POOLS[threads]
 
 
 def _pydicom_frames(source: Any, indices: Sequence[int]) -> list[np.ndarray]:
