@@ -103,8 +103,8 @@ def test_only_the_sampled_frames_are_decoded(monkeypatch):
     from echoclip_cli.media import dicom
 
     calls = []
-    original = dicom._pillow_frame
-    monkeypatch.setattr(dicom, "_pillow_frame", lambda *a: calls.append(1) or original(*a))
+    original = dicom.pillow_jpeg
+    monkeypatch.setattr(dicom, "pillow_jpeg", lambda *a: calls.append(1) or original(*a))
     frames, meta = read_frames(_testdata("color3d_jpeg_baseline.dcm"), CFG.frame_indices)
     assert len(calls) == 20 and meta["n_frames_total"] == 120 and frames.shape[0] == 20
 

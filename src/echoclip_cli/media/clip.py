@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -68,11 +69,18 @@ def read_frames(
         raise MediaError(f"{path}: already preprocessed (no raw frames); read it with load_clip")
     if not indices:
         raise MediaError(f"{path}: no frame indices to read")
-    try:
+    with _decoder_errors(path):
         if kind == "video":
             frames, info = decode_video(path, indices, str(path))
             return frames, {"source_kind": "video", **info}
         return read_dicom(path, indices, keep_phi=keep_phi, salt=salt)
+
+
+@contextmanager
+def _decoder_errors(path: Path) -> Iterator[None]:
+    """Third-party decoder errors on one file become a one-line :class:`MediaError` naming it."""
+    try:
+        yield
     except MediaError:
         raise
     except _DECODER_ERRORS as exc:
@@ -158,12 +166,8 @@ def load_codestreams(
     _check_file(path)
     if input_kind(path) != "dicom":
         return None
-    try:
+    with _decoder_errors(path):
         got = read_jpeg_codestreams(path, cfg.frame_indices, keep_phi=keep_phi, salt=salt)
-    except MediaError:
-        raise
-    except _DECODER_ERRORS as exc:
-        raise MediaError(f"{path}: cannot read ({type(exc).__name__}: {safe_reason(exc)})") from None
     if got is None:
         return None
     streams, raw, size = got

@@ -186,11 +186,13 @@ def check_decoder(ts: Any, path: Path) -> None:
         raise MediaError(f"{path}: no decoder installed for {ts.name} (install {needed})")
 
 
-def _pillow_frame(data: bytes, rows: int, cols: int) -> np.ndarray:
+def pillow_jpeg(data: bytes, rows: int | None = None, cols: int | None = None) -> np.ndarray:
+    """One JPEG codestream decoded by Pillow (libjpeg-turbo): (H, W) grey or (H, W, 3) RGB, read-only.
+    ``ValueError`` for other modes, or another size than ``rows`` × ``cols`` when they are given."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
-        if image.mode not in ("RGB", "L") or image.size != (cols, rows):
+        if image.mode not in ("RGB", "L") or (rows is not None and image.size != (cols, rows)):
             raise ValueError(f"Pillow gave a {image.mode} {image.size} image")
         image.load()
         return np.asarray(image)
@@ -225,8 +227,8 @@ def _jpeg_baseline_frames(ds: Any, indices: Sequence[int], n_frames: int) -> lis
     streams = jpeg_codestreams(ds, indices, n_frames)
     pool = _decode_pool()
     if pool is None or len(streams) < 2:
-        return [_pillow_frame(data, rows, cols) for data in streams]
-    return list(pool.map(lambda data: _pillow_frame(data, rows, cols), streams))
+        return [pillow_jpeg(data, rows, cols) for data in streams]
+    return list(pool.map(lambda data: pillow_jpeg(data, rows, cols), streams))
 
 
 _POOLS: dict[int, Any] = {}

@@ -22,7 +22,6 @@ with the grey copied to three channels, as the worker path gives them.
 
 from __future__ import annotations
 
-import io
 import warnings
 from functools import lru_cache
 from typing import Sequence
@@ -84,13 +83,13 @@ def backend(device: torch.device) -> str | None:
 
 
 def _pillow_rgb(data: bytes) -> torch.Tensor:
-    from PIL import Image
+    """The worker path's Pillow decoding (:func:`~echoclip_cli.media.dicom.pillow_jpeg`) as a
+    (3, H, W) RGB tensor, grey copied to three channels as :mod:`.colour` does."""
+    from .dicom import pillow_jpeg
 
-    with Image.open(io.BytesIO(data)) as image:
-        if image.format != "JPEG" or image.mode not in ("RGB", "L"):
-            raise ValueError(f"not a grey or colour JPEG ({image.format} {image.mode})")
-        array = np.array(image.convert("RGB") if image.mode == "L" else image)  # a writable copy
-    return torch.from_numpy(array).permute(2, 0, 1)
+    frame = pillow_jpeg(data)
+    rgb = np.repeat(frame[..., None], 3, axis=-1) if frame.ndim == 2 else np.array(frame)  # writable copies
+    return torch.from_numpy(rgb).permute(2, 0, 1)
 
 
 def decode_jpegs(streams: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
