@@ -205,7 +205,10 @@ class StoreWriter:
         stat key without reading them, others by their content."""
         rows = self._stored_rows()
         stats = {r["source_stat_key"] for r in rows if r.get("source_stat_key")}
-        return stats, {r.get("source_sha256") or r["source"] for r in rows}
+        contents = {r.get("source_sha256") or r["source"] for r in rows}
+        if self._contents is None:  # add() needs the same set: do not read every part again
+            self._contents = set(contents)
+        return stats, contents
 
     def add(self, result: VideoEmbedding) -> None:
         """Queue a result for the next part; failures, and content the store already holds (a
