@@ -173,10 +173,51 @@ def test_severities_become_variables(tok: TemplateTokenizer, word: str, token: s
     assert enc.pieces == ["<start>", "<#> DILATED LEFT ATRIUM.", token, "<end>"]
 
 
-def test_severity_inside_a_longer_word_is_text(tok: TemplateTokenizer) -> None:
-    enc = tok.encode("MODERATELY DILATED LEFT ATRIUM.")
+def test_severity_inside_a_longer_word_is_a_variable_but_breaks_the_phrase(tok: TemplateTokenizer) -> None:
+    enc = tok.encode("MODERATELY DILATED LEFT ATRIUM.")  # -> "<#>LY DILATED ...": no phrase has "<#>LY"
     assert body(enc) == []
     assert enc.unmatched == ["MODERATELY DILATED LEFT ATRIUM."]
+
+
+# A slot filled with a value of the other kind: the released tokenizer emits the phrase and then
+# the value's pieces, whatever kind the phrase's wording suggests (severity glued to a unit, a
+# number where a grade is meant, severities joined by "/", decimals).
+OTHER_KIND_FILLS = [
+    ("THE PEAK GRADIENT IS MODERATEMMHG.", [8, v("MODERATE")]),
+    ("THE PEAK GRADIENT IS SEVEREMMHG.", [8, v("SEVERE")]),
+    ("THE PEAK GRADIENT IS MILD/MODERATEMMHG.", [8, v("MILD/MODERATE")]),
+    ("THE PEAK GRADIENT IS MODERATE/SEVEREMMHG.", [8, v("MODERATE/SEVERE")]),
+    ("LV EJECTION FRACTION IS SEVERE%.", [7, v("SEVERE")]),
+    ("THERE IS 4.8 TRICUSPID REGURGITATION.", [10, v("4"), v(".8")]),
+    ("THERE IS 3 TRICUSPID REGURGITATION.", [10, v("3")]),
+    ("THERE IS 2 TO MODERATE TRICUSPID REGURGITATION.", [9, v("2"), v("‡"), v("MODERATE")]),
+    ("THERE IS MILD TO 3.5 TRICUSPID REGURGITATION.", [9, v("MILD"), v("‡"), v("3"), v(".5")]),
+    ("2.5 DILATED LEFT ATRIUM.", [6, v("2"), v(".5")]),
+    ("THE EJECTION FRACTION IS MILD-60%.", [13, v("MILD"), v("‡"), v("60")]),
+    ("TOTAL WALL MOTION SCORE IS SEVERE.", [14, v("SEVERE")]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), OTHER_KIND_FILLS)
+def test_a_slot_takes_a_value_of_the_other_kind(tok: TemplateTokenizer, text: str, expected: list[int]) -> None:
+    enc = tok.encode(text)
+    assert body(enc) == expected
+    assert enc.unmatched == []
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase_line", "values"),
+    [
+        # written from the rule (phrase id = 5 + line index, values +775), not by running the code
+        ("ESTIMATED PA PRESSURE IS MODERATEMMHG.", 570, [883]),
+        ("ESTIMATED PA PRESSURE IS MILD/MODERATEMMHG.", 570, [885]),
+        ("THERE IS DOPPLER EVIDENCE OF PULMONARY VEIN SYSTOLIC FLOW REVERSAL, INDICATING 4.8 MITRAL "
+         "REGURGITATION.", 83, [775 + 5 + 4, 775 + 112 + 8]),
+    ],
+)
+def test_released_vocab_other_kind_fills(released: TemplateTokenizer, text: str, phrase_line: int,
+                                         values: list[int]) -> None:
+    assert released.encode(text).ids[: 3 + len(values)] == [BOS_ID, 5 + phrase_line, *values, EOS_ID]
 
 
 def test_two_variables_are_separated(tok: TemplateTokenizer) -> None:

@@ -12,9 +12,13 @@ implementation; they all match id for id):
    of a report, ``"...QUALITY.. "`` and ``"CARDIAC TAMPONADE IS NOW PRESENT"`` (no trailing space
    or period) all still match their phrases, as the golden rows require.
 2. **Pull out variables**: every severity word (``MILD/MODERATE``, ``MODERATE/SEVERE``, ``MILD``,
-   ``MODERATE``, ``SEVERE``; whole words only) and every number (``[0-9]+`` with an optional
-   ``.[0-9]+``; also inside words, as in ``A2``, ``3D``, ``G/M2``, ``4.0CM``) is replaced by
-   ``<#>``. Other grading words (``TRACE``, ``TRIVIAL``, ``SMALL``, ``LARGE``) stay text. A range
+   ``MODERATE``, ``SEVERE``) and every number (``[0-9]+`` with an optional ``.[0-9]+``) is
+   replaced by ``<#>``, also inside words: ``A2``, ``3D``, ``G/M2``, ``4.0CM``, and a severity
+   glued to a unit, ``IS MODERATEMMHG.``, which the released tokenizer reads as the phrase
+   ``IS <#>MMHG.`` with the value ``MODERATE``. A slot takes whichever kind of value fills it: a
+   severity where the phrase means a number, a number where it means a severity
+   (``INDICATING 4.8 MITRAL REGURGITATION.`` -> the phrase, then ``4 .8``). In ``MODERATELY`` the
+   severity is pulled out too, and the ``LY`` left behind keeps any phrase from matching there. Other grading words (``TRACE``, ``TRIVIAL``, ``SMALL``, ``LARGE``) stay text. A range
    ``55-60`` or ``MILD-MODERATE`` is two variables around a literal ``-`` (the vocabulary has
    ``<#>-<#>`` slots); ``%``, ``MM``, ``MMHG`` and ``CM`` are literal phrase text.
 3. **Match phrases**: scan the text left to right; at each position take the longest phrase that
@@ -95,11 +99,10 @@ BOS_PIECE = "<start>"
 EOS_PIECE = "<end>"
 
 _WHITESPACE_RE = re.compile(r"\s+")
-# Longer severities first so that MILD/MODERATE is one variable, not MILD + "/" + MODERATE.
-_VARIABLE_RE = re.compile(
-    r"\b(?:MILD/MODERATE|MODERATE/SEVERE|MILD|MODERATE|SEVERE)\b|[0-9]+(?:\.[0-9]+)?"
-)
-_SEVERITY_WORD_RE = re.compile(r"\b(?:MILD|MODERATE|SEVERE)\b")
+# Longer severities first so that MILD/MODERATE is one variable, not MILD + "/" + MODERATE. No
+# word boundaries: like numbers, severities are variables wherever they stand (module doc, rule 2).
+_VARIABLE_RE = re.compile(r"MILD/MODERATE|MODERATE/SEVERE|MILD|MODERATE|SEVERE|[0-9]+(?:\.[0-9]+)?")
+_SEVERITY_WORD_RE = re.compile(r"MILD|MODERATE|SEVERE")
 _ALNUM_RE = re.compile(r"[^\W_]")
 _MAX_VARIABLE_PIECE = max(len(token) for token in VARIABLE_VOCAB)
 
