@@ -8,7 +8,11 @@ Run in the OpenCLIP venv (open_clip_torch, timm, opencv-python-headless), after
 It reproduces the published protocol with the reference components: OpenCV decode (BGR frames
 handed on as if RGB), centre crop to square, 10 % zoom, cv2.INTER_CUBIC resize to 224, ToTensor +
 CLIP normalisation, OpenCLIP's model and tokenizer, frames 0-38 step 2, and the EF regression
-(rank per frame, average the ranked values, median of the first 20 %) and pacemaker binary score.
+(rank per frame with torch.argsort, average the ranked values, torch.median of the first 20 % —
+the lower middle value of 40) and pacemaker binary score. Nothing here comes from echoclip: the
+expected side is written from the released semantics in ECHO.md with torch's own operations, so
+it cannot share an assumption of ``zeroshot.py``. ``ef_mean_of_middles`` is what numpy's median
+would give (the definition echoclip used before), printed to show how much the choice matters.
 It prints a JSON object; compare it with
 
     echoclip predict-ef VIDEO --weights OUTDIR/bin --precision fp32 --format jsonl
@@ -69,12 +73,15 @@ def main(outdir: Path, video: str) -> None:
         texts = [t.replace("<#>", str(v)) for t in EF_TEMPLATES for v in range(101)]
         ef_emb = torch.nn.functional.normalize(model.encode_text(tokenizer(texts)), dim=-1).numpy()
         pm_emb = torch.nn.functional.normalize(model.encode_text(tokenizer(PACEMAKER)), dim=-1).numpy()
-    values = np.array([v for _ in EF_TEMPLATES for v in range(101)], dtype=np.float64)
-    ranked = values[np.argsort(-(frame_emb @ ef_emb.T), axis=1)]
-    ef = float(np.median(ranked.mean(axis=0)[: int(len(values) * 0.2)]))
+    values = torch.tensor([v for _ in EF_TEMPLATES for v in range(101)])
+    similarity = torch.from_numpy(frame_emb) @ torch.from_numpy(ef_emb).T  # T,202 (float32, as released)
+    ranked = values[torch.argsort(similarity, dim=-1, descending=True)]
+    top = ranked.float().mean(dim=0)[: int(len(values) * 0.2)]
+    ef = float(top.median())  # torch.median: the lower of the two middle values of 40
     pacemaker = float((frame_emb @ pm_emb.T).mean())
     video = frame_emb.mean(axis=0)  # the released video embedding: mean of normalised frames
-    print(json.dumps({"ef": ef, "pacemaker_score": pacemaker, "n_frames": len(frame_emb),
+    print(json.dumps({"ef": ef, "ef_mean_of_middles": float(np.median(top.numpy())),
+                      "pacemaker_score": pacemaker, "n_frames": len(frame_emb),
                       "embedding": [float(v) for v in video]}))
 
 

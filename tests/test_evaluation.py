@@ -140,7 +140,7 @@ def _site(seed: int = 0):
         base = {"level": "video", "source": f"/data/site/v{i:02d}.dcm", "study": f"S{i // 2}", "n_frames": 20,
                 "weights": "echo-clip", "weights_sha256": "x"}
         records.append({**base, "task": "ejection_fraction", "ef": float(true_ef[i] + rng.normal(0, 6)),
-                        "frame_ef_sd": 1.0, "aggregation": "released", "prompts": "default", "error": None})
+                        "single_frame_ef_sd": 1.0, "aggregation": "released", "prompts": "default", "error": None})
         p_score = 0.30 + 0.02 * pace[i] + rng.normal(0, 0.008)
         records.append({**base, "task": "pacemaker", "score": float(p_score), "threshold": 0.298, "calibrated": True,
                         "detected": bool(p_score >= 0.298), "threshold_source": "published", "error": None})
@@ -204,7 +204,7 @@ def test_study_labels_meet_study_means():
 
 
 def test_predictions_from_csv_as_predict_ef_writes_it():
-    text = ("level,source,study,ef,n_frames,n_videos,frame_ef_sd,error\n"
+    text = ("level,source,study,ef,n_frames,n_videos,single_frame_ef_sd,error\n"
             "video,a/v1.dcm,a,55.5,20,,1.2,\nvideo,a/v2.dcm,a,,0,,,cannot decode\nstudy,,a,55.5,,1,,\n")
     records = E.read_predictions(text)
     assert [(r["level"], r["task"], r["value"]) for r in records] == [("video", "ejection_fraction", 55.5),

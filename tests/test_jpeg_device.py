@@ -89,7 +89,10 @@ def test_embeddings_equal_the_worker_path(model, tmp_path, workers):
     assert list(got) == list(want)
     for source, result in got.items():
         assert result.ok, result.error
-        np.testing.assert_array_equal(result.embedding, want[source].embedding)
+        # The pixels are identical (test_device_path_prepares_what_load_clip_prepares); the two paths may
+        # batch clips differently, and oneDNN on some CPUs (AMD EPYC, AVX2) rounds a frame's
+        # embedding differently by its place in the batch: ~6e-8, one float32 ulp.
+        np.testing.assert_allclose(result.embedding, want[source].embedding, rtol=0, atol=1e-6)
         assert result.meta["frame_indices"] == want[source].meta["frame_indices"]
     decoders = [got[str(p)].meta.get("decoder") for p in paths]
     assert decoders[0] in ("pillow", "torchvision") and decoders[3] == decoders[0]

@@ -19,34 +19,59 @@ def frame(preference: list[int]) -> np.ndarray:
     return scores / np.linalg.norm(scores)
 
 
-def test_released_aggregation_averages_rankings_then_takes_median_of_top_20_percent():
+def test_released_aggregation_takes_the_lower_middle_of_an_even_count():
     frames = np.stack([frame([2, 3]), frame([4, 2])])  # ranks: [30, 40, ...] and [50, 30, ...]
     result = zeroshot.regression(frames, PROMPTS, VALUES)
-    # averaged ranking starts [40, 35]; top 20 % of 10 = 2; median = 37.5
-    assert result.estimate == pytest.approx(37.5)
-    assert result.frame_estimates.tolist() == [35.0, 40.0]
-    assert result.spread == pytest.approx(2.5)
+    # averaged ranking starts [40, 35]; top 20 % of 10 = 2 values, sorted [35, 40]:
+    # torch.median gives the lower middle, 35 (numpy's median would say 37.5)
+    assert result.estimate == 35.0
+    # each frame alone: lower middle of [30, 40] and of [50, 30] -> 30 and 30
+    assert result.single_frame_estimates.tolist() == [30.0, 30.0]
+    assert result.single_frame_sd == 0.0
+
+
+def test_lower_median_is_torch_median():
+    import torch
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 5, 40, 41):
+        values = rng.integers(0, 101, size=(3, n)).astype(float)
+        want = torch.median(torch.from_numpy(values), dim=1).values.numpy()
+        np.testing.assert_array_equal(zeroshot.lower_median(values, axis=1), want)
+    assert zeroshot.lower_median(np.array([1.0, 2.0, 3.0, 4.0])) == 2.0
 
 
 def test_paper_aggregation_means_frame_medians_over_first_ten_frames():
     frames = np.stack([frame([2, 3])] * 10 + [frame([9, 8])] * 5)
     paper = zeroshot.regression(frames, PROMPTS, VALUES, aggregation="paper")
     released = zeroshot.regression(frames, PROMPTS, VALUES)
-    assert paper.estimate == pytest.approx(35.0)  # frames 11-15 (value 95) are ignored
-    # released: rank 0 mean = (10*30 + 5*100)/15, rank 1 = (10*40 + 5*90)/15
-    assert released.estimate == pytest.approx(((800 / 15) + (850 / 15)) / 2)
+    # each of the first ten frames: lower middle of [30, 40] = 30; frames 11-15 (100, 90) are ignored
+    assert paper.estimate == 30.0
+    # released: rank 0 mean = (10*30 + 5*100)/15 = 53.3, rank 1 = (10*40 + 5*90)/15 = 56.7 -> lower
+    assert released.estimate == pytest.approx(800 / 15)
 
 
-def test_ef_sized_candidate_set_uses_40_of_202():
+def _released_protocol_in_torch(frames: np.ndarray, prompts: np.ndarray, values: np.ndarray) -> float:
+    """The released protocol as ECHO.md states it, written with torch's own ops (not zeroshot.py's)."""
+    import torch
+
+    similarity = torch.from_numpy(frames) @ torch.from_numpy(prompts).T  # T,K
+    ranked = torch.from_numpy(values)[torch.argsort(similarity, dim=-1, descending=True)]
+    averaged = ranked.mean(dim=0)
+    return float(averaged[: int(len(values) * 0.2)].median())
+
+
+def test_ef_sized_candidate_set_matches_the_released_protocol():
     values = np.array([v for _ in range(2) for v in range(101)], dtype=float)
     rng = np.random.default_rng(0)
     prompts = zeroshot.normalise(rng.standard_normal((202, 16)))
-    target = prompts[55] + prompts[101 + 55]
-    frames = zeroshot.normalise(np.stack([target + 0.01 * rng.standard_normal(16) for _ in range(20)]))
-    result = zeroshot.regression(frames, prompts, values)
-    manual = np.median(values[np.argsort(-(frames @ prompts.T), axis=1)].mean(axis=0)[:40])
-    assert result.estimate == pytest.approx(manual)
-    assert result.n_frames == 20
+    for seed in range(20):
+        target = prompts[20 + seed] + prompts[101 + 40 + seed]
+        noise = np.random.default_rng(seed).standard_normal((20, 16))
+        frames = zeroshot.normalise(target + 0.3 * noise)
+        result = zeroshot.regression(frames, prompts, values)
+        assert result.estimate == pytest.approx(_released_protocol_in_torch(frames, prompts, values), abs=1e-9)
+        assert result.n_frames == 20
 
 
 def test_binary_score_is_mean_cosine_over_prompts_and_frames():

@@ -131,7 +131,11 @@ def _error_record(fs: FrameSet, model: EchoClip) -> dict[str, Any]:
 def ef_records(
     frame_sets: Iterable[FrameSet], model: EchoClip, prepared: PreparedTask, aggregation: str = "released"
 ) -> Iterator[dict[str, Any]]:
-    """One record per video: the EF estimate, its frames and the spread of frame-level estimates."""
+    """One record per video: the EF estimate, its frames, and how much single frames disagree.
+
+    ``single_frame_ef_sd`` is the standard deviation of the EFs each frame alone would give; the
+    video's EF averages the frames' rankings first, so it is not bounded by those single-frame EFs.
+    """
     for fs in frame_sets:
         if fs.error is not None or fs.frames is None:
             yield _error_record(fs, model)
@@ -141,9 +145,7 @@ def ef_records(
             **_base(fs, model),
             "task": prepared.task.name,
             "ef": round(result.estimate, 2),
-            "frame_ef_sd": round(result.spread, 2),
-            "frame_ef_min": round(float(result.frame_estimates.min()), 2),
-            "frame_ef_max": round(float(result.frame_estimates.max()), 2),
+            "single_frame_ef_sd": round(result.single_frame_sd, 2),
             "aggregation": aggregation,
             "prompts": prepared.prompt_source,
             "error": None,
@@ -197,8 +199,7 @@ def regression_records(
     for record in ef_records(frame_sets, model, prepared, aggregation):
         if record.get("error") is None:
             record = {**record, "value": record.pop("ef"), "unit": prepared.task.unit,
-                      "frame_sd": record.pop("frame_ef_sd"), "frame_min": record.pop("frame_ef_min"),
-                      "frame_max": record.pop("frame_ef_max")}
+                      "single_frame_sd": record.pop("single_frame_ef_sd")}
         yield record
 
 

@@ -107,7 +107,7 @@ def predict_ef(
     opts = {"frames": frames, "stride": stride, "start": start, "mask": mask}
     records = (T.ef_records(frame_sets(model, inputs, folder, store, opts, batch_size, workers, quiet),
                                 model, prepared, aggregation))
-    finish(records, "ef", fmt, ["source", "study", "ef", "n_frames", "n_videos", "frame_ef_sd", "error"])
+    finish(records, "ef", fmt, ["source", "study", "ef", "n_frames", "n_videos", "error"])
 
 
 def detect_devices(
