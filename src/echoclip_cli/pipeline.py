@@ -25,7 +25,7 @@ import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -342,8 +342,12 @@ def embed_videos(
     salt: str | None = None,
     jpeg_decode: str | None = None,
     prepare_thread: bool | None = None,
+    on_frames: Callable[[int], None] | None = None,
 ) -> Iterator[VideoEmbedding]:
     """Embed videos in input order; bad inputs come out as records with ``error`` set.
+
+    ``on_frames(n)`` is called after each batch with the number of frames it embedded (progress
+    finer than one video: a CPU batch may hold several whole videos).
 
     ``jpeg_decode`` says where JPEG Baseline DICOM frames are decoded (:func:`resolve_jpeg_decode`).
     When they are decoded on the device, frames are prepared in a background thread
@@ -379,6 +383,8 @@ def embed_videos(
 
     for batch in _batches(videos(), batch_size):
         vectors = embed_frames(model, batch.frames, cfg)
+        if on_frames is not None:
+            on_frames(vectors.shape[0])
         row = 0
         for slot, first, count in batch.owners:
             slots[slot][1][first] = vectors[row : row + count]

@@ -17,6 +17,22 @@ from rich.table import Table
 
 # stdout carries data only; progress, logs and warnings go to stderr.
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+live_bar: Any = None  # the progress bar drawn on stderr now (cli/progress.py), if any
+_ERASE_LINE = "\r\x1b[2K"
+
+
+def write_stdout(text: str) -> None:
+    """Write records to stdout and flush. A live bar on the same terminal is erased first and
+    drawn again after, so a record line never merges with it (and never goes to stderr)."""
+    if live_bar is not None and sys.stdout.isatty():
+        err_console.file.write(_ERASE_LINE)
+        err_console.file.flush()
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        live_bar.refresh()
+        return
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def out_console() -> Console:
@@ -82,9 +98,7 @@ def emit_records(
     """Write records to stdout: a Rich table, one JSON object per line, or CSV with a header."""
     fmt = resolve_format(fmt)
     if fmt is OutputFormat.jsonl:
-        for record in records:
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
+        write_stdout("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
         return
     cols = list(columns or _all_keys(records))
     if fmt is OutputFormat.csv:
@@ -93,8 +107,7 @@ def emit_records(
         writer.writerow(cols)
         for record in records:
             writer.writerow([_cell(record.get(c)) for c in cols])
-        sys.stdout.write(buffer.getvalue())
-        sys.stdout.flush()
+        write_stdout(buffer.getvalue())
         return
     prefixes = {col: _shared_folder([record.get(col) for record in records]) for col in _PATH_COLUMNS if col in cols}
     prefixes = {col: prefix for col, prefix in prefixes.items() if prefix}
@@ -147,19 +160,20 @@ class RecordSink:
         self.columns = list(columns) if columns else None
         self.title = title
         self._table: list[dict[str, Any]] = []
-        self._csv: Any = None
+        self._header_written = False
 
     def write(self, record: dict[str, Any]) -> None:
         if self.fmt is OutputFormat.jsonl:
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
+            write_stdout(json.dumps(record, ensure_ascii=False) + "\n")
         elif self.fmt is OutputFormat.csv:
-            if self._csv is None:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            if not self._header_written:
                 self.columns = self.columns or list(record)
-                self._csv = csv.writer(sys.stdout, lineterminator="\n")
-                self._csv.writerow(self.columns)
-            self._csv.writerow([_cell(record.get(c)) for c in self.columns or ()])
-            sys.stdout.flush()
+                self._header_written = True
+                writer.writerow(self.columns)
+            writer.writerow([_cell(record.get(c)) for c in self.columns or ()])
+            write_stdout(buffer.getvalue())
         else:
             self._table.append(record)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
@@ -13,7 +12,8 @@ import typer
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
                      err_console, info, resolve_format)
 from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, JpegDecodeOpt, KeepPhiOpt, MaskOpt, QuietOpt, StartOpt,
-                     StrideOpt, WorkersOpt, gather_inputs, progress_bar, sampling, shard_slice)
+                     StrideOpt, WorkersOpt, gather_inputs, sampling, shard_slice)
+from .progress import progress_bar
 
 VIDEO_COLUMNS = ["source", "n_frames", "weights", "preprocess", "error"]
 
@@ -51,15 +51,6 @@ def video_record(result: "VideoEmbedding", model: "EchoClip", with_vector: bool)
     if with_vector and result.embedding is not None:
         record["embedding"] = [round(float(x), 6) for x in result.embedding]
     return record
-
-
-def stream_with_progress(results: Iterator["VideoEmbedding"], total: int, quiet: bool) -> Iterator["VideoEmbedding"]:
-    start, frames = time.perf_counter(), 0
-    with progress_bar(total, quiet) as advance:
-        for result in results:
-            frames += result.n_frames
-            advance(rate=f"{frames / max(time.perf_counter() - start, 1e-9):.1f} frames/s")
-            yield result
 
 
 def embed(
@@ -136,12 +127,16 @@ def embed(
 def embed_files(model: "EchoClip", files: list[Path], cfg: Any, *, batch_size: int, workers: Optional[int],
                 quiet: bool, keep_frames: bool = False, keep_phi: bool = False,
                 jpeg_decode: Optional[str] = None) -> Iterator["VideoEmbedding"]:
-    """Results of the embedding pipeline for ``files``, in order, with a progress bar on stderr."""
+    """Results of the embedding pipeline for ``files``, in order, with a progress bar on stderr
+    that advances per batch of frames."""
     from ..pipeline import embed_videos
 
-    results = embed_videos(files, model, cfg=cfg, batch_size=batch_size, workers=workers, keep_frames=keep_frames,
-                           keep_phi=keep_phi, jpeg_decode=jpeg_decode)
-    return stream_with_progress(results, len(files), quiet)
+    with progress_bar(len(files), quiet, frames_per_item=cfg.frames) as bar:
+        for result in embed_videos(files, model, cfg=cfg, batch_size=batch_size, workers=workers,
+                                   keep_frames=keep_frames, keep_phi=keep_phi, jpeg_decode=jpeg_decode,
+                                   on_frames=bar.frames):
+            bar.item(result.n_frames)
+            yield result
 
 
 def embed_inputs(model: "EchoClip", inputs: Any, folder: Any, sampling_opts: dict[str, Any], *, batch_size: int,

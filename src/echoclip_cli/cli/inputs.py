@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..errors import UsageError
 from ..preprocess_config import PreprocessConfig
@@ -22,8 +21,14 @@ DirOpt = Annotated[Optional[Path], typer.Option("--dir", help="Folder to search 
 FramesOpt = Annotated[Optional[int], typer.Option("--frames", help="Frames per video (default 20).", min=1)]
 StrideOpt = Annotated[Optional[int], typer.Option("--stride", help="Take every Nth frame (default 2).", min=1)]
 StartOpt = Annotated[Optional[int], typer.Option("--start", help="First frame (default 0).", min=0)]
+class MaskMode(str, Enum):
+    auto = "auto"
+    sector = "sector"
+    none = "none"
+
+
 MaskOpt = Annotated[
-    Optional[str],
+    Optional[MaskMode],
     typer.Option("--mask", help="auto (mask DICOM outside the moving sector, leave videos), sector (always) or none."),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Frames per model batch.", min=1)]
@@ -61,7 +66,8 @@ def gather_inputs(inputs: Optional[list[Path]], folder: Optional[Path]) -> tuple
 
 
 def sampling(base: PreprocessConfig, frames: Optional[int], stride: Optional[int], start: Optional[int],
-             mask: Optional[str]) -> PreprocessConfig:
+             mask: Optional[MaskMode | str]) -> PreprocessConfig:
+    mask = mask.value if isinstance(mask, MaskMode) else mask
     changes = {k: v for k, v in (("frames", frames), ("stride", stride), ("start", start), ("mask", mask)) if v is not None}
     return base.replace(**changes) if changes else base
 
@@ -80,19 +86,3 @@ def shard_slice(items: list[Path], shard: Optional[str]) -> list[Path]:
         raise UsageError(f"--shard {shard}: I must be in 0..N-1")
     return items[index::count]
 
-
-@contextmanager
-def progress_bar(total: int, quiet: bool, label: str = "videos") -> Iterator[Any]:
-    """A Rich progress bar on stderr (silent when stderr is not a terminal or with --quiet)."""
-    progress = Progress(
-        TextColumn(f"[bold]{label}[/bold]"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-        console=err_console, transient=True, disable=quiet or not err_console.is_terminal,
-    )
-    with progress:
-        task = progress.add_task(label, total=total, rate="")
-        yield lambda advance=1, rate="": progress.update(task, advance=advance, rate=rate)
-
-
-def count_failures(records: Iterable[dict[str, Any]]) -> int:
-    return sum(1 for r in records if r.get("error"))

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..errors import MediaError
 from ..preprocess_config import PreprocessConfig
 from .common import FormatOpt, OutputFormat, emit_records, err_console, info, resolve_format, warn
-
-
-class MaskMode(str, Enum):
-    auto = "auto"
-    sector = "sector"
-    none = "none"
+from .inputs import MaskMode
+from .progress import progress_bar
 
 
 _COLUMNS = ("source", "status", "output", "frames", "size", "fps", "region", "mask", "error")
@@ -36,18 +29,6 @@ def _config(
         base = w.resolve(weights, auto_pull=False).preprocess
     changes = {"frames": frames, "stride": stride, "start": start, "mask": mask.value if mask else None}
     return base.replace(**{k: v for k, v in changes.items() if v is not None})
-
-
-def _progress(total: int, quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("preprocess"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-        disable=quiet or not err_console.is_terminal or total == 0,
-    )
 
 
 def preprocess(
@@ -103,26 +84,25 @@ def preprocess(
     stream = resolve_format(fmt) is OutputFormat.jsonl  # JSONL lines go out as inputs finish
     if stream:
         emit_records(records, fmt)
-    with _progress(len(files), quiet) as progress:
-        task = progress.add_task("preprocess", total=len(files))
+    with progress_bar(len(files), quiet, label="preprocess") as bar:
         for record in preprocess_files(files, out, cfg, workers=workers, keep_phi=keep_phi, salt=salt):
             if record.error:
-                _report(record.status, record.error, quiet, progress.console)
+                _report(record.status, record.error, quiet)
             records.append(record.to_dict())
             if stream:
                 emit_records(records[-1:], fmt)
-            progress.advance(task)
+            bar.item()
     if not stream:
         emit_records(records, fmt, columns=_COLUMNS, title=f"preprocessed into {out}")
     _finish(records, quiet)
 
 
-def _report(kind: str, message: str, quiet: bool, console: Console = err_console) -> None:
+def _report(kind: str, message: str, quiet: bool) -> None:
     if kind == "skipped":
         if not quiet:
             warn(message)
         return
-    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
 
 
 def _finish(records: list[dict], quiet: bool) -> None:

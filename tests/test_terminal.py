@@ -1,0 +1,130 @@
+"""What a person does at a terminal: real commands under a pseudo-terminal, with redirects and pipes.
+
+CliRunner never has a terminal, so it cannot see a progress bar that takes stdout away. Here
+stderr (and stdin) are a pty, as in an interactive shell, so the progress bar is live, and stdout
+is a file, a pipe, or the pty itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.media_factory import echo_frames, make_dicom, make_video
+
+ECHOCLIP = f"{shlex.quote(sys.executable)} -m echoclip_cli"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def run_in_pty(shell_command: str, cwd: Path, timeout: float = 120) -> tuple[int, str]:
+    """Run ``shell_command`` with stdin, stdout and stderr on a new pty (the command's own
+    redirects and pipes apply on top); return its exit code and everything the pty showed."""
+    leader, follower = pty.openpty()
+    os.set_blocking(leader, False)
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(["bash", "-c", shell_command], stdin=follower, stdout=follower, stderr=follower,
+                            cwd=cwd, env=env, start_new_session=True)
+    os.close(follower)
+    shown = bytearray()
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], timeout)
+            if not ready:
+                proc.kill()
+                raise AssertionError(f"no output for {timeout} s: {shell_command}")
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: every writer has closed the pty
+                break
+            if not chunk:
+                break
+            shown.extend(chunk)
+    finally:
+        os.close(leader)
+    return proc.wait(timeout=timeout), shown.decode("utf-8", "replace")
+
+
+def lines_of(shown: str) -> list[str]:
+    """What a person reads: escape codes and carriage-return redraws removed."""
+    out = []
+    for line in ANSI.sub("", shown).replace("\r\n", "\n").split("\n"):
+        line = line.split("\r")[-1]  # a redrawn line shows its last version
+        if line.strip():
+            out.append(line)
+    return out
+
+
+@pytest.fixture()
+def clips(tmp_path, tiny_bundle):
+    """Five short inputs: with --batch-size 4 the bar is live while records are written."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    paths = [make_video(folder / f"v{i}.avi", echo_frames(10, 48, 64, seed=i)) for i in range(3)]
+    paths += [make_dicom(folder / f"d{i}.dcm", echo_frames(10, 48, 64, seed=5 + i), "jpeg", seed=20 + i)
+              for i in range(2)]
+    return folder, sorted(p.name for p in paths)
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_predict_ef_csv_redirected_to_a_file_gets_every_record(clips):
+    folder, names = clips
+    code, shown = run_in_pty(f"{ECHOCLIP} predict-ef {' '.join(names)} -w tiny -b 4 --format csv > ef.csv", folder)
+    assert code == 0, shown
+    rows = (folder / "ef.csv").read_text().splitlines()
+    assert rows[0].startswith("level,source,")
+    assert sorted(r.split(",")[1] for r in rows[1:] if r.startswith("video,")) == names
+    assert sum(r.startswith("study,") for r in rows) >= 1
+    assert not any("video," in line for line in lines_of(shown))  # nothing of the data on the screen
+
+
+def test_embed_jsonl_through_a_pipe_gets_every_record(clips):
+    folder, names = clips
+    code, shown = run_in_pty(f"{ECHOCLIP} embed {' '.join(names)} -w tiny -b 4 --format jsonl | cat > e.jsonl", folder)
+    assert code == 0, shown
+    records = _records(folder / "e.jsonl")
+    assert sorted(r["source"] for r in records) == names
+    assert all(len(r["embedding"]) > 0 for r in records)
+
+
+def test_preprocess_jsonl_redirected_gets_every_record(clips):
+    folder, names = clips
+    code, shown = run_in_pty(f"{ECHOCLIP} preprocess {' '.join(names)} --out frames --format jsonl > log.jsonl", folder)
+    assert code == 0, shown
+    records = _records(folder / "log.jsonl")
+    assert sorted(Path(r["source"]).name for r in records) == names
+    assert {r["status"] for r in records} == {"ok"}
+
+
+def test_quiet_and_stderr_discarded_keep_stdout_whole(clips):
+    folder, names = clips
+    code, shown = run_in_pty(f"{ECHOCLIP} predict-ef {' '.join(names)} -w tiny -b 4 -q --format jsonl > q.jsonl", folder)
+    assert code == 0 and lines_of(shown) == []  # -q: nothing on the screen at all
+    records = _records(folder / "q.jsonl")
+    assert sorted(r["source"] for r in records if r["level"] == "video") == names
+    assert any(r["level"] == "study" for r in records)
+    code, shown = run_in_pty(f"{ECHOCLIP} predict-ef {' '.join(names)} -w tiny -b 4 2>/dev/null", folder)
+    assert code == 0
+    table = "\n".join(lines_of(shown))
+    assert all(name in table for name in names)  # stdout is the terminal: a table of every video
+
+
+def test_records_and_the_bar_on_one_terminal_never_share_a_line(clips):
+    folder, names = clips
+    code, shown = run_in_pty(f"{ECHOCLIP} predict-ef {' '.join(names)} -w tiny -b 4 --format jsonl", folder)
+    assert code == 0, shown
+    assert "videos" in shown  # the bar was drawn
+    records = [json.loads(line) for line in lines_of(shown) if line.startswith("{")]
+    assert sorted(r["source"] for r in records if r["level"] == "video") == names
