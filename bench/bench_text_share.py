@@ -33,6 +33,7 @@ def main() -> None:
         os.environ["ECHOCLIP_HOME"] = str(tmp / "home")
         import echoclip_cli
         from echoclip_cli import tasks as T
+        from echoclip_cli.prompts import select_tasks
         from echoclip_cli.pipeline import embed_videos
         from bench_embed import random_weights
 
@@ -42,7 +43,7 @@ def main() -> None:
         subprocess.run([sys.executable, str(ROOT / "examples" / "_demo_data.py"), str(archive), str(args.videos)],
                        check=True, stdout=subprocess.DEVNULL)
         files = sorted(archive.rglob("*.dcm"))
-        task = T.load_tasks(["ejection_fraction"], None)["ejection_fraction"]
+        task = select_tasks(["ejection_fraction"])["ejection_fraction"]
         start = time.perf_counter()
         T.prepare(model, task)
         cold = time.perf_counter() - start

@@ -66,3 +66,48 @@ def test_terminal_tables_print_a_long_shared_folder_once(capsys):
     assert shown.count("/data/pacs") == 1
     emit_records(records, OutputFormat.csv, columns=["source", "ef"])
     assert capsys.readouterr().out.count(folder) == 3  # machine-readable output keeps whole paths
+
+
+USAGE_MISTAKES = [
+    ("detect-devices",),
+    ("predict-ef", "missing.dcm"),
+    ("predict-ef", "--dir", "nodir/"),
+    ("predict-ef", "{clip}", "--mask", "sectr"),
+    ("predict-ef", "{clip}", "--aggregation", "mean"),
+    ("predict-ef", "{clip}", "--prompts", "nofile.toml"),
+    ("predict-ef", "--store", "nostore"),
+    ("predict-ef", "{clip}", "--store", "{here}"),
+    ("detect-devices", "{clip}", "-d", "nope"),
+    ("detect-devices", "{clip}", "--thresholds", "nofile.json"),
+    ("zero-shot", "--task", "nope", "{clip}"),
+    ("match-patients",),
+    ("match-patients", "--store", "nostore"),
+    ("search", "severe MR", "--index", "nostore"),
+    ("search", "severe MR", "--index", "{clip}"),
+    ("search", "severe MR"),
+    ("embed",),
+    ("embed", "--text", "LV EJECTION FRACTION IS 50%.", "--out", "x.store"),
+]
+
+
+@pytest.mark.parametrize("args", USAGE_MISTAKES, ids=lambda a: " ".join(a))
+def test_usage_mistakes_exit_2_before_any_model_loads(tmp_path, args):
+    """With no weights installed, each mistake is named at once: no model load, no hub attempt, no torch."""
+    clip = tmp_path / "clip.avi"
+    clip.write_bytes(b"not read: the mistake is found first")
+    argv = [a.format(clip=clip, here=tmp_path) for a in args]
+    probe = ("import sys, runpy; sys.argv = ['echoclip', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('echoclip_cli', run_name='__main__')\n"
+             "finally:\n    sys.stderr.write('torch loaded: %s\\n' % ('torch' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stdout == ""
+    assert "torch loaded: False" in out.stderr
+    assert "hub" not in out.stderr.lower()
+
+
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "echoclip_cli", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("echoclip ") and out.stdout.split()[1][0].isdigit()
+    assert run_cli("-V").stdout == out.stdout

@@ -234,7 +234,7 @@ def test_evaluate_metrics_have_paper_values_and_cis(site):
 
 
 def test_calibrate_writes_thresholds_that_detect_devices_reads(site, tmp_path):
-    from echoclip_cli.tasks import load_thresholds
+    from echoclip_cli.prompts import load_thresholds
 
     predictions, labels, _ = site
     out = tmp_path / "thresholds.json"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from echoclip_cli import patients as P
-from echoclip_cli.pipeline import VideoEmbedding
+from echoclip_cli.records import VideoEmbedding
 from echoclip_cli.preprocess_config import PreprocessConfig
 from echoclip_cli.store import StoreWriter, read_store
 from tests.cli_helpers import run_cli

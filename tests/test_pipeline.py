@@ -270,3 +270,24 @@ def test_torchrun_ranks_share_one_store(tiny_bundle, videos, tmp_path, monkeypat
         seen.append([r["source"] for r in _jsonl(result.stdout)])
     assert seen == [[str(videos[0]), str(videos[2])], [str(videos[1])]]
     assert sorted(r["source"] for r in read_store(store).rows) == sorted(map(str, videos))
+
+
+def test_store_commands_use_the_store_weights(tiny_bundle, videos, tmp_path, tiny_checkpoint):
+    from echoclip_cli.weights import import_openclip
+    from tests.conftest import write_openclip_checkpoint
+
+    run_cli("embed", *videos, "-w", "tiny", "--out", tmp_path / "s", "--keep-frames")
+    ef = run_cli("predict-ef", "--store", tmp_path / "s", "-f", "jsonl")  # no --weights: the store's
+    assert ef.exit_code == 0, ef.stderr
+    assert {r["weights"] for r in _jsonl(ef.stdout)} == {"tiny"}
+    found = run_cli("search", "LV EJECTION FRACTION IS 50%.", "--index", tmp_path / "s", "-f", "jsonl")
+    assert found.exit_code == 0, found.stderr
+    assert len(_jsonl(found.stdout)) >= len(videos)
+    again = run_cli("embed", videos[0], "--out", tmp_path / "s", "-f", "jsonl")  # appends with the store's weights
+    assert again.exit_code == 0 and "already in" in again.stderr
+    import torch
+
+    other = {k: v + 0.01 for k, v in torch.load(tiny_checkpoint / "open_clip_pytorch_model.bin").items()}
+    import_openclip(write_openclip_checkpoint(tmp_path / "other_ckpt", state=other), "other")
+    clash = run_cli("predict-ef", "--store", tmp_path / "s", "-w", "other")
+    assert clash.exit_code == 2 and "leave out --weights" in clash.stderr

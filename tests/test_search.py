@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from echoclip_cli.pipeline import VideoEmbedding
+from echoclip_cli.records import VideoEmbedding
 from echoclip_cli.query import (
     MIN_MATCH_SCORE,
     QueryNotUnderstood,

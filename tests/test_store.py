@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from echoclip_cli.pipeline import VideoEmbedding
+from echoclip_cli.records import VideoEmbedding
 from echoclip_cli.preprocess_config import PreprocessConfig
 from echoclip_cli.store import StoreError, StoreWriter, merge_stores, read_store
 

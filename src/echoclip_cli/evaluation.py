@@ -188,7 +188,7 @@ class ThresholdChoice:
     f1: float
 
     def as_json(self) -> dict[str, Any]:
-        """The thresholds-file entry (``tasks.load_thresholds`` reads its ``"threshold"``)."""
+        """The thresholds-file entry (``prompts.load_thresholds`` reads its ``"threshold"``)."""
         return {"threshold": _round(self.threshold, 6), "method": self.method, "n": self.n,
                 "positives": self.positives, "auc": _round(self.auc), "sensitivity": _round(self.sensitivity),
                 "specificity": _round(self.specificity), "f1": _round(self.f1)}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -34,25 +34,7 @@ import torch.nn.functional as F
 from .errors import MediaError
 from .inference import EchoClip
 from .preprocess_config import PreprocessConfig
-
-
-@dataclass
-class VideoEmbedding:
-    """One input's result: its embedding, or the reason it has none."""
-
-    source: str
-    embedding: np.ndarray | None = None  # (E,) mean of normalised frame embeddings
-    frame_embeddings: np.ndarray | None = None  # (T,E) normalised, when asked for
-    meta: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def n_frames(self) -> int:
-        return len(self.meta.get("frame_indices", [])) if self.ok else 0
+from .records import VideoEmbedding
 
 
 @dataclass

@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from .errors import EchoclipError, UsageError
-from .pipeline import VideoEmbedding
 from .preprocess_config import PreprocessConfig
+from .records import VideoEmbedding
 
 HEADER = "store.json"
 FORMAT_VERSION = 1
@@ -75,11 +74,13 @@ def _header(weights_name: str, weights_sha256: str, cfg: PreprocessConfig, embed
     }
 
 
-def _read_header(path: Path) -> dict[str, Any]:
+def read_header(path: Path) -> dict[str, Any]:
     try:
         header = json.loads((path / HEADER).read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise StoreError(f"{path}: not an embedding store (no {HEADER})") from None
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read the store header ({exc.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise StoreError(f"{path / HEADER}: damaged store header") from None
     if header.get("format") != "echoclip-store" or header.get("format_version") != FORMAT_VERSION:
@@ -110,14 +111,13 @@ def _read_part(part: Path, frames: bool) -> tuple[np.ndarray, list[dict[str, Any
     from safetensors import safe_open
 
     try:
-        with safe_open(str(part), framework="pt") as fh:
+        with safe_open(str(part), framework="np") as fh:
             rows = json.loads(fh.metadata()["rows"])
-            vectors = fh.get_tensor("embeddings").numpy()
+            vectors = fh.get_tensor("embeddings")
             per_video = None
             if frames and "frame_embeddings" in fh.keys():
-                counts = fh.get_tensor("frame_counts").tolist()
-                per_video = list(torch.split(fh.get_tensor("frame_embeddings"), counts))
-                per_video = [t.numpy() for t in per_video]
+                ends = np.cumsum(fh.get_tensor("frame_counts"))
+                per_video = np.split(fh.get_tensor("frame_embeddings"), ends[:-1])
     except Exception as exc:  # safetensors raises its own types for damaged files
         raise StoreError(f"{part}: damaged store part ({type(exc).__name__})") from None
     if len(rows) != len(vectors):
@@ -128,7 +128,7 @@ def _read_part(part: Path, frames: bool) -> tuple[np.ndarray, list[dict[str, Any
 def read_store(path: str | os.PathLike[str], *, frames: bool = False) -> Store:
     """Vectors and metadata of a store (duplicates of one source sha256 keep the first)."""
     path = Path(path)
-    header = _read_header(path)
+    header = read_header(path)
     vectors: list[np.ndarray] = []
     rows: list[dict[str, Any]] = []
     per_video: list[np.ndarray] = []
@@ -179,8 +179,8 @@ class StoreWriter:
             self.path.mkdir(parents=True, exist_ok=True)
             if not (self.path / HEADER).exists():
                 _atomic_write_text(self.path / HEADER, json.dumps(want, indent=2) + "\n")
-        _check_compatible(self.path, _read_header(self.path), want)
-        self.header = _read_header(self.path)
+        _check_compatible(self.path, read_header(self.path), want)
+        self.header = read_header(self.path)
         self._seq = len(_parts(self.path))
         self._contents: set[str] | None = None  # sha256 of what is stored or pending, loaded on first add
 
@@ -229,15 +229,15 @@ class StoreWriter:
     def flush(self) -> None:
         if not self._pending:
             return
-        from safetensors.torch import save_file
+        from safetensors.numpy import save_file
 
         results, self._pending = self._pending, []
-        tensors = {"embeddings": torch.from_numpy(np.stack([r.embedding for r in results]).astype(np.float32))}
+        tensors = {"embeddings": np.stack([r.embedding for r in results]).astype(np.float32)}
         if self.keep_frames:
             frames = [r.frame_embeddings for r in results]
             if all(f is not None for f in frames):
-                tensors["frame_embeddings"] = torch.from_numpy(np.concatenate(frames).astype(np.float32))
-                tensors["frame_counts"] = torch.tensor([len(f) for f in frames], dtype=torch.int64)
+                tensors["frame_embeddings"] = np.concatenate(frames).astype(np.float32)
+                tensors["frame_counts"] = np.array([len(f) for f in frames], dtype=np.int64)
         rows = [_row(r, self.header) for r in results]
         self._seq += 1
         name = f"part-{self._seq:06d}-{secrets.token_hex(4)}.safetensors"

@@ -8,8 +8,6 @@ from the store, so nothing is embedded twice. Prompt embeddings come from the te
 
 from __future__ import annotations
 
-import math
-import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +16,13 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import zeroshot
-from .errors import ConfigError, UsageError
+from .errors import UsageError
 from .inference import EchoClip
-from .prompts import Task, load_prompts
+from .prompts import Task
 from .text_embed import TextEmbeddingCache, embed_token_ids
 from .tokenizer import tokenizer_for
 
 DEVICE_TASKS = ("pacemaker", "tavr", "mitraclip", "impella")
-ZERO_SHOT_WEIGHTS = "echo-clip"
 # Why EchoCLIP-R is refused for zero-shot tasks (Christensen et al. 2024, EF MAE 16.9 vs 7.1).
 RETRIEVAL_MODEL_REASON = (
     "EchoCLIP-R (template tokenizer) is a retrieval model: the paper reports EF MAE 16.9 with it "
@@ -75,36 +72,6 @@ def prepare(model: EchoClip, task: Task, prompt_source: str = "default") -> Prep
         return PreparedTask(task, prompts=embed(task.texts()), values=values, prompt_source=prompt_source)
     finally:
         cache.close()
-
-
-def load_tasks(names: Sequence[str], prompts_file: str | os.PathLike[str] | None) -> dict[str, Task]:
-    library = load_prompts(prompts_file)
-    missing = [n for n in names if n not in library]
-    if missing:
-        raise ConfigError(
-            f"no task {', '.join(map(repr, missing))} in {prompts_file or 'the default prompt library'}",
-            hint=f"tasks there: {', '.join(library)}",
-        )
-    return {n: library[n] for n in names}
-
-
-def load_thresholds(path: str | os.PathLike[str] | None) -> dict[str, float]:
-    """Thresholds file (JSON: task -> number, or task -> {"threshold": number, ...})."""
-    if path is None:
-        return {}
-    import json
-
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read thresholds ({type(exc).__name__})") from None
-    out = {}
-    for task, value in data.items():
-        value = value.get("threshold") if isinstance(value, dict) else value
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{path}: threshold for {task!r} must be a number")
-        out[task] = float(value)
-    return out
 
 
 def _base(fs: FrameSet, model: EchoClip) -> dict[str, Any]:

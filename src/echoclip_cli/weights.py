@@ -31,6 +31,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from . import preprocess_config
+from .defaults import DEFAULT_WEIGHTS
 from .errors import ChecksumError, ConfigError, NetworkError, StateDictError, UsageError, WeightsError, WeightsNotFoundError
 from .preprocess_config import PreprocessConfig
 
@@ -41,7 +42,6 @@ OPENCLIP_CONFIG = "open_clip_config.json"
 OPENCLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 TEMPLATE_VOCAB = "template_vocab.txt"
-DEFAULT_WEIGHTS = "echo-clip"
 _STAMP = ".verified"
 _HASH_CHUNK = 8 << 20
 
@@ -350,6 +350,17 @@ def resolve(spec: str | os.PathLike[str] | None = None, *, auto_pull: bool = Tru
         raise WeightsNotFoundError(f"weights {spec!r} are not installed", hint=manual_import_hint(spec))
     known = ", ".join(sorted({*REGISTRY, *(b.name for b in installed_bundles())}))
     raise WeightsNotFoundError(f"no weights named {spec!r} and no such path", hint=f"known names: {known}")
+
+
+def installed_by_sha256(sha256: str, prefer: str | None = None) -> Bundle | None:
+    """The installed bundle whose weights hash is ``sha256`` (``prefer``'s name first), if any.
+
+    This is how a store's recorded weights are found: by hash among installed bundles, never by
+    treating the recorded name as a path.
+    """
+    matches = [b for b in installed_bundles() if b.weights_sha256 == sha256]
+    matches.sort(key=lambda b: b.name != prefer)
+    return matches[0] if matches else None
 
 
 def manual_import_hint(name: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -69,6 +69,27 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode="markdown",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("echoclip")
+        except PackageNotFoundError:  # run from a source tree without installing
+            from .. import __version__ as installed
+        sys.stdout.write(f"echoclip {installed}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
+                                               help="Print the version and exit.")] = False,
+) -> None:
+    """EchoCLIP echocardiography foundation models at the command line: embed echo videos, predict ejection
+    fraction, detect devices, match patients and search reports."""
 
 
 def _register() -> None:

@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
 
+from ..errors import UsageError
+from ..defaults import DEFAULT_WEIGHTS
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
                      err_console, info, resolve_format)
+from .models import open_model, weights_for
 from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, JpegDecodeOpt, KeepPhiOpt, MaskOpt, QuietOpt, StartOpt,
                      StrideOpt, WorkersOpt, gather_inputs, sampling, shard_slice)
 from .progress import progress_bar
@@ -19,17 +22,7 @@ VIDEO_COLUMNS = ["source", "n_frames", "weights", "preprocess", "error"]
 
 if TYPE_CHECKING:  # the model stack (torch) loads when a command runs, not when --help is built
     from ..inference import EchoClip
-    from ..pipeline import VideoEmbedding
-
-
-def device_for_rank(device: str) -> str:
-    """Under torchrun, ``auto`` means this process's own GPU (LOCAL_RANK)."""
-    if device == "auto" and "LOCAL_RANK" in os.environ:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return device
+    from ..records import VideoEmbedding
 
 
 def report_failure(record: dict[str, Any]) -> None:
@@ -57,7 +50,7 @@ def embed(
     inputs: InputsArg = None,
     folder: DirOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Append to this embedding store (resumable).")] = None,
-    weights: Annotated[str, typer.Option("--weights", "-w", help="Weights name or path.")] = "echo-clip",
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights name or path (default: an existing --out store's, else echo-clip).", show_default=False)] = None,
     batch_size: BatchOpt = 64,
     workers: WorkersOpt = None,
     jpeg_decode: JpegDecodeOpt = None,
@@ -94,32 +87,44 @@ def embed(
 
         echoclip embed --weights echo-clip-r --reports reports.txt --format jsonl > reports.jsonl
     """
-    from ..inference import load_model
-
-    model = load_model(weights, device=device_for_rank(device), precision=precision, deterministic=deterministic,
-                       compile=compile_model)
     if text or reports:
+        if inputs or folder or out is not None:
+            raise UsageError("--text/--reports embed texts: give no video inputs and no --out",
+                             hint="texts go to stdout; write them to a file with --format jsonl > FILE")
+        if reports is not None and not reports.is_file():
+            raise UsageError(f"no such reports file: {reports}")
+        model = open_model(weights or DEFAULT_WEIGHTS, device=device, precision=precision, quiet=quiet)
         _embed_texts(model, list(text or []), reports, fmt)
         return
-    cfg = sampling(model.preprocess, frames, stride, start, mask)
     files, _ = gather_inputs(inputs, folder)
     files = shard_slice(files, shard)
+    existing = out if out is not None and out.exists() else None
+    model = open_model(weights_for(weights, existing, DEFAULT_WEIGHTS), device=device, precision=precision,
+                       deterministic=deterministic, compile=compile_model, quiet=quiet)
+    cfg = sampling(model.preprocess, frames, stride, start, mask)
     writer = _store_writer(model, cfg, out, keep_frames, flush_every) if out is not None else None
     if writer is not None:
         files = _not_yet_stored(writer, files)
     with_vector = writer is None and resolve_format(fmt) is OutputFormat.jsonl
-    failures = 0
-    with writer or nullcontext(), RecordSink(fmt, columns=None if with_vector else VIDEO_COLUMNS) as sink:
-        for result in embed_files(model, files, cfg, batch_size=batch_size, workers=workers, quiet=quiet,
-                                  keep_frames=keep_frames and writer is not None, keep_phi=keep_phi,
-                                  jpeg_decode=jpeg_decode):
-            if writer is not None:
-                writer.add(result)
-            record = video_record(result, model, with_vector)
-            if record["error"]:
-                report_failure(record)
-                failures += 1
-            sink.write(record)
+    failures = done = 0
+    try:
+        with writer or nullcontext(), RecordSink(fmt, columns=None if with_vector else VIDEO_COLUMNS) as sink:
+            for result in embed_files(model, files, cfg, batch_size=batch_size, workers=workers, quiet=quiet,
+                                      keep_frames=keep_frames and writer is not None, keep_phi=keep_phi,
+                                      jpeg_decode=jpeg_decode):
+                if writer is not None:
+                    writer.add(result)
+                record = video_record(result, model, with_vector)
+                if record["error"]:
+                    report_failure(record)
+                    failures += 1
+                done += 1
+                sink.write(record)
+    except KeyboardInterrupt:
+        if writer is not None:  # the writer has flushed on the way out
+            info(f"interrupted after {done} of {len(files)} inputs; what finished is in {out}. "
+                 "Run the same command again to go on from there.")
+        raise
     if failures:
         raise typer.Exit(1)
 
@@ -139,10 +144,9 @@ def embed_files(model: "EchoClip", files: list[Path], cfg: Any, *, batch_size: i
             yield result
 
 
-def embed_inputs(model: "EchoClip", inputs: Any, folder: Any, sampling_opts: dict[str, Any], *, batch_size: int,
+def embed_inputs(model: "EchoClip", files: list[Path], sampling_opts: dict[str, Any], *, batch_size: int,
                  workers: Optional[int], quiet: bool, keep_frames: bool = False) -> Iterator["VideoEmbedding"]:
-    """The command-line inputs (files, folders, --dir) embedded with the model's sampling plus overrides."""
-    files, _ = gather_inputs(inputs, folder)
+    """``files`` embedded with the model's sampling plus the command line's overrides."""
     cfg = sampling(model.preprocess, **sampling_opts)
     return embed_files(model, files, cfg, batch_size=batch_size, workers=workers, quiet=quiet, keep_frames=keep_frames)
 

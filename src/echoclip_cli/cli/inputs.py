@@ -12,6 +12,7 @@ import typer
 from ..errors import UsageError
 from ..preprocess_config import PreprocessConfig
 from .common import err_console
+from .models import store_header
 
 InputsArg = Annotated[
     Optional[list[Path]],
@@ -63,6 +64,17 @@ def gather_inputs(inputs: Optional[list[Path]], folder: Optional[Path]) -> tuple
     for record in skipped:
         err_console.print(record["error"], markup=False, highlight=False)
     return files, skipped
+
+
+def inputs_or_store(inputs: Optional[list[Path]], folder: Optional[Path], store: Optional[Path]) -> list[Path] | None:
+    """The input files (checked: given, existing), or None when a ``--store`` is read instead."""
+    if store is not None:
+        if inputs or folder:
+            raise UsageError("give INPUTS (or --dir) or --store, not both")
+        store_header(store)  # not a readable store: a usage error now, before any model loads
+        return None
+    files, _ = gather_inputs(inputs, folder)
+    return files
 
 
 def sampling(base: PreprocessConfig, frames: Optional[int], stride: Optional[int], start: Optional[int],

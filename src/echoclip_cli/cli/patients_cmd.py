@@ -9,13 +9,15 @@ import typer
 
 from ..errors import EchoclipError, MediaError, UsageError
 from .common import DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, warn
-from .embed_cmd import device_for_rank, embed_inputs, report_failure
-from .inputs import BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt
+from ..defaults import RETRIEVAL_WEIGHTS as PATIENT_WEIGHTS
+from .embed_cmd import embed_inputs, report_failure
+from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt,
+                     inputs_or_store)
+from .models import open_model, weights_for
 
 if TYPE_CHECKING:  # torch loads when the command runs, not when --help is built
     import numpy as np
 
-PATIENT_WEIGHTS = "echo-clip-r"
 NOT_R_WARNING = ("{name} is not EchoCLIP-R: the paper validated patient identification and change detection with "
                  "EchoCLIP-R (echo-clip-r); similarities from other weights do not follow its thresholds")
 COLUMNS = ["kind", "study", "other", "rank", "score", "same_patient", "group", "flag", "patient", "study_date", "days"]
@@ -25,7 +27,7 @@ def match_patients(
     inputs: InputsArg = None,
     folder: DirOpt = None,
     store: Annotated[Optional[Path], typer.Option("--store", help="Use the video embeddings of this store.")] = None,
-    weights: Annotated[str, typer.Option("--weights", "-w", help="Weights for embedding INPUTS (EchoCLIP-R).")] = PATIENT_WEIGHTS,
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", show_default=False, help=f"Weights for embedding INPUTS (default {PATIENT_WEIGHTS}, EchoCLIP-R); a --store uses its own.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Nearest studies listed per study.", min=0)] = 5,
     threshold: Annotated[float, typer.Option("--threshold", help="Same-patient cosine: midpoint of the paper's means, different patients 0.40 and same patient 0.64.")] = 0.52,
     mislabel_threshold: Annotated[float, typer.Option("--mislabel-threshold", help="Flag a study whose best match among its own patient key's studies is below this (paper's different-patient mean).")] = 0.40,
@@ -62,18 +64,19 @@ def match_patients(
 
         echoclip match-patients --store archive.store --timeline --window-days 200 --format csv
     """
+    files = inputs_or_store(inputs, folder, store)
     import numpy as np
 
-    from ..patients import MatchSettings
+    from ..patients import MatchSettings  # the model stack loads only once the arguments are checked
     from ..patients import match_patients as run_matching
 
-    if store is not None and (inputs or folder):
-        raise UsageError("give INPUTS (or --dir) or --store, not both")
     failures = 0
     if store is not None:
+        if weights is not None:
+            weights_for(weights, store, PATIENT_WEIGHTS)  # a usage error when they are not the store's
         embeddings, rows = _from_store(store)
     else:
-        embeddings, rows, failures = _embed_inputs(inputs, folder, weights, batch_size, workers,
+        embeddings, rows, failures = _embed_inputs(files or [], weights or PATIENT_WEIGHTS, batch_size, workers,
                                                    {"frames": frames, "stride": stride, "start": start, "mask": mask},
                                                    device, precision, quiet)
     settings = MatchSettings(k=top_k, threshold=threshold, mislabel_threshold=mislabel_threshold,
@@ -110,17 +113,15 @@ def _is_retrieval_weights(name: str, sha256: str) -> bool:
     return bundle.tokenizer_kind == "template"
 
 
-def _embed_inputs(inputs: Any, folder: Any, weights: str, batch_size: int, workers: Optional[int], opts: dict[str, Any],
+def _embed_inputs(files: list[Path], weights: str, batch_size: int, workers: Optional[int], opts: dict[str, Any],
                   device: str, precision: str, quiet: bool) -> tuple["np.ndarray", list[dict[str, Any]], int]:
     import numpy as np
 
-    from ..inference import load_model
-
-    model = load_model(weights, device=device_for_rank(device), precision=precision)
+    model = open_model(weights, device=device, precision=precision, quiet=quiet)
     if model.bundle.tokenizer_kind != "template":
         warn(NOT_R_WARNING.format(name=f"--weights {model.bundle.name!r}"))
     vectors, rows, failures = [], [], 0
-    for result in embed_inputs(model, inputs, folder, opts, batch_size=batch_size, workers=workers, quiet=quiet):
+    for result in embed_inputs(model, files, opts, batch_size=batch_size, workers=workers, quiet=quiet):
         if result.error is not None or result.embedding is None:
             report_failure({"error": result.error})
             failures += 1

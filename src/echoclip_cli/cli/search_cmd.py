@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from ..errors import MediaError, UsageError
+from ..defaults import RETRIEVAL_WEIGHTS as SEARCH_WEIGHTS
 from .common import DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, warn
-from .embed_cmd import device_for_rank
+from .models import open_model, store_header, weights_for
 
 if TYPE_CHECKING:  # torch loads when the command runs, not when --help is built
     import numpy as np
@@ -18,7 +19,6 @@ if TYPE_CHECKING:  # torch loads when the command runs, not when --help is built
     from ..inference import EchoClip
     from ..tokenizer import Tokenizer
 
-SEARCH_WEIGHTS = "echo-clip-r"
 
 
 class Level(str, Enum):
@@ -34,7 +34,7 @@ def search(
     index: Annotated[Optional[Path], typer.Option("--index", "-i", help="Embedding store to search (from `echoclip embed --out`).")] = None,
     video: Annotated[Optional[Path], typer.Option("--video", help="Rank --reports for this video instead.")] = None,
     reports: Annotated[Optional[Path], typer.Option("--reports", help="Report texts: CSV (id,text), JSONL (id/text) or one per line.")] = None,
-    weights: Annotated[str, typer.Option("--weights", "-w", help="Weights name or path (EchoCLIP-R for retrieval).")] = SEARCH_WEIGHTS,
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", show_default=False, help=f"Weights name or path (default: the --index store's weights, else {SEARCH_WEIGHTS}, EchoCLIP-R).")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many results (per level).", min=1)] = 10,
     level: Annotated[Level, typer.Option("--level", help="Rank videos, studies or both.")] = Level.both,
     explain: Annotated[bool, typer.Option("--explain", help="Show on stderr the text and token ids actually embedded.")] = False,
@@ -60,15 +60,22 @@ def search(
 
         echoclip search --video study/a4c.dcm --reports reports.csv
     """
-    from ..inference import load_model
     from ..tokenizer import tokenizer_for
 
+    if template_vocab is not None and not template_vocab.is_file():
+        raise UsageError(f"no such template vocabulary: {template_vocab}")
     if query is not None and index is not None and video is None:
-        model = load_model(weights, device=device_for_rank(device), precision=precision)
+        if not query.strip():
+            raise UsageError("the query is empty")
+        store_header(index)
+        model = open_model(weights_for(weights, index, SEARCH_WEIGHTS), device=device, precision=precision)
         tokenizer = tokenizer_for(model.bundle, template_vocab=template_vocab)
         _search_index(model, tokenizer, query, index, top_k, level.value, explain, fmt)
     elif video is not None and reports is not None and query is None and index is None:
-        model = load_model(weights, device=device_for_rank(device), precision=precision)
+        for path in (video, reports):
+            if not path.is_file():
+                raise UsageError(f"no such file: {path}")
+        model = open_model(weights or SEARCH_WEIGHTS, device=device, precision=precision)
         tokenizer = tokenizer_for(model.bundle, template_vocab=template_vocab)
         _search_reports(model, tokenizer, video, reports, top_k, fmt)
     else:
@@ -103,8 +110,6 @@ def _search_reports(model: "EchoClip", tokenizer: "Tokenizer", video: Path, repo
 def _video_vector(model: "EchoClip", video: Path) -> "np.ndarray":
     from ..pipeline import embed_videos
 
-    if not video.exists():
-        raise UsageError(f"no such file: {video}")
     result = next(iter(embed_videos([video], model)))
     if result.error is not None or result.embedding is None:
         raise MediaError(result.error or f"{video}: no embedding")

@@ -3,30 +3,45 @@
 from __future__ import annotations
 
 from pathlib import Path
+from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
 
+from ..errors import UsageError
+
+from ..defaults import ZERO_SHOT_WEIGHTS
+from ..prompts import load_thresholds, select_tasks
 from .common import DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records
-from .embed_cmd import device_for_rank, embed_inputs, report_failure
-from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt)
+from .embed_cmd import embed_inputs, report_failure
+from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt,
+                     inputs_or_store)
+from .models import open_model, weights_for
 
 if TYPE_CHECKING:  # torch loads when a command runs, not when --help is built
     from .. import tasks as T
     from ..inference import EchoClip
+    from ..prompts import Task
 
-ZERO_SHOT_WEIGHTS = "echo-clip"
 DEVICE_TASKS = ("pacemaker", "tavr", "mitraclip", "impella")
 
-StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Use per-frame embeddings from this store.")]
+
+class Aggregation(str, Enum):
+    released = "released"
+    paper = "paper"
+
+
+StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Use per-frame embeddings from this store (and its weights).")]
 PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Prompt file (echoclip TOML or upstream JSON).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even with weights not validated for this task.")]
-WeightsZS = Annotated[str, typer.Option("--weights", "-w", help="Weights name or path (EchoCLIP for zero-shot).")]
+WeightsZS = Annotated[Optional[str], typer.Option(
+    "--weights", "-w", show_default=False,
+    help=f"Weights name or path (default: the --store's weights, else {ZERO_SHOT_WEIGHTS}).")]
 
 
-def frame_sets(model: "EchoClip", inputs: Any, folder: Any, store: Optional[Path], sampling_opts: dict[str, Any],
+def frame_sets(model: "EchoClip", files: Optional[list[Path]], store: Optional[Path], sampling_opts: dict[str, Any],
                batch_size: int, workers: Optional[int], quiet: bool) -> Iterator["T.FrameSet"]:
-    """Per-video frame embeddings from a store, or by embedding the inputs now."""
+    """Per-video frame embeddings from a store, or by embedding the (checked) input files now."""
     from .. import tasks as T
 
     if store is not None:
@@ -34,9 +49,26 @@ def frame_sets(model: "EchoClip", inputs: Any, folder: Any, store: Optional[Path
 
         yield from T.frame_sets_from_store(read_store(store, frames=True), model)
         return
-    results = embed_inputs(model, inputs, folder, sampling_opts, batch_size=batch_size, workers=workers, quiet=quiet,
+    results = embed_inputs(model, files or [], sampling_opts, batch_size=batch_size, workers=workers, quiet=quiet,
                            keep_frames=True)
     yield from T.frame_sets_from_results(results)
+
+
+def _checked(prompts: Optional[Path], names: list[str]) -> dict[str, "Task"]:
+    """The tasks, checked before any model loads (an unknown name or unreadable file exits 2)."""
+    if prompts is not None and not prompts.is_file():
+        raise UsageError(f"no such prompts file: {prompts}")
+    return select_tasks(names, prompts)
+
+
+def _zero_shot_model(weights: Optional[str], store: Optional[Path], force: bool, device: str, precision: str,
+                     deterministic: bool, quiet: bool) -> "EchoClip":
+    from .. import tasks as T
+
+    model = open_model(weights_for(weights, store, ZERO_SHOT_WEIGHTS), device=device, precision=precision,
+                       deterministic=deterministic, quiet=quiet)
+    T.check_zero_shot_model(model, force)
+    return model
 
 
 def finish(records: Iterator[dict[str, Any]], value_key: str, fmt: OutputFormat, columns: list[str]) -> None:
@@ -65,8 +97,8 @@ def predict_ef(
     inputs: InputsArg = None,
     folder: DirOpt = None,
     store: StoreOpt = None,
-    weights: WeightsZS = ZERO_SHOT_WEIGHTS,
-    aggregation: Annotated[str, typer.Option("--aggregation", help="released (default) or paper.")] = "released",
+    weights: WeightsZS = None,
+    aggregation: Annotated[Aggregation, typer.Option("--aggregation", help="released (as the released code) or paper (the paper's variant).")] = Aggregation.released,
     prompts: PromptsOpt = None,
     force: ForceOpt = False,
     batch_size: BatchOpt = 64,
@@ -95,18 +127,15 @@ def predict_ef(
 
         echoclip predict-ef --store archive.store --format jsonl | jq 'select(.ef < 40)'
     """
-    if aggregation not in ("released", "paper"):
-        raise typer.BadParameter("use released or paper", param_hint="--aggregation")
-    from .. import tasks as T
-    from ..inference import load_model
+    task = _checked(prompts, ["ejection_fraction"])["ejection_fraction"]
+    files = inputs_or_store(inputs, folder, store)
+    from .. import tasks as T  # the model stack (torch) loads only once the arguments are checked
 
-    model = load_model(weights, device=device_for_rank(device), precision=precision, deterministic=deterministic)
-    T.check_zero_shot_model(model, force)
-    task = T.load_tasks(["ejection_fraction"], prompts)["ejection_fraction"]
+    model = _zero_shot_model(weights, store, force, device, precision, deterministic, quiet)
     prepared = T.prepare(model, task, str(prompts) if prompts else "default")
     opts = {"frames": frames, "stride": stride, "start": start, "mask": mask}
-    records = (T.ef_records(frame_sets(model, inputs, folder, store, opts, batch_size, workers, quiet),
-                                model, prepared, aggregation))
+    records = T.ef_records(frame_sets(model, files, store, opts, batch_size, workers, quiet), model, prepared,
+                           aggregation.value)
     finish(records, "ef", fmt, ["source", "study", "ef", "n_frames", "n_videos", "error"])
 
 
@@ -114,7 +143,7 @@ def detect_devices(
     inputs: InputsArg = None,
     folder: DirOpt = None,
     store: StoreOpt = None,
-    weights: WeightsZS = ZERO_SHOT_WEIGHTS,
+    weights: WeightsZS = None,
     devices: Annotated[Optional[list[str]], typer.Option("--device-type", "-d", help="Only these (repeatable).")] = None,
     thresholds: Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold (from `echoclip calibrate`).")] = None,
     prompts: PromptsOpt = None,
@@ -143,18 +172,17 @@ def detect_devices(
 
         echoclip detect-devices --dir studies/ --thresholds site_thresholds.json --format csv
     """
-    from .. import tasks as T
-    from ..inference import load_model
+    chosen = _checked(prompts, list(devices or DEVICE_TASKS))
+    user_thresholds = load_thresholds(thresholds)
+    files = inputs_or_store(inputs, folder, store)
+    from .. import tasks as T  # the model stack (torch) loads only once the arguments are checked
 
-    model = load_model(weights, device=device_for_rank(device), precision=precision, deterministic=deterministic)
-    T.check_zero_shot_model(model, force)
-    chosen = T.load_tasks(list(devices or DEVICE_TASKS), prompts)
+    model = _zero_shot_model(weights, store, force, device, precision, deterministic, quiet)
     source = str(prompts) if prompts else "default"
     prepared = [T.prepare(model, task, source) for task in chosen.values()]
-    user_thresholds = T.load_thresholds(thresholds)
     opts = {"frames": frames, "stride": stride, "start": start, "mask": mask}
-    records = (T.binary_records(frame_sets(model, inputs, folder, store, opts, batch_size, workers, quiet),
-                                    model, prepared, user_thresholds))
+    records = T.binary_records(frame_sets(model, files, store, opts, batch_size, workers, quiet), model, prepared,
+                               user_thresholds)
     finish(records, "score", fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated",
                                    "n_frames", "n_videos", "error"])
 
@@ -165,15 +193,20 @@ def zero_shot(
     inputs: InputsArg = None,
     folder: DirOpt = None,
     store: StoreOpt = None,
-    weights: WeightsZS = ZERO_SHOT_WEIGHTS,
+    weights: WeightsZS = None,
     prompts: PromptsOpt = None,
     thresholds: Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold.")] = None,
     force: ForceOpt = False,
     batch_size: BatchOpt = 64,
     workers: WorkersOpt = None,
+    frames: FramesOpt = None,
+    stride: StrideOpt = None,
+    start: StartOpt = None,
+    mask: MaskOpt = None,
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    deterministic: DeterministicOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run any zero-shot task of the prompt library (binary, regression or categorical).
@@ -186,8 +219,6 @@ def zero_shot(
 
         echoclip zero-shot --task left_ventricle_size --prompts my_prompts.toml --dir studies/
     """
-    from .. import tasks as T
-    from ..inference import load_model
     from ..prompts import load_prompts
 
     if list_tasks:
@@ -197,18 +228,21 @@ def zero_shot(
         return
     if not task:
         raise typer.BadParameter("name a task (see --list)", param_hint="--task")
-    chosen = T.load_tasks([task], prompts)[task]
-    model = load_model(weights, device=device_for_rank(device), precision=precision)
-    T.check_zero_shot_model(model, force)
+    chosen = _checked(prompts, [task])[task]
+    user_thresholds = load_thresholds(thresholds)
+    files = inputs_or_store(inputs, folder, store)
+    from .. import tasks as T  # the model stack (torch) loads only once the arguments are checked
+
+    model = _zero_shot_model(weights, store, force, device, precision, deterministic, quiet)
     prepared = T.prepare(model, chosen, str(prompts) if prompts else "default")
-    sets = frame_sets(model, inputs, folder, store, {"frames": None, "stride": None, "start": None, "mask": None},
-                      batch_size, workers, quiet)
+    opts = {"frames": frames, "stride": stride, "start": start, "mask": mask}
+    sets = frame_sets(model, files, store, opts, batch_size, workers, quiet)
     if chosen.mode == "regression":
-        records = (T.regression_records(sets, model, prepared))
+        records = T.regression_records(sets, model, prepared)
         finish(records, "value", fmt, ["source", "study", "task", "value", "unit", "n_frames", "n_videos", "error"])
     elif chosen.mode == "binary":
-        records = (T.binary_records(sets, model, [prepared], T.load_thresholds(thresholds)))
+        records = T.binary_records(sets, model, [prepared], user_thresholds)
         finish(records, "score", fmt, ["source", "study", "task", "score", "threshold", "detected", "n_videos", "error"])
     else:
-        records = (T.categorical_records(sets, model, prepared))
+        records = T.categorical_records(sets, model, prepared)
         finish(records, "prediction", fmt, ["source", "study", "task", "prediction", "scores", "error"])

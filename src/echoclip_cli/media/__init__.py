@@ -15,17 +15,28 @@ Geometry and normalisation live in :mod:`echoclip_cli.preprocess`.
 
 from __future__ import annotations
 
-from .batch import PreprocessRecord, iter_clips, output_name, preprocess_files
-from .clip import Clip, load_clip, read_frames
-from .discover import find_inputs
+import importlib
+from typing import Any
 
-__all__ = [
-    "Clip",
-    "PreprocessRecord",
-    "find_inputs",
-    "iter_clips",
-    "load_clip",
-    "output_name",
-    "preprocess_files",
-    "read_frames",
-]
+# name -> submodule; imported on first use, so finding inputs (discover) costs no torch import
+# and a command can check its arguments before the model stack loads.
+_LAZY = {
+    "Clip": "clip",
+    "PreprocessRecord": "batch",
+    "find_inputs": "discover",
+    "iter_clips": "batch",
+    "load_clip": "clip",
+    "output_name": "batch",
+    "preprocess_files": "batch",
+    "read_frames": "clip",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -13,12 +13,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MediaError
 from .phi import safe_reason
+
+if TYPE_CHECKING:  # torch loads when a file is read or written, not when inputs are found
+    import torch
 
 META_KEY = "echoclip"
 FORMAT = "echoclip-frames"
@@ -38,7 +39,7 @@ def is_store_file(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{"
 
 
-def write_clip_file(path: Path, frames: torch.Tensor, meta: dict[str, Any]) -> Path:
+def write_clip_file(path: Path, frames: "torch.Tensor", meta: dict[str, Any]) -> Path:
     """Write frames + metadata to ``path`` atomically (temp file in the same folder, then rename)."""
     from safetensors.torch import save_file
 
@@ -62,8 +63,9 @@ def _umask() -> int:
     return mask
 
 
-def read_clip_file(path: Path) -> tuple[torch.Tensor, dict[str, Any]]:
+def read_clip_file(path: Path) -> tuple["torch.Tensor", dict[str, Any]]:
     """Frames and metadata of one of our files; :class:`MediaError` for anything else."""
+    import torch
     from safetensors import SafetensorError, safe_open
 
     try:

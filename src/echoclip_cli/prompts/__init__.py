@@ -8,14 +8,15 @@ sets can be used unchanged.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UsageError
 
 SLOT = "<#>"
 MODES = ("regression", "binary", "categorical")
@@ -141,8 +142,32 @@ def load_prompts(path: str | os.PathLike[str] | None = None) -> dict[str, Task]:
         raise ConfigError(f"{path}: cannot read prompts ({exc.__class__.__name__})") from None
 
 
-def get_task(name: str, path: str | os.PathLike[str] | None = None) -> Task:
-    tasks = load_prompts(path)
-    if name not in tasks:
-        raise ConfigError(f"no task {name!r} in {path or 'the default prompt library'}", hint=f"tasks: {', '.join(tasks)}")
-    return tasks[name]
+def select_tasks(names: Sequence[str], path: str | os.PathLike[str] | None = None) -> dict[str, Task]:
+    """The named tasks of the library (or of the user's file); an unknown name is a usage error."""
+    library = load_prompts(path)
+    missing = [n for n in names if n not in library]
+    if missing:
+        raise UsageError(
+            f"no task {', '.join(map(repr, missing))} in {path or 'the default prompt library'}",
+            hint=f"tasks there: {', '.join(library)}",
+        )
+    return {n: library[n] for n in names}
+
+
+def load_thresholds(path: str | os.PathLike[str] | None) -> dict[str, float]:
+    """Thresholds file (JSON: task -> number, or task -> {"threshold": number, ...})."""
+    if path is None:
+        return {}
+    if not Path(path).is_file():
+        raise UsageError(f"no such thresholds file: {path}", hint="make one with `echoclip calibrate`")
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read thresholds ({type(exc).__name__})") from None
+    out = {}
+    for task, value in data.items():
+        value = value.get("threshold") if isinstance(value, dict) else value
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{path}: threshold for {task!r} must be a number")
+        out[task] = float(value)
+    return out
