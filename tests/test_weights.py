@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -113,7 +114,7 @@ def test_list_shows_released_and_installed(tiny_bundle):
     rows = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
     assert result.exit_code == 0
     assert set(rows) == {"echo-clip", "echo-clip-r", "tiny"}
-    assert rows["tiny"]["installed"] and rows["tiny"]["verified"] and rows["tiny"]["source"] == "imported"
+    assert rows["tiny"]["installed"] and rows["tiny"]["verified"] and rows["tiny"]["source"].startswith("imported ")
     assert not rows["echo-clip"]["installed"] and rows["echo-clip-r"]["tokenizer"] == "template"
 
 
@@ -216,3 +217,32 @@ def test_pull_refuses_a_download_with_the_wrong_checksum(tiny_checkpoint, monkey
     assert result.exit_code == 1
     assert "differs from the released echo-clip-r" in one_error_line(result)
     assert not (w.weights_home() / "echo-clip-r").exists()
+
+
+def test_an_unknown_checkpoint_under_a_released_name_is_never_called_the_release(tiny_checkpoint):
+    imported = run_cli("weights", "import", tiny_checkpoint, "--name", "echo-clip")
+    assert imported.exit_code == 0 and "could not be checked" in imported.stderr
+    rows = {r["name"]: r for r in map(json.loads, run_cli("weights", "list", "-f", "jsonl").stdout.splitlines())}
+    assert "mkaichristensen" not in rows["echo-clip"]["source"]
+    assert "not checked against a pinned release sha256" in rows["echo-clip"]["source"]
+    assert w.read_bundle(w.weights_home() / "echo-clip").config["source"]["registry"] is None
+
+
+def test_the_pinned_release_hash_names_its_repository(tiny_checkpoint, monkeypatch):
+    from echoclip_cli.weights import sha256_file
+
+    checkpoint = tiny_checkpoint / "open_clip_pytorch_model.bin"
+    pinned = dataclasses.replace(w.REGISTRY["echo-clip-r"], sha256=sha256_file(checkpoint))
+    monkeypatch.setitem(w.REGISTRY, "echo-clip-r", pinned)
+    bundle = w.import_openclip(tiny_checkpoint, "echo-clip-r")
+    assert bundle.config["source"]["release"] == "released"
+    assert bundle.config["source"]["registry"] == "mkaichristensen/echo-clip-r"
+
+
+def test_remove_deletes_only_an_installed_bundle(tiny_bundle):
+    assert run_cli("weights", "remove", "nope").exit_code == 2
+    assert run_cli("weights", "remove", "../tiny").exit_code == 2
+    result = run_cli("weights", "remove", "tiny")
+    assert result.exit_code == 0, result.stderr
+    assert not (w.weights_home() / "tiny").exists()
+    assert not list(w.weights_home().glob("*.removing"))

@@ -375,12 +375,25 @@ def manual_import_hint(name: str) -> str:
 # --------------------------------------------------------------------------- import
 
 
+def release_status(name: str, source_sha256: str) -> str:
+    """Whether a checkpoint under ``name`` is the released one: ``released`` (its sha256 is the
+    pinned release hash), ``unpinned`` (a released name whose hash echoclip has not pinned, so it
+    cannot tell) or ``own`` (not a released name)."""
+    known = REGISTRY.get(name)
+    if known is None:
+        return "own"
+    if known.sha256 is None:
+        return "unpinned"
+    return "released" if known.sha256 == source_sha256 else "different"
+
+
 def _bundle_config(
     name: str,
     openclip_cfg: Mapping[str, Any],
     source: Path,
     source_sha256: str,
     tokenizer_kind: str,
+    downloaded_from: str | None = None,
 ) -> dict[str, Any]:
     model_cfg = openclip_cfg.get("model_cfg")
     if not isinstance(model_cfg, dict):
@@ -396,7 +409,10 @@ def _bundle_config(
         "preprocess_cfg": preprocess.to_dict(),
         "tokenizer": {"kind": tokenizer_kind, "context_length": int(model_cfg.get("text_cfg", {}).get("context_length", 77))},
         "tasks": list(known.tasks) if known else [],
-        "source": {"file": source.name, "sha256": source_sha256, "registry": known.repo if known else None},
+        # The released repository is named only where it is true: the file's hash is the pinned
+        # release hash, or it was downloaded from that repository just now.
+        "source": {"file": source.name, "sha256": source_sha256, "release": release_status(name, source_sha256),
+                   "registry": known.repo if known and (downloaded_from or release_status(name, source_sha256) == "released") else None},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -438,8 +454,13 @@ def import_openclip(
     tokenizer: str | None = None,
     template_vocab: str | os.PathLike[str] | None = None,
     force: bool = False,
+    downloaded_from: str | None = None,
 ) -> Bundle:
-    """Convert an OpenCLIP checkpoint into an installed bundle named ``name`` (strictly checked)."""
+    """Convert an OpenCLIP checkpoint into an installed bundle named ``name`` (strictly checked).
+
+    A released name (``echo-clip-r``) is refused for a checkpoint whose sha256 is not the released
+    one; the bundle records where it came from only when that is known (module doc of
+    :func:`release_status`)."""
     path = Path(path).expanduser()
     vocab = Path(template_vocab).expanduser() if template_vocab else None
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
@@ -456,7 +477,8 @@ def import_openclip(
     openclip_cfg = _load_json(config_path)
     source_sha = sha256_file(checkpoint)
     _check_source_hash(name, source_sha)
-    config = _bundle_config(name, openclip_cfg, checkpoint, source_sha, _tokenizer_kind(name, tokenizer, vocab))
+    config = _bundle_config(name, openclip_cfg, checkpoint, source_sha, _tokenizer_kind(name, tokenizer, vocab),
+                            downloaded_from)
     state = read_checkpoint(checkpoint)
     check_state_dict(expected_shapes(config["model_cfg"]), state)
     extras = [config_path.parent / f for f in TOKENIZER_FILES if (config_path.parent / f).is_file()]
@@ -491,6 +513,21 @@ def _install(root: Path, config: dict[str, Any], state: dict[str, torch.Tensor],
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return read_bundle(root)
+
+
+def remove(name: str) -> Path:
+    """Delete the installed bundle ``name`` (only a bundle folder inside the weights home)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UsageError(f"{name!r} is not a bundle name", hint="see `echoclip weights list`")
+    root = weights_home() / name
+    if not (root / BUNDLE_CONFIG).is_file():
+        installed = ", ".join(b.name for b in installed_bundles()) or "none"
+        raise UsageError(f"no installed weights named {name!r}", hint=f"installed: {installed}")
+    # Rename first so a half-deleted folder is never mistaken for a bundle.
+    doomed = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{name}.", suffix=".removing"))
+    os.replace(root, doomed / name)
+    shutil.rmtree(doomed)
+    return root
 
 
 def add_template_vocab(name: str, vocab: str | os.PathLike[str]) -> Bundle:
@@ -596,4 +633,4 @@ def pull(name: str, *, force: bool = False, timeout: float = 5.0) -> Bundle:
                 if filename in known.files[:2]:
                     raise NetworkError(f"download of {known.repo}/{filename} failed: {type(exc).__name__}",
                                        hint=manual_import_hint(name)) from None
-        return import_openclip(tmp, name, force=force)
+        return import_openclip(tmp, name, force=force, downloaded_from=known.repo)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import FormatOpt, OutputFormat, emit_records, info
+from .common import FormatOpt, OutputFormat, emit_records, info, warn
 
 app = typer.Typer(
     help="Install, list and verify model weights (bundles live in $ECHOCLIP_HOME).",
@@ -63,6 +63,30 @@ def import_(
 
     bundle = w.import_openclip(path, name, tokenizer=tokenizer, template_vocab=template_vocab, force=force)
     info(f"installed {bundle.name} at {bundle.root} (sha256 {bundle.weights_sha256[:12]}…)")
+    if w.release_status(name, bundle.config["source"]["sha256"]) == "unpinned":
+        warn(f"echoclip does not pin the released {name} sha256, so this file could not be checked against "
+             f"it; `weights list` says so and records carry the sha256 that ran")
+
+
+@app.command("remove")
+def remove(
+    name: Annotated[str, typer.Argument(help="Installed weights name.")],
+) -> None:
+    """Delete an installed bundle from the weights home.
+
+    Stores made with it keep their vectors; commands that need the model again say how to
+    reinstall it.
+
+    Examples:
+
+        echoclip weights remove echo-clip
+
+        echoclip weights remove my-finetune
+    """
+    from .. import weights as w
+
+    root = w.remove(name)
+    info(f"removed {name} ({root})")
 
 
 @app.command("add-template-vocab")
@@ -103,12 +127,28 @@ def _rows() -> list[dict]:
                 "size_mb": round(bundle.size_bytes() / 2**20, 1) if bundle else None,
                 "tokenizer": bundle.tokenizer_kind if bundle else known.tokenizer,
                 "tasks": ",".join(tasks),
-                "source": known.repo if known else "imported",
+                "source": _source(bundle, known),
                 "licence": known.licence if known else "",
                 "path": str(bundle.root) if bundle else "",
             }
         )
     return rows
+
+
+def _source(bundle, known) -> str:  # type: ignore[no-untyped-def]
+    """Where the weights came from, as far as echoclip can tell: never a released repository for a
+    file that is not known to be the released one."""
+    from .. import weights as w
+
+    if bundle is None:
+        return known.repo if known else ""
+    source = bundle.config.get("source") or {}
+    release = w.release_status(bundle.name, str(source.get("sha256", "")))
+    if source.get("registry") and (release == "released" or "release" in source):  # older bundles named it always
+        return f"{source['registry']} ({'sha256 pinned' if release == 'released' else 'downloaded'})"
+    if known is not None:
+        return f"imported {source.get('file', '')}: not checked against a pinned release sha256"
+    return f"imported {source.get('file', '')}".strip()
 
 
 @app.command("list")
