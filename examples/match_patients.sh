@@ -11,5 +11,5 @@ weights=${ECHOCLIP_WEIGHTS_R:-echo-clip-r}
 echoclip embed --dir "$folder" --weights "$weights" --out "$work/store" --format csv > /dev/null
 echoclip match-patients --store "$work/store" --weights "$weights" --timeline --format jsonl > "$work/matches.jsonl"
 
-# One line per kind of finding (neighbour, group, conflict, timeline).
-python -c 'import collections, json, sys; print(dict(collections.Counter(json.loads(l)["kind"] for l in open(sys.argv[1]))))' "$work/matches.jsonl"
+# One line per level of finding (neighbour, group, conflict, timeline).
+python -c 'import collections, json, sys; print(dict(collections.Counter(json.loads(l)["level"] for l in open(sys.argv[1]))))' "$work/matches.jsonl"

@@ -286,6 +286,7 @@ def test_evaluate_records_and_unmatched_warning(site):
                      "--by", "study", "--format", "jsonl")
     assert result.exit_code == 0, result.stderr
     assert "warning: 2 of 42 label rows did not match a prediction" in result.stderr
+    assert "'/elsewhere/x.dcm', 'nope.dcm'" in result.stderr  # which rows: the user can fix them
     rows = {(r["task"], r["metric"]): r for r in map(json.loads, result.stdout.splitlines())}
     mae = rows[("ejection_fraction", "mae")]
     assert mae["paper"] == 7.1 and mae["n"] == N_VIDEOS and mae["ci_low"] <= mae["value"] <= mae["ci_high"]
@@ -315,6 +316,10 @@ def test_evaluate_plot(site, tmp_path):
 def test_evaluate_plot_without_matplotlib_says_how_to_install(site, tmp_path, monkeypatch):
     predictions, labels, _ = site
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib → ImportError
-    result = run_cli("evaluate", "--labels", labels, "--predictions", predictions, "--plot", tmp_path / "x.png")
-    assert result.exit_code == 1
-    assert "pip install 'echoclip[plot]'" in one_error_line(result)
+    result = run_cli("evaluate", "--labels", labels, "--predictions", predictions, "--plot", tmp_path / "x.png",
+                     "--bootstrap", "0", "--format", "jsonl")
+    assert result.exit_code == 1  # the plot asked for was not written ...
+    assert "no plot written" in result.stderr and "pip install 'echoclip[plot]'" in result.stderr
+    metrics = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {m["task"] for m in metrics} >= {"ejection_fraction"}  # ... but the metrics are all there
+    assert not (tmp_path / "x.png").exists()

@@ -51,7 +51,7 @@ def test_index_and_search(example_env):
     result = run_example("index_and_search.sh", example_env)
     assert result.returncode == 0, result.stderr
     assert "embedded: THERE IS SEVERE MITRAL REGURGITATION." in result.stderr + result.stdout
-    assert result.stdout.splitlines()[0].startswith("kind,rank,score,source")
+    assert result.stdout.splitlines()[0].startswith("level,rank,score,source")
 
 
 def test_match_patients(example_env):

@@ -160,15 +160,15 @@ def test_match_patients_command_on_a_store(tmp_path: Path) -> None:
     result = run_cli("match-patients", "--store", store, "--timeline", "--format", "jsonl", "-k", "1")
     assert result.exit_code == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    kinds = {r["kind"] for r in records}
+    kinds = {r["level"] for r in records}
     assert kinds == {"neighbour", "group", "conflict", "timeline"}
-    assert sum(r["kind"] == "group" for r in records) == 6
+    assert sum(r["level"] == "group" for r in records) == 6
     assert "not EchoCLIP-R" in result.stderr  # the store was made with weights named "tiny"
 
     csv = run_cli("match-patients", "--store", write_store(tmp_path / "r", "echo-clip-r"), "--format", "csv",
                   "--threshold", "0.99")
     assert csv.exit_code == 0 and "not EchoCLIP-R" not in csv.stderr
-    assert csv.stdout.splitlines()[0].startswith("kind,study,other,rank,score")
+    assert csv.stdout.splitlines()[0].startswith("level,study,other,rank,score")
     assert not any(line.startswith("group,") for line in csv.stdout.splitlines())  # nothing is that similar
 
 
@@ -188,5 +188,5 @@ def test_match_patients_embeds_inputs(tmp_path: Path, tiny_bundle) -> None:
     result = run_cli("match-patients", *files, "--weights", "tiny", "--format", "jsonl", "--quiet")
     assert result.exit_code == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert {r["kind"] for r in records} >= {"neighbour"} and sum(r["kind"] == "neighbour" for r in records) == 6
+    assert {r["level"] for r in records} >= {"neighbour"} and sum(r["level"] == "neighbour" for r in records) == 6
     assert "not EchoCLIP-R" in result.stderr

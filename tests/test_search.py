@@ -224,8 +224,8 @@ def test_search_command_finds_the_planted_video(tmp_path: Path, template_model) 
                      "--format", "jsonl", "--explain")
     assert result.exit_code == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    videos = [r for r in records if r["kind"] == "video"]
-    study_rows = [r for r in records if r["kind"] == "study"]
+    videos = [r for r in records if r["level"] == "video"]
+    study_rows = [r for r in records if r["level"] == "study"]
     assert len(videos) == 3 and len(study_rows) == 3
     assert videos[0]["source"] == "/echo/1.2.5/v17.dcm" and videos[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert study_rows[0]["study"] == "1.2.5" and study_rows[0]["n_videos"] == 3

@@ -413,6 +413,7 @@ class Joined:
     by_name: int  # label rows matched by file name rather than the exact path
     missing_labels: tuple[str, ...] = ()  # prediction tasks the labels have no column for
     warnings: tuple[str, ...] = field(default=())
+    unmatched_keys: tuple[str, ...] = ()  # the key (source or study) of each unmatched label row, in file order
 
 
 def label_column(labels: Labels, task: str) -> str | None:
@@ -455,14 +456,16 @@ def join(predictions: Sequence[Mapping[str, Any]], labels: Labels, tasks: Sequen
             pair = _pair_task(task, column, labels, matches, index)
             if pair is not None:
                 pairs[task] = pair
-    unmatched = sum(1 for m in matches if m is None)
+    unmatched_keys = tuple((row.get(labels.key) or "").strip() for row, m in zip(labels.rows, matches, strict=True)
+                           if m is None)
+    unmatched = len(unmatched_keys)
     if not pairs:
         raise LabelsError(f"no label row of {labels.name} matched a prediction ({unmatched} of "
                           f"{len(labels.rows)} rows unmatched by {labels.key})",
                           hint="sources match the path given to predict-ef, else the file name")
     warnings = tuple(w for p in pairs.values() if (w := _range_warning(p)))
     return Joined(pairs=pairs, key=labels.key, label_rows=len(labels.rows), unmatched=unmatched,
-                  by_name=by_name, missing_labels=missing, warnings=warnings)
+                  by_name=by_name, missing_labels=missing, warnings=warnings, unmatched_keys=unmatched_keys)
 
 
 @dataclass

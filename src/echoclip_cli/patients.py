@@ -167,7 +167,7 @@ def _neighbour_records(studies: Studies, scan: PairScan, threshold: float,
         for rank, (score, j) in enumerate(zip(scan.top_scores[i], scan.top_index[i]), start=1):
             theirs = studies.info[int(j)].get("patient_key")
             records.append({
-                "kind": "neighbour", "study": key, "rank": rank, "other": studies.keys[int(j)],
+                "level": "neighbour", "study": key, "rank": rank, "other": studies.keys[int(j)],
                 "score": round(float(score), 5), "same_patient": bool(score >= threshold),
                 "same_key": (mine == theirs) if mine and theirs else None, "group": group_of.get(i),
                 "study_date": studies.info[i].get("study_date"),
@@ -183,7 +183,7 @@ def _group_records(studies: Studies, groups: list[list[int]]) -> list[dict[str, 
         upper = sims[np.triu_indices(len(members), k=1)]
         keys = sorted({k for m in members for k in studies.info[m]["patient_keys"]})
         records.append({
-            "kind": "group", "group": f"G{number}", "n_studies": len(members),
+            "level": "group", "group": f"G{number}", "n_studies": len(members),
             "studies": [studies.keys[m] for m in members], "score": round(float(upper.mean()), 5),
             "min_score": round(float(upper.min()), 5), "patient_keys": keys,
         })
@@ -210,7 +210,7 @@ def _mislabel_records(studies: Studies, threshold: float) -> list[dict[str, Any]
             best = int(np.argmax(sims[row]))
             if sims[row, best] < threshold:
                 records.append({
-                    "kind": "conflict", "flag": "possible_mislabel", "study": studies.keys[i],
+                    "level": "conflict", "flag": "possible_mislabel", "study": studies.keys[i],
                     "other": studies.keys[members[best]], "score": round(float(sims[row, best]), 5),
                     "threshold": threshold, "patient_key": key, "other_patient_key": key,
                     "detail": f"resembles none of the other {len(members) - 1} studies with its patient key",
@@ -226,7 +226,7 @@ def _duplicate_records(studies: Studies, pairs: Sequence[tuple[int, int, float]]
         a, b = studies.info[i].get("patient_key"), studies.info[j].get("patient_key")
         if a and b and a != b and score >= threshold:
             records.append({
-                "kind": "conflict", "flag": "possible_duplicate", "study": studies.keys[i], "other": studies.keys[j],
+                "level": "conflict", "flag": "possible_duplicate", "study": studies.keys[i], "other": studies.keys[j],
                 "score": round(score, 5), "threshold": threshold, "patient_key": a, "other_patient_key": b,
                 "detail": "different patient keys, same-patient similarity",
             })
@@ -234,7 +234,7 @@ def _duplicate_records(studies: Studies, pairs: Sequence[tuple[int, int, float]]
 
 
 def _mixed_key_records(studies: Studies) -> list[dict[str, Any]]:
-    return [{"kind": "conflict", "flag": "several_patient_keys", "study": key, "patient_keys": info["patient_keys"],
+    return [{"level": "conflict", "flag": "several_patient_keys", "study": key, "patient_keys": info["patient_keys"],
              "detail": "the videos of one study carry different patient keys"}
             for key, info in zip(studies.keys, studies.info) if len(info["patient_keys"]) > 1]
 
@@ -289,7 +289,7 @@ def _timeline_records(studies: Studies, groups: list[list[int]], drop_threshold:
             drop = score is not None and score < drop_threshold
             flag = "reference" if ref == i else ("drop" if drop else ("no_date" if dates[i] is None else None))
             records.append({
-                "kind": "timeline", "patient": patient, "patient_source": source, "order": pos + 1,
+                "level": "timeline", "patient": patient, "patient_source": source, "order": pos + 1,
                 "study": studies.keys[i], "study_date": studies.info[i].get("study_date"), "other": studies.keys[ref],
                 "days": days, "score": None if score is None else round(score, 5), "drop": drop, "flag": flag,
                 "threshold": drop_threshold,

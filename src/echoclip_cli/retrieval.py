@@ -209,7 +209,7 @@ def rank_videos(store: "Store", query_vector: np.ndarray, k: int, *, studies: St
         scores, index = VectorIndex(store.embeddings).search(query_vector, k)
         for rank, (score, i) in enumerate(zip(scores[0], index[0]), start=1):
             row = store.rows[int(i)]
-            records.append({"kind": "video", "rank": rank, "score": round(float(score), 5),
+            records.append({"level": "video", "rank": rank, "score": round(float(score), 5),
                             "source": row.get("source"), "study": study_of(str(row.get("source", "")), row),
                             "study_date": row.get("study_date")})
     if level in ("study", "both"):
@@ -217,7 +217,7 @@ def rank_videos(store: "Store", query_vector: np.ndarray, k: int, *, studies: St
         scores, index = VectorIndex(studies.vectors).search(query_vector, k)
         for rank, (score, i) in enumerate(zip(scores[0], index[0]), start=1):
             info = studies.info[int(i)]
-            records.append({"kind": "study", "rank": rank, "score": round(float(score), 5),
+            records.append({"level": "study", "rank": rank, "score": round(float(score), 5),
                             "study": studies.keys[int(i)], "n_videos": info["n_videos"],
                             "study_date": info["study_date"]})
     return records
@@ -318,7 +318,7 @@ def rank_reports(video_vector: np.ndarray, reports: Sequence[Report], model: "Ec
     records = []
     for rank, (score, j) in enumerate(zip(scores[0].tolist(), index[0].tolist()), start=1):
         report = reports[keep[j]]
-        records.append({"kind": "report", "rank": rank, "score": round(score, 5), "id": report.id,
+        records.append({"level": "report", "rank": rank, "score": round(score, 5), "id": report.id,
                         "text": report.text if len(report.text) <= 200 else report.text[:197] + "..."})
     return ReportRanking(records, skipped)
 

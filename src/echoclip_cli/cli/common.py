@@ -102,6 +102,7 @@ def emit_records(
         return
     cols = list(columns or _all_keys(records))
     if fmt is OutputFormat.csv:
+        cols = csv_header(cols, records)  # every field JSONL has: CSV loses nothing
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(cols)
@@ -148,19 +149,34 @@ def _relative(value: Any, folder: str | None) -> Any:
     return os.path.relpath(value, folder)
 
 
+EXTRA = "extra"
+
+
+def csv_header(columns: Sequence[str], records: Iterable[dict[str, Any]], fields: Sequence[str] = ()) -> list[str]:
+    """CSV columns: the table's columns first, then every other field of ``records`` and
+    ``fields`` in first-seen order. CSV carries the fields JSONL has; nested values (lists,
+    objects) are JSON text in their cell."""
+    return list(dict.fromkeys([*columns, *fields, *_all_keys(records)]))
+
+
 class RecordSink:
     """Writes records as they come (JSONL, CSV), or as one table when the run ends (terminal).
 
     A run over thousands of files shows its results while it goes and holds none of them; a
-    killed run has written every record finished before it died.
+    killed run has written every record finished before it died. A streamed CSV's header is made
+    from the columns, the command's ``fields`` and the first record; a field first seen later goes,
+    as JSON, into the last column, ``extra``, so nothing JSONL has is lost.
     """
 
-    def __init__(self, fmt: OutputFormat, *, columns: Sequence[str] | None = None, title: str | None = None) -> None:
+    def __init__(self, fmt: OutputFormat, *, columns: Sequence[str] | None = None, title: str | None = None,
+                 fields: Sequence[str] = ()) -> None:
         self.fmt = resolve_format(fmt)
+        self.fields = list(fields)
         self.columns = list(columns) if columns else None
         self.title = title
         self._table: list[dict[str, Any]] = []
         self._header_written = False
+        self._csv_columns: list[str] = []
 
     def write(self, record: dict[str, Any]) -> None:
         if self.fmt is OutputFormat.jsonl:
@@ -169,10 +185,11 @@ class RecordSink:
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
             if not self._header_written:
-                self.columns = self.columns or list(record)
+                self._csv_columns = [c for c in csv_header(self.columns or (), [record], self.fields) if c != EXTRA]
                 self._header_written = True
-                writer.writerow(self.columns)
-            writer.writerow([_cell(record.get(c)) for c in self.columns or ()])
+                writer.writerow([*self._csv_columns, EXTRA])
+            extra = {k: v for k, v in record.items() if k not in self._csv_columns}
+            writer.writerow([*(_cell(record.get(c)) for c in self._csv_columns), _cell(extra) if extra else ""])
             write_stdout(buffer.getvalue())
         else:
             self._table.append(record)

@@ -87,10 +87,15 @@ def _joined(labels: Path, predictions: str, tasks: Optional[list[str]], kind: st
     return joined
 
 
+UNMATCHED_SHOWN = 10  # label keys named on stderr; the rest are counted
+
+
 def _report_join(joined: "E.Joined") -> None:
     if joined.unmatched:
+        shown = ", ".join(repr(k) for k in joined.unmatched_keys[:UNMATCHED_SHOWN])
+        more = f" and {joined.unmatched - UNMATCHED_SHOWN} more" if joined.unmatched > UNMATCHED_SHOWN else ""
         warn(f"{joined.unmatched} of {joined.label_rows} label rows did not match a prediction "
-             f"(by {joined.key}{', then by file name' if joined.key == 'source' else ''})")
+             f"(by {joined.key}{', then by file name' if joined.key == 'source' else ''}): {shown}{more}")
     if joined.by_name:
         info(f"{joined.by_name} label rows matched by file name only")
     if joined.missing_labels:
@@ -181,30 +186,31 @@ def evaluate(
     """
     from .. import evaluation as E
 
-    if plot is not None:
-        _require_matplotlib()
     joined = _joined(labels, predictions, tasks)
     if by is Resample.study and not all(any(str(g) for g in p.groups) for p in joined.pairs.values()):
         raise E.LabelsError("--by study needs a study for every row (a study column in the labels or predictions)")
     metrics = E.evaluate(joined.pairs, n_boot=bootstrap, seed=seed, by_study=by is Resample.study)
-    if plot is not None:
-        _plot(joined.pairs, plot)
-        info(f"wrote {plot}")
     unit = "studies" if by is Resample.study else "videos"
     title = f"95 % CI: {bootstrap} bootstrap resamples of {unit}" if bootstrap else "no bootstrap CIs (--bootstrap 0)"
     emit_records([m.as_record() for m in metrics], fmt, columns=EVALUATE_COLUMNS, title=title)
+    if plot is not None:  # after the metrics: a missing extra costs the plot, never the numbers
+        if _has_matplotlib():
+            _plot(joined.pairs, plot)
+            info(f"wrote {plot}")
+        else:
+            warn(f"no plot written: {PLOT_HINT}")
+            raise typer.Exit(1)
 
 
 PLOT_HINT = "--plot needs matplotlib: pip install 'echoclip[plot]'"
 
 
-def _require_matplotlib() -> None:
-    from ..evaluation import LabelsError
-
+def _has_matplotlib() -> bool:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise LabelsError(PLOT_HINT) from None
+        return False
+    return True
 
 
 def _plot(pairs: dict[str, "E.Paired"], path: Path) -> None:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # torch loads when the command runs, not when --help is built
 
 NOT_R_WARNING = ("{name} is not EchoCLIP-R: the paper validated patient identification and change detection with "
                  "EchoCLIP-R (echo-clip-r); similarities from other weights do not follow its thresholds")
-COLUMNS = ["kind", "study", "other", "rank", "score", "same_patient", "group", "flag", "patient", "study_date", "days"]
+COLUMNS = ["level", "study", "other", "rank", "score", "same_patient", "group", "flag", "patient", "study_date", "days"]
 
 
 def match_patients(
@@ -54,7 +54,7 @@ def match_patients(
     studies carry patient keys, a study resembling none of its own key's studies (best < 0.40)
     is a possible mislabel and two keys with a pair at 0.64 or more a possible duplicate patient;
     --timeline flags studies below 0.52 against the patient's earliest study (transplant,
-    surgery). Records (kind: neighbour, group, conflict, timeline) go to stdout.
+    surgery). Records (level: neighbour, group, conflict, timeline) go to stdout.
 
     Examples:
 

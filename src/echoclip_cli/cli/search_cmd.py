@@ -92,7 +92,7 @@ def _search_index(model: "EchoClip", tokenizer: "Tokenizer", query: str, index: 
     if explain:
         for line in result.plan.explain():
             info(line)
-    emit_records(result.records, fmt, columns=["kind", "rank", "score", "source", "study", "n_videos", "study_date"])
+    emit_records(result.records, fmt, columns=["level", "rank", "score", "source", "study", "n_videos", "study_date"])
 
 
 def _search_reports(model: "EchoClip", tokenizer: "Tokenizer", video: Path, reports: Path, top_k: int,
@@ -104,7 +104,7 @@ def _search_reports(model: "EchoClip", tokenizer: "Tokenizer", video: Path, repo
     if ranking.skipped:
         warn(f"{len(ranking.skipped)} of {len(corpus)} reports hold no sentence the tokenizer knows and were left out "
              f"(first: {', '.join(ranking.skipped[:3])})")
-    emit_records(ranking.records, fmt, columns=["kind", "rank", "score", "id", "text"])
+    emit_records(ranking.records, fmt, columns=["level", "rank", "score", "id", "text"])
 
 
 def _video_vector(model: "EchoClip", video: Path) -> "np.ndarray":

@@ -71,12 +71,13 @@ def _zero_shot_model(weights: Optional[str], store: Optional[Path], force: bool,
     return model
 
 
-def finish(records: Iterator[dict[str, Any]], value_key: str, fmt: OutputFormat, columns: list[str]) -> None:
+def finish(records: Iterator[dict[str, Any]], value_key: str, fmt: OutputFormat, columns: list[str],
+           fields: tuple[str, ...] = ()) -> None:
     """Write video records as they come, then the study records; exit 1 when any input failed."""
     from .. import tasks as T
 
     kept, failed = [], False
-    with RecordSink(fmt, columns=["level", *columns]) as sink:
+    with RecordSink(fmt, columns=["level", *columns], fields=(*RECORD_FIELDS, *fields)) as sink:
         for record in records:
             if record.get("error"):
                 report_failure(record)
@@ -89,6 +90,10 @@ def finish(records: Iterator[dict[str, Any]], value_key: str, fmt: OutputFormat,
         raise typer.Exit(1)
 
 
+# Every field a zero-shot record may carry (the CSV header): see README "Records".
+RECORD_FIELDS = ("level", "source", "study", "task", "n_frames", "n_videos", "weights", "weights_sha256", "prompts",
+                 "aggregation", "error")
+BINARY_FIELDS = ("score", "threshold", "detected", "calibrated", "threshold_source")
 STUDY_FIELDS = ("study", "task", "ef", "score", "value", "prediction", "error", "weights", "weights_sha256",
                 "threshold", "aggregation", "prompts")
 
@@ -136,7 +141,7 @@ def predict_ef(
     opts = {"frames": frames, "stride": stride, "start": start, "mask": mask}
     records = T.ef_records(frame_sets(model, files, store, opts, batch_size, workers, quiet), model, prepared,
                            aggregation.value)
-    finish(records, "ef", fmt, ["source", "study", "ef", "n_frames", "n_videos", "error"])
+    finish(records, "ef", fmt, ["source", "study", "ef", "n_frames", "n_videos", "error"], ("single_frame_ef_sd",))
 
 
 def detect_devices(
@@ -184,7 +189,7 @@ def detect_devices(
     records = T.binary_records(frame_sets(model, files, store, opts, batch_size, workers, quiet), model, prepared,
                                user_thresholds)
     finish(records, "score", fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated",
-                                   "n_frames", "n_videos", "error"])
+                                   "n_frames", "n_videos", "error"], BINARY_FIELDS)
 
 
 def zero_shot(
@@ -239,10 +244,12 @@ def zero_shot(
     sets = frame_sets(model, files, store, opts, batch_size, workers, quiet)
     if chosen.mode == "regression":
         records = T.regression_records(sets, model, prepared)
-        finish(records, "value", fmt, ["source", "study", "task", "value", "unit", "n_frames", "n_videos", "error"])
+        finish(records, "value", fmt, ["source", "study", "task", "value", "unit", "n_frames", "n_videos", "error"],
+               ("single_frame_sd",))
     elif chosen.mode == "binary":
         records = T.binary_records(sets, model, [prepared], user_thresholds)
-        finish(records, "score", fmt, ["source", "study", "task", "score", "threshold", "detected", "n_videos", "error"])
+        finish(records, "score", fmt, ["source", "study", "task", "score", "threshold", "detected", "n_videos", "error"],
+               BINARY_FIELDS)
     else:
         records = T.categorical_records(sets, model, prepared)
         finish(records, "prediction", fmt, ["source", "study", "task", "prediction", "scores", "error"])
