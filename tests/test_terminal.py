@@ -128,3 +128,19 @@ def test_records_and_the_bar_on_one_terminal_never_share_a_line(clips):
     assert "videos" in shown  # the bar was drawn
     records = [json.loads(line) for line in lines_of(shown) if line.startswith("{")]
     assert sorted(r["source"] for r in records if r["level"] == "video") == names
+
+
+@pytest.mark.parametrize("command, expect", [
+    ("detect-devices {inputs} -w tiny -b 4 --format csv", "video,"),
+    ("zero-shot --task tavr {inputs} -w tiny -b 4 --format jsonl", '"level": "video"'),
+    ("match-patients {inputs} -w tiny -b 4 --format jsonl", '"level": '),
+])
+def test_other_model_commands_redirected_from_a_terminal(clips, command, expect):
+    folder, names = clips
+    code, shown = run_in_pty(f"{ECHOCLIP} {command.format(inputs=' '.join(names))} > out.txt", folder)
+    assert code == 0, shown
+    written = (folder / "out.txt").read_text()
+    assert expect in written
+    if "match-patients" not in command:
+        assert all(name in written for name in names)
+    assert expect not in ANSI.sub("", shown)
