@@ -178,15 +178,10 @@ def _study_info(rows: Sequence[Mapping[str, Any]], members: list[int]) -> dict[s
 
 def embed_query(model: "EchoClip", plan: QueryPlan, *, use_cache: bool = True) -> np.ndarray:
     """The query vector (E,): the normalised mean of the normalised embeddings of the plan's texts."""
-    from .text_embed import TextEmbeddingCache, embed_token_ids
+    from .text_embed import embed_ids
 
     ids = torch.tensor(plan.padded, dtype=torch.long)  # (T,L): exactly the ids --explain shows, padded
-    cache = TextEmbeddingCache() if use_cache else None
-    try:
-        vectors = as_matrix(embed_token_ids(model, ids, cache=cache))
-    finally:
-        if cache:
-            cache.close()
+    vectors = as_matrix(embed_ids(model, ids, use_cache=use_cache))
     return as_matrix(vectors.mean(dim=0)).numpy()[0]
 
 
@@ -298,7 +293,7 @@ class ReportRanking:
 def rank_reports(video_vector: np.ndarray, reports: Sequence[Report], model: "EchoClip", k: int,
                  *, tokenizer: "Tokenizer | None" = None) -> ReportRanking:
     """Rank report texts by cosine to one video; reports with no known phrase are left out."""
-    from .text_embed import TextEmbeddingCache, embed_token_ids
+    from .text_embed import embed_ids
     from .tokenizer import tokenizer_for
 
     tokenizer = tokenizer or tokenizer_for(model.bundle)
@@ -309,11 +304,7 @@ def rank_reports(video_vector: np.ndarray, reports: Sequence[Report], model: "Ec
     if not keep:
         raise UsageError("no report holds a sentence the model's tokenizer knows")
     ids = torch.tensor([encodings[i].ids for i in keep], dtype=torch.long)
-    cache = TextEmbeddingCache()
-    try:
-        matrix = as_matrix(embed_token_ids(model, ids, cache=cache))
-    finally:
-        cache.close()
+    matrix = as_matrix(embed_ids(model, ids))
     scores, index = topk_cosine(matrix, as_matrix(video_vector)[0], k)
     records = []
     for rank, (score, j) in enumerate(zip(scores[0].tolist(), index[0].tolist()), start=1):

@@ -60,8 +60,7 @@ def check_zero_shot_model(model: EchoClip, force: bool) -> None:
 def prepare(model: EchoClip, task: Task, prompt_source: str = "default") -> PreparedTask:
     """Embed a task's prompts with ``model`` (through the on-disk cache)."""
     tokenizer = tokenizer_for(model.bundle)
-    cache = TextEmbeddingCache()
-    try:
+    with TextEmbeddingCache() as cache:
         def embed(texts: Sequence[str]) -> np.ndarray:
             return zeroshot.normalise(embed_token_ids(model, tokenizer(list(texts)), cache=cache).numpy())
 
@@ -70,8 +69,6 @@ def prepare(model: EchoClip, task: Task, prompt_source: str = "default") -> Prep
             return PreparedTask(task, classes=classes, prompt_source=prompt_source)
         values = np.asarray(task.text_values()) if task.mode == "regression" else None
         return PreparedTask(task, prompts=embed(task.texts()), values=values, prompt_source=prompt_source)
-    finally:
-        cache.close()
 
 
 def _base(fs: FrameSet, model: EchoClip) -> dict[str, Any]:

@@ -92,6 +92,12 @@ class TextEmbeddingCache:
             self._db.close()
             self._db = None
 
+    def __enter__(self) -> "TextEmbeddingCache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _key(weights_sha256: str, precision: str, ids: torch.Tensor) -> str:
     digest = hashlib.sha256(f"{weights_sha256}|{precision}|".encode())
@@ -121,6 +127,14 @@ def embed_token_ids(
     return out
 
 
+def embed_ids(model: "EchoClip", ids: torch.Tensor, *, use_cache: bool = True) -> torch.Tensor:
+    """Unnormalised embeddings (N,E) for token ids (N,L), through the on-disk cache unless told not to."""
+    if not use_cache:
+        return embed_token_ids(model, ids)
+    with TextEmbeddingCache() as cache:
+        return embed_token_ids(model, ids, cache=cache)
+
+
 def embed_texts(
     texts: Sequence[str],
     weights: "str | os.PathLike[str] | EchoClip | None" = None,
@@ -135,10 +149,4 @@ def embed_texts(
 
     model = weights if isinstance(weights, EchoClip) else load_model(weights, device=device, precision=precision)
     tokenizer = tokenizer_for(model.bundle, template_vocab=template_vocab)
-    ids = tokenizer(list(texts))
-    cache = TextEmbeddingCache() if use_cache else None
-    try:
-        return embed_token_ids(model, ids, cache=cache)
-    finally:
-        if cache:
-            cache.close()
+    return embed_ids(model, tokenizer(list(texts)), use_cache=use_cache)

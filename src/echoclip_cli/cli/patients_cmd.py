@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from ..errors import EchoclipError, MediaError, UsageError
+from ..errors import EchoclipError, MediaError
 from .common import DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, warn
 from ..defaults import RETRIEVAL_WEIGHTS as PATIENT_WEIGHTS
 from .embed_cmd import embed_inputs, report_failure
