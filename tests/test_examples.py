@@ -58,3 +58,26 @@ def test_match_patients(example_env):
     result = run_example("match_patients.sh", example_env)
     assert result.returncode == 0, result.stderr
     assert "'neighbour':" in result.stdout and "'timeline': 6" in result.stdout
+
+
+def test_readme_python_section_runs(tmp_path, tiny_checkpoint, monkeypatch):
+    """The README's Python section, run as written, on synthetic echo files and a tiny model
+    installed as echo-clip (random weights: the numbers mean nothing, the calls must work)."""
+    from echoclip_cli.weights import import_openclip
+    from tests.media_factory import echo_frames, make_dicom, make_video
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python"):]
+    code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 3)]
+    import_openclip(tiny_checkpoint, "echo-clip")
+    study = tmp_path / "study"
+    study.mkdir()
+    make_dicom(study / "a.dcm", echo_frames(24, 48, 64, seed=1), "jpeg", seed=3)
+    make_video(study / "b.avi", echo_frames(12, 48, 64, seed=2))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md (Python section)", "exec"), namespace)  # noqa: S102 - our own documentation
+    assert {r.level for r in namespace["devices"]} == {"study"}
+    assert any(r.level == "video" and r.ef is not None for r in namespace["ef_from_store"])
+    assert namespace["first"].level == "video" and namespace["first"].n_frames == 24
+    assert namespace["hits"].records and namespace["matches"].warnings  # tiny is not EchoCLIP-R

@@ -86,13 +86,13 @@ def test_store_resume_skips_done_inputs(tiny_bundle, videos, tmp_path):
 
 
 def test_resume_knows_unchanged_files_without_reading_them(tiny_bundle, videos, tmp_path, monkeypatch):
-    import echoclip_cli.pipeline
+    import echoclip_cli.files
 
     store = tmp_path / "store"
     assert run_cli("embed", *videos[:2], "-w", "tiny", "--out", store).exit_code == 0
     hashed = []
-    real_key = echoclip_cli.pipeline.input_key
-    monkeypatch.setattr(echoclip_cli.pipeline, "input_key", lambda path: hashed.append(path) or real_key(path))
+    real_key = echoclip_cli.files.input_key
+    monkeypatch.setattr(echoclip_cli.files, "input_key", lambda path: hashed.append(path) or real_key(path))
     again = run_cli("embed", *videos, "-w", "tiny", "--out", store, "-f", "jsonl")
     assert again.exit_code == 0 and "2 inputs already in" in again.stderr
     assert hashed == [videos[2]]  # only the new file was read to decide
@@ -196,13 +196,18 @@ def test_zero_shot_categorical_and_regression_tasks(tiny_bundle, videos):
 
 
 def test_study_records_vote_for_labels_and_average_numbers():
-    from echoclip_cli.tasks import study_records
+    from echoclip_cli.tasks import CategoricalStudy, CategoricalVideo, EFStudy, EFVideo, with_studies
 
-    rows = [{"study": "s", "task": "t", "prediction": p, "weights": "w", "weights_sha256": "x", "error": None}
-            for p in ("mild", "normal", "mild")]
-    assert study_records(rows, "prediction")[0]["prediction"] == "mild"
-    rows = [{"study": "s", "task": "ef", "ef": v, "weights": "w", "weights_sha256": "x", "error": None} for v in (40, 50)]
-    assert study_records(rows, "ef")[0]["ef"] == 45.0
+    base = {"study": "s", "weights": "w", "weights_sha256": "x"}
+    rows = [CategoricalVideo(source=f"v{i}", task="t", prediction=p, **base) for i, p in enumerate(("mild", "normal", "mild"))]
+    *videos, study = with_studies(rows)
+    assert videos == rows and isinstance(study, CategoricalStudy)
+    assert (study.prediction, study.n_videos) == ("mild", 3)
+    rows = [EFVideo(source=f"v{v}", ef=v, **base) for v in (40, 50)]
+    rows.append(EFVideo(source="bad", error="cannot decode", **base))  # failed videos do not count
+    *videos, study = with_studies(rows)
+    assert isinstance(study, EFStudy) and (study.ef, study.n_videos) == (45.0, 2)
+    assert study.as_dict()["level"] == "study" and videos[-1].as_dict()["ef"] is None
 
 
 @pytest.mark.gpu

@@ -1,5 +1,6 @@
-"""Which released weights each use case runs by default (no imports: the CLI reads these while
-building ``--help``, before torch loads).
+"""Library defaults the command line shows in ``--help``: which released weights each use case
+runs, patient-matching thresholds, batch size. No imports here: ``--help`` is built before torch
+loads.
 
 EchoCLIP (CLIP BPE text) is the zero-shot model; EchoCLIP-R (template tokenizer) is the retrieval
 model, poor at zero-shot EF (MAE 16.9 in the paper) and right for patients and search.
@@ -8,3 +9,16 @@ model, poor at zero-shot EF (MAE 16.9 in the paper) and right for patients and s
 ZERO_SHOT_WEIGHTS = "echo-clip"  # predict-ef, detect-devices, zero-shot
 RETRIEVAL_WEIGHTS = "echo-clip-r"  # match-patients, search
 DEFAULT_WEIGHTS = ZERO_SHOT_WEIGHTS  # embed, and anything that names no use case
+
+# Patient matching (EchoCLIP-R), from the paper's mean cosines (Christensen et al. 2024).
+DIFFERENT_PATIENT_MEAN = 0.40  # different patients
+SAME_PATIENT_MEAN = 0.64  # the same patient, another study
+SAME_PATIENT_THRESHOLD = round((DIFFERENT_PATIENT_MEAN + SAME_PATIENT_MEAN) / 2, 2)  # 0.52, their midpoint
+MISLABEL_THRESHOLD = DIFFERENT_PATIENT_MEAN  # own key's best match below this: possible mislabel
+DUPLICATE_THRESHOLD = SAME_PATIENT_MEAN  # two keys this similar: possible duplicate patient
+DROP_THRESHOLD = SAME_PATIENT_THRESHOLD  # timeline: below this against the reference study
+DEFAULT_K = 5  # nearest studies listed per study
+
+DEVICE_TASKS = ("pacemaker", "tavr", "mitraclip", "impella")  # what detect-devices scores by default
+# Frames per model batch when the caller does not say (measured: docs/BENCHMARKS.md).
+DEFAULT_BATCH_SIZE = 64

@@ -37,6 +37,8 @@ one patient are the connected components of the same-patient pairs (union-find).
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -45,16 +47,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .defaults import (DEFAULT_K, DIFFERENT_PATIENT_MEAN, DROP_THRESHOLD, DUPLICATE_THRESHOLD,  # noqa: F401
+                       MISLABEL_THRESHOLD, SAME_PATIENT_MEAN, SAME_PATIENT_THRESHOLD)
 from .errors import UsageError
 from .retrieval import Studies, group_studies
 
-DIFFERENT_PATIENT_MEAN = 0.40  # paper: mean cosine between EchoCLIP-R embeddings of different patients
-SAME_PATIENT_MEAN = 0.64  # paper: same patient, another study
-SAME_PATIENT_THRESHOLD = round((DIFFERENT_PATIENT_MEAN + SAME_PATIENT_MEAN) / 2, 2)  # 0.52
-MISLABEL_THRESHOLD = DIFFERENT_PATIENT_MEAN
-DUPLICATE_THRESHOLD = SAME_PATIENT_MEAN
-DROP_THRESHOLD = SAME_PATIENT_THRESHOLD
-DEFAULT_K = 5
 # Scores held per block of the all-pairs product: 16 M floats = 64 MiB.
 BLOCK_ELEMENTS = 1 << 24
 # Pairs above the thresholds kept in memory at most (~1 GiB of Python tuples): a threshold so low
@@ -85,8 +82,30 @@ class PatientMatches:
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
 
+    warnings: tuple[str, ...] = ()  # e.g. the weights are not EchoCLIP-R (for the caller to show)
+    failures: tuple[str, ...] = ()  # inputs that could not be embedded, one reason each
+
     def records(self) -> list[dict[str, Any]]:
         return [*self.neighbours, *self.groups, *self.conflicts, *self.timeline]
+
+    def with_notes(self, *, warnings: Sequence[str] = (), failures: Sequence[str] = ()) -> "PatientMatches":
+        return dataclasses.replace(self, warnings=tuple(warnings), failures=tuple(failures))
+
+
+NOT_R_WARNING = ("{name} is not EchoCLIP-R: the paper validated patient identification and change detection with "
+                 "EchoCLIP-R (echo-clip-r); similarities from other weights do not follow its thresholds")
+
+
+def is_retrieval_weights(name: str, sha256: str) -> bool:
+    """Whether weights are EchoCLIP-R (template tokenizer), judged from the installed bundle with
+    that sha256 (never by resolving ``name`` as a path); by name when none is installed."""
+    from .defaults import RETRIEVAL_WEIGHTS
+    from .weights import installed_by_sha256
+
+    bundle = installed_by_sha256(sha256, prefer=name)
+    if bundle is None:
+        return name == RETRIEVAL_WEIGHTS
+    return bundle.tokenizer_kind == "template"
 
 
 # --------------------------------------------------------------------------- all pairs

@@ -414,27 +414,3 @@ def naive_embed_video(model: EchoClip, source: str | Path, cfg: PreprocessConfig
     cfg = cfg or model.preprocess
     clip = load_clip(source, cfg)
     return embed_frames(model, clip.frames, cfg).mean(dim=0).numpy()
-
-
-def input_key(path: str | os.PathLike[str]) -> str:
-    """Identity of an input for resuming: the sha256 of its content (of the original, for our
-    preprocessed files, whose metadata records it)."""
-    import hashlib
-    import json
-
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as fh:
-                meta = json.loads((fh.metadata() or {}).get("echoclip", "{}"))
-            if meta.get("source_sha256"):
-                return str(meta["source_sha256"])
-        except Exception:
-            pass  # not one of ours: fall back to hashing the file
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

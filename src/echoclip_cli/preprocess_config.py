@@ -1,6 +1,6 @@
 """How pixels must be prepared for a model: stored in each weights bundle, hashed into every output.
 
-The defaults reproduce the released EchoCLIP pipeline (see ``docs/PREPROCESSING.md``): frames
+The defaults reproduce the released EchoCLIP pipeline (``src/echoclip_cli/preprocess.py`` says how): frames
 0, 2, …, 38; centre crop to a square; a further 10 % removed on each side ("zoom"); bicubic resize
 (a = −0.75) to 224×224; scale to [0, 1]; normalise with OpenAI CLIP's mean and std. The released
 pipeline decoded with OpenCV, so the model was fed frames in **BGR** order as if they were RGB:
@@ -83,6 +83,21 @@ class PreprocessConfig:
     def frame_indices(self) -> list[int]:
         """Frame numbers to sample, before clipping to the video's length."""
         return [self.start + i * self.stride for i in range(self.frames)]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames and mask a run takes, where it departs from the weights' own settings (None:
+    keep the bundle's value). One value instead of four loose options."""
+
+    frames: int | None = None
+    stride: int | None = None
+    start: int | None = None
+    mask: str | None = None
+
+    def apply(self, cfg: PreprocessConfig) -> PreprocessConfig:
+        changes = {k: v for k, v in asdict(self).items() if v is not None}
+        return cfg.replace(**changes) if changes else cfg
 
 
 def from_openclip(preprocess_cfg: Mapping[str, Any] | None, image_size: int) -> PreprocessConfig:

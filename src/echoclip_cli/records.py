@@ -3,8 +3,9 @@ so reading a store or checking arguments does not load the model stack)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -26,3 +27,88 @@ class VideoEmbedding:
     @property
     def n_frames(self) -> int:
         return len(self.meta.get("frame_indices", [])) if self.ok else 0
+
+
+def study_key(source: str, meta: Mapping[str, Any]) -> str:
+    """A video's study: its StudyInstanceUID when it has one, else the folder it lies in."""
+    uid = meta.get("study_instance_uid") or meta.get("study_uid")
+    return str(uid) if uid else str(Path(source).parent)
+
+
+@dataclass(kw_only=True)
+class Record:
+    """A result row. Its fields are the record schema: the names JSONL and CSV carry (README
+    "Records"). Fields listed in ``OPTIONAL`` are left out of :meth:`as_dict` while they are None."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name in self.OPTIONAL:
+                continue
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+@dataclass(kw_only=True)
+class VideoRecord(Record):
+    """One input's result for one use case; ``error`` says why it has none (then no numbers)."""
+
+    level: str = "video"
+    source: str
+    study: str
+    n_frames: int = 0
+    weights: str
+    weights_sha256: str
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(kw_only=True)
+class StudyRecord(Record):
+    """One study's summary for one task: its videos' mean (or, for class labels, the majority)."""
+
+    level: str = "study"
+    study: str
+    task: str
+    n_videos: int
+    weights: str
+    weights_sha256: str
+
+
+@dataclass(kw_only=True)
+class EmbeddingRecord(VideoRecord):
+    """One input's embedding: which weights and preprocessing made it, the DICOM identifiers it
+    carries (no patient data: ``patient_key`` is salted), and the vector when asked for."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset(
+        {"study_uid", "series_uid", "sop_uid", "study_date", "patient_key", "embedding"})
+
+    preprocess: str
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_uid: str | None = None
+    study_date: str | None = None
+    patient_key: str | None = None
+    embedding: list[float] | None = None
+
+    @classmethod
+    def of(cls, result: VideoEmbedding, model: Any, *, with_vector: bool) -> "EmbeddingRecord":
+        meta = result.meta
+        vector = ([round(float(x), 6) for x in result.embedding]
+                  if with_vector and result.embedding is not None else None)
+        return cls(source=result.source, study=study_key(result.source, meta), n_frames=result.n_frames,
+                   weights=model.bundle.name, weights_sha256=model.weights_sha256,
+                   preprocess=meta.get("preprocess_digest") or model.preprocess.digest(), error=result.error,
+                   **{k: meta.get(k) or None for k in ("study_uid", "series_uid", "sop_uid", "study_date",
+                                                       "patient_key")},
+                   embedding=vector)

@@ -34,6 +34,7 @@ import torch
 
 from .errors import UsageError
 from .query import QueryPlan, understand_query
+from .records import study_key
 
 if TYPE_CHECKING:
     from .inference import EchoClip
@@ -143,10 +144,8 @@ class Studies:
 
 
 def study_of(source: str, meta: Mapping[str, Any]) -> str:
-    """A video's study: StudyInstanceUID when it has one, else its folder (as :mod:`tasks` does)."""
-    from .tasks import FrameSet, study_key
-
-    return study_key(FrameSet(source, None, meta))
+    """A video's study: StudyInstanceUID when it has one, else its folder (one rule for every use case)."""
+    return study_key(source, meta)
 
 
 def group_studies(embeddings: np.ndarray, rows: Sequence[Mapping[str, Any]]) -> Studies:
@@ -185,15 +184,6 @@ def embed_query(model: "EchoClip", plan: QueryPlan, *, use_cache: bool = True) -
     return as_matrix(vectors.mean(dim=0)).numpy()[0]
 
 
-def check_store_model(store: "Store", model: "EchoClip") -> None:
-    """Refuse to compare text from one model with videos embedded by another."""
-    if store.weights_sha256 != model.weights_sha256:
-        raise UsageError(
-            f"store {store.path} was made with weights {store.header['weights']['name']}, not {model.bundle.name}",
-            hint=f"search it with --weights {store.header['weights']['name']}",
-        )
-
-
 def rank_videos(store: "Store", query_vector: np.ndarray, k: int, *, studies: Studies | None = None,
                 level: str = "both") -> list[dict[str, Any]]:
     """Records (best first) for the top-``k`` videos and/or studies of a store for one vector."""
@@ -229,7 +219,7 @@ def search_store(store: "Store", model: "EchoClip", query: str, *, k: int = 10, 
     """Rank a store's videos and studies by a text query (understood as in :func:`understand_query`)."""
     from .tokenizer import tokenizer_for
 
-    check_store_model(store, model)
+    store.check_weights(model.bundle.name, model.weights_sha256)
     if len(store) == 0:
         raise UsageError(f"store {store.path} holds no videos")
     plan = understand_query(query, tokenizer or tokenizer_for(model.bundle))
@@ -288,6 +278,7 @@ def _reports_jsonl(path: Path, raw: str) -> list[Report]:
 class ReportRanking:
     records: list[dict[str, Any]]
     skipped: list[str]  # ids of reports the tokenizer found nothing in
+    n_reports: int = 0  # reports read
 
 
 def rank_reports(video_vector: np.ndarray, reports: Sequence[Report], model: "EchoClip", k: int,
@@ -311,7 +302,7 @@ def rank_reports(video_vector: np.ndarray, reports: Sequence[Report], model: "Ec
         report = reports[keep[j]]
         records.append({"level": "report", "rank": rank, "score": round(score, 5), "id": report.id,
                         "text": report.text if len(report.text) <= 200 else report.text[:197] + "..."})
-    return ReportRanking(records, skipped)
+    return ReportRanking(records, skipped, len(reports))
 
 
 __all__ = [

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import EchoclipError, UsageError
+from .files import atomic_write, atomic_write_text
 from .preprocess_config import PreprocessConfig
 from .records import VideoEmbedding
 
@@ -61,6 +61,18 @@ class Store:
     @property
     def preprocess_digest(self) -> str:
         return self.header["preprocess"]["digest"]
+
+    def check_weights(self, name: str, sha256: str) -> None:
+        """Refuse to compare this store's vectors with a model of other weights."""
+        check_weights(self.path, self.header, name, sha256)
+
+
+def check_weights(path: Path, header: dict[str, Any], name: str, sha256: str) -> None:
+    """A usage error unless the store (``header``) was made with the weights ``sha256``."""
+    recorded = header["weights"]
+    if recorded["sha256"] != sha256:
+        raise UsageError(f"{path} holds embeddings from weights {recorded['name']!r} ({recorded['sha256'][:12]}…), "
+                         f"not {name!r}", hint="leave out --weights to use the store's own weights")
 
 
 def _header(weights_name: str, weights_sha256: str, cfg: PreprocessConfig, embed_dim: int) -> dict[str, Any]:
@@ -178,7 +190,7 @@ class StoreWriter:
                 raise UsageError(f"{self.path} exists and is not an embedding store")
             self.path.mkdir(parents=True, exist_ok=True)
             if not (self.path / HEADER).exists():
-                _atomic_write_text(self.path / HEADER, json.dumps(want, indent=2) + "\n")
+                atomic_write_text(self.path / HEADER, json.dumps(want, indent=2) + "\n")
         _check_compatible(self.path, read_header(self.path), want)
         self.header = read_header(self.path)
         self._seq = len(_parts(self.path))
@@ -209,6 +221,37 @@ class StoreWriter:
         if self._contents is None:  # add() needs the same set: do not read every part again
             self._contents = set(contents)
         return stats, contents
+
+    def todo(self, files: Sequence[Path]) -> list[Path]:
+        """The inputs the store does not hold yet (a rerun resumes). Files unchanged since they were
+        stored are known by path, size and modification time, without reading them; any other file
+        is hashed (a few threads; hashing costs far less than embedding) and skipped when its
+        content is stored already, e.g. the same study exported again."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from . import files as F
+
+        stats, contents = self.resume_index()
+        if not contents:
+            return list(files)
+
+        def unchanged(path: Path) -> bool:
+            try:
+                return F.stat_key(path) in stats
+            except OSError:
+                return False
+
+        def content(path: Path) -> str | None:
+            try:
+                return F.input_key(path)
+            except OSError:
+                return None  # gone or unreadable since it was found: the pipeline reports it
+
+        changed = [f for f in files if not unchanged(f)]
+        with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+            hashes = zip(changed, pool.map(content, changed), strict=True)
+            known = {f for f, key in hashes if key is not None and key in contents}
+        return [f for f in changed if f not in known]
 
     def add(self, result: VideoEmbedding) -> None:
         """Queue a result for the next part; failures, and content the store already holds (a
@@ -241,14 +284,7 @@ class StoreWriter:
         rows = [_row(r, self.header) for r in results]
         self._seq += 1
         name = f"part-{self._seq:06d}-{secrets.token_hex(4)}.safetensors"
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".part-", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"rows": json.dumps(rows)})
-            os.replace(tmp, self.path / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(self.path / name, lambda tmp: save_file(tensors, str(tmp), metadata={"rows": json.dumps(rows)}))
 
     def __enter__(self) -> "StoreWriter":
         return self
@@ -266,13 +302,6 @@ def _row(result: VideoEmbedding, header: dict[str, Any]) -> dict[str, Any]:
     meta["weights_sha256"] = header["weights"]["sha256"]
     meta["preprocess_digest"] = header["preprocess"]["digest"]
     return meta
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def merge_stores(out: str | os.PathLike[str], stores: Sequence[str | os.PathLike[str]]) -> Store:

@@ -1,8 +1,8 @@
 """Zero-shot tasks over videos: EF prediction, device detection, other findings.
 
-Library entry points return plain records (dicts ready for JSONL/CSV), one per video and one per
-study, each naming the weights, prompts and aggregation used; a failed input is a record with
-``error`` set. Frame embeddings come from the embedding pipeline or, with a store that kept them,
+Scoring yields typed records (:class:`EFVideo`, :class:`BinaryVideo`, …), one per video (and task),
+and :func:`with_studies` adds one summary per study, each naming the weights, prompts and
+aggregation used; a failed input is a record with ``error`` set and no numbers. Frame embeddings come from the embedding pipeline or, with a store that kept them,
 from the store, so nothing is embedded twice. Prompt embeddings come from the text cache.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -19,10 +18,10 @@ from . import zeroshot
 from .errors import UsageError
 from .inference import EchoClip
 from .prompts import Task
+from .records import StudyRecord, VideoRecord, study_key
 from .text_embed import TextEmbeddingCache, embed_token_ids
 from .tokenizer import tokenizer_for
 
-DEVICE_TASKS = ("pacemaker", "tavr", "mitraclip", "impella")
 # Why EchoCLIP-R is refused for zero-shot tasks (Christensen et al. 2024, EF MAE 16.9 vs 7.1).
 RETRIEVAL_MODEL_REASON = (
     "EchoCLIP-R (template tokenizer) is a retrieval model: the paper reports EF MAE 16.9 with it "
@@ -71,49 +70,150 @@ def prepare(model: EchoClip, task: Task, prompt_source: str = "default") -> Prep
         return PreparedTask(task, prompts=embed(task.texts()), values=values, prompt_source=prompt_source)
 
 
-def _base(fs: FrameSet, model: EchoClip) -> dict[str, Any]:
-    return {
-        "level": "video",
-        "source": fs.source,
-        "study": study_key(fs),
-        "n_frames": int(fs.frames.shape[0]) if fs.frames is not None else 0,
-        "weights": model.bundle.name,
-        "weights_sha256": model.weights_sha256,
-    }
+# --------------------------------------------------------------------------- records
 
 
-def study_key(fs: FrameSet) -> str:
-    """StudyInstanceUID when the input had one, else its folder."""
-    uid = fs.meta.get("study_instance_uid") or fs.meta.get("study_uid")
-    return str(uid) if uid else str(Path(fs.source).parent)
+@dataclass(kw_only=True)
+class EFVideo(VideoRecord):
+    """A video's zero-shot EF. ``single_frame_ef_sd`` is the spread of the EFs single frames alone
+    would give; the video's EF averages the frames' rankings first, so it is not bounded by them."""
+
+    task: str = "ejection_fraction"
+    ef: float | None = None
+    single_frame_ef_sd: float | None = None
+    aggregation: str | None = None
+    prompts: str | None = None
+
+    def summary(self, members: Sequence["EFVideo"]) -> "EFStudy":
+        return EFStudy(**_study_base(members), ef=_mean([m.ef for m in members]), aggregation=self.aggregation,
+                       prompts=self.prompts)
 
 
-def _error_record(fs: FrameSet, model: EchoClip) -> dict[str, Any]:
-    return {**_base(fs, model), "error": fs.error}
+@dataclass(kw_only=True)
+class EFStudy(StudyRecord):
+    ef: float
+    aggregation: str | None = None
+    prompts: str | None = None
+
+
+@dataclass(kw_only=True)
+class BinaryVideo(VideoRecord):
+    """A video's score for one binary task (a device); a call only where a threshold exists."""
+
+    task: str | None = None
+    score: float | None = None
+    threshold: float | None = None
+    calibrated: bool | None = None
+    detected: bool | None = None
+    threshold_source: str | None = None
+    prompts: str | None = None
+
+    def summary(self, members: Sequence["BinaryVideo"]) -> "BinaryStudy":
+        score = _mean([m.score for m in members])
+        detected = bool(score >= self.threshold) if self.threshold is not None else None
+        return BinaryStudy(**_study_base(members), score=score, threshold=self.threshold, detected=detected,
+                           prompts=self.prompts)
+
+
+@dataclass(kw_only=True)
+class BinaryStudy(StudyRecord):
+    score: float
+    threshold: float | None = None
+    detected: bool | None = None
+    prompts: str | None = None
+
+
+@dataclass(kw_only=True)
+class RegressionVideo(VideoRecord):
+    """A video's estimate for a regression task other than EF (e.g. PA pressure)."""
+
+    task: str | None = None
+    value: float | None = None
+    unit: str | None = None
+    single_frame_sd: float | None = None
+    aggregation: str | None = None
+    prompts: str | None = None
+
+    def summary(self, members: Sequence["RegressionVideo"]) -> "RegressionStudy":
+        return RegressionStudy(**_study_base(members), value=_mean([m.value for m in members]), unit=self.unit,
+                               aggregation=self.aggregation, prompts=self.prompts)
+
+
+@dataclass(kw_only=True)
+class RegressionStudy(StudyRecord):
+    value: float
+    unit: str | None = None
+    aggregation: str | None = None
+    prompts: str | None = None
+
+
+@dataclass(kw_only=True)
+class CategoricalVideo(VideoRecord):
+    """A video's class for a categorical task, with every class's mean cosine."""
+
+    task: str | None = None
+    prediction: str | None = None
+    scores: dict[str, float] | None = None
+    prompts: str | None = None
+
+    def summary(self, members: Sequence["CategoricalVideo"]) -> "CategoricalStudy":
+        return CategoricalStudy(**_study_base(members), prediction=_majority([m.prediction for m in members]),
+                                prompts=self.prompts)
+
+
+@dataclass(kw_only=True)
+class CategoricalStudy(StudyRecord):
+    prediction: str
+    prompts: str | None = None
+
+
+def _study_base(members: Sequence[Any]) -> dict[str, Any]:
+    first = members[0]
+    return {"study": first.study, "task": first.task, "n_videos": len(members), "weights": first.weights,
+            "weights_sha256": first.weights_sha256}
+
+
+def _mean(values: Sequence[float | None]) -> float:
+    return round(float(np.mean([v for v in values if v is not None])), 5)
+
+
+def _majority(values: Sequence[Any]) -> Any:
+    """The most frequent value (ties: the first seen)."""
+    return max(dict.fromkeys(values), key=list(values).count)
+
+
+def with_studies(records: Iterable[Any]) -> Iterator[Any]:
+    """The video records as they come, then one summary per (study, task) of the successful ones."""
+    groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for record in records:
+        yield record
+        if record.ok:
+            groups[(record.study, record.task)].append(record)
+    for members in groups.values():
+        yield members[0].summary(members)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _video(cls: type, fs: FrameSet, model: EchoClip, **values: Any) -> Any:
+    return cls(source=fs.source, study=study_key(fs.source, fs.meta),
+               n_frames=int(fs.frames.shape[0]) if fs.frames is not None else 0,
+               weights=model.bundle.name, weights_sha256=model.weights_sha256, error=fs.error, **values)
 
 
 def ef_records(
     frame_sets: Iterable[FrameSet], model: EchoClip, prepared: PreparedTask, aggregation: str = "released"
-) -> Iterator[dict[str, Any]]:
-    """One record per video: the EF estimate, its frames, and how much single frames disagree.
-
-    ``single_frame_ef_sd`` is the standard deviation of the EFs each frame alone would give; the
-    video's EF averages the frames' rankings first, so it is not bounded by those single-frame EFs.
-    """
+) -> Iterator[EFVideo]:
+    """One EF record per video (an error record for a video with no frames)."""
     for fs in frame_sets:
         if fs.error is not None or fs.frames is None:
-            yield _error_record(fs, model)
+            yield _video(EFVideo, fs, model)
             continue
         result = zeroshot.regression(fs.frames, prepared.prompts, prepared.values, aggregation)
-        yield {
-            **_base(fs, model),
-            "task": prepared.task.name,
-            "ef": round(result.estimate, 2),
-            "single_frame_ef_sd": round(result.single_frame_sd, 2),
-            "aggregation": aggregation,
-            "prompts": prepared.prompt_source,
-            "error": None,
-        }
+        yield _video(EFVideo, fs, model, task=prepared.task.name, ef=round(result.estimate, 2),
+                     single_frame_ef_sd=round(result.single_frame_sd, 2), aggregation=aggregation,
+                     prompts=prepared.prompt_source)
 
 
 def binary_records(
@@ -121,77 +221,46 @@ def binary_records(
     model: EchoClip,
     prepared: Sequence[PreparedTask],
     thresholds: Mapping[str, float],
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[BinaryVideo]:
     """One record per video and task: score, threshold (published or user's) and the call."""
     for fs in frame_sets:
         if fs.error is not None or fs.frames is None:
-            yield _error_record(fs, model)
+            yield _video(BinaryVideo, fs, model)
             continue
         for p in prepared:
             score = zeroshot.binary_score(fs.frames, p.prompts)
             threshold = thresholds.get(p.task.name, p.task.threshold)
             source = "user" if p.task.name in thresholds else (p.task.threshold_source if threshold is not None else None)
-            yield {
-                **_base(fs, model),
-                "task": p.task.name,
-                "score": round(score, 5),
-                "threshold": threshold,
-                "calibrated": threshold is not None,
-                "detected": bool(score >= threshold) if threshold is not None else None,
-                "threshold_source": source,
-                "prompts": p.prompt_source,
-                "error": None,
-            }
+            yield _video(BinaryVideo, fs, model, task=p.task.name, score=round(score, 5), threshold=threshold,
+                         calibrated=threshold is not None,
+                         detected=bool(score >= threshold) if threshold is not None else None,
+                         threshold_source=source, prompts=p.prompt_source)
 
 
 def categorical_records(
     frame_sets: Iterable[FrameSet], model: EchoClip, prepared: PreparedTask
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[CategoricalVideo]:
     for fs in frame_sets:
         if fs.error is not None or fs.frames is None:
-            yield _error_record(fs, model)
+            yield _video(CategoricalVideo, fs, model)
             continue
         scores = zeroshot.categorical_scores(fs.frames, prepared.classes or {})
         best = max(scores, key=scores.get)
-        yield {**_base(fs, model), "task": prepared.task.name, "prediction": best,
-               "scores": {k: round(v, 5) for k, v in scores.items()}, "prompts": prepared.prompt_source, "error": None}
+        yield _video(CategoricalVideo, fs, model, task=prepared.task.name, prediction=best,
+                     scores={k: round(v, 5) for k, v in scores.items()}, prompts=prepared.prompt_source)
 
 
 def regression_records(
     frame_sets: Iterable[FrameSet], model: EchoClip, prepared: PreparedTask, aggregation: str = "released"
-) -> Iterator[dict[str, Any]]:
-    for record in ef_records(frame_sets, model, prepared, aggregation):
-        if record.get("error") is None:
-            record = {**record, "value": record.pop("ef"), "unit": prepared.task.unit,
-                      "single_frame_sd": record.pop("single_frame_ef_sd")}
-        yield record
-
-
-def study_records(records: Sequence[Mapping[str, Any]], value_key: str) -> list[dict[str, Any]]:
-    """Per study (and task): the mean of its videos' values and how many videos gave one."""
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
-    for r in records:
-        if r.get("error") is None and r.get(value_key) is not None:
-            groups[(r["study"], r.get("task", ""))].append(r)
-    out = []
-    for (study, task), members in groups.items():
-        first = members[0]
-        record = {"level": "study", "study": study, "task": task, value_key: _study_value([m[value_key] for m in members]),
-                  "n_videos": len(members), "weights": first["weights"], "weights_sha256": first["weights_sha256"]}
-        for key in ("threshold", "aggregation", "prompts"):
-            if key in first:
-                record[key] = first[key]
-        if first.get("threshold") is not None:
-            record["detected"] = bool(record[value_key] >= first["threshold"])
-        out.append(record)
-    return out
-
-
-def _study_value(values: Sequence[Any]) -> Any:
-    """Mean of numbers; for class labels, the most frequent (ties: first seen)."""
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return round(float(np.mean(values)), 5)
-    return max(dict.fromkeys(values), key=list(values).count)
+) -> Iterator[RegressionVideo]:
+    for fs in frame_sets:
+        if fs.error is not None or fs.frames is None:
+            yield _video(RegressionVideo, fs, model)
+            continue
+        result = zeroshot.regression(fs.frames, prepared.prompts, prepared.values, aggregation)
+        yield _video(RegressionVideo, fs, model, task=prepared.task.name, value=round(result.estimate, 2),
+                     unit=prepared.task.unit, single_frame_sd=round(result.single_frame_sd, 2),
+                     aggregation=aggregation, prompts=prepared.prompt_source)
 
 
 def frame_sets_from_results(results: Iterable[Any]) -> Iterator[FrameSet]:
@@ -202,13 +271,9 @@ def frame_sets_from_results(results: Iterable[Any]) -> Iterator[FrameSet]:
 
 def frame_sets_from_store(store: Any, model: EchoClip) -> Iterator[FrameSet]:
     """FrameSets from a store that kept per-frame embeddings, made by ``model``'s weights."""
-    if store.weights_sha256 != model.weights_sha256:
-        raise UsageError(
-            f"store {store.path} was made with weights {store.header['weights']['name']}, not {model.bundle.name}",
-            hint="pass the --weights the store was made with",
-        )
+    store.check_weights(model.bundle.name, model.weights_sha256)
     if store.frame_embeddings is None:
         raise UsageError(f"store {store.path} has no per-frame embeddings",
                          hint="zero-shot tasks need them: build it with `echoclip embed --keep-frames --out STORE`")
-    for row, frames in zip(store.rows, store.frame_embeddings):
+    for row, frames in zip(store.rows, store.frame_embeddings, strict=True):
         yield FrameSet(row.get("source", ""), frames, row)

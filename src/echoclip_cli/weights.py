@@ -16,7 +16,6 @@ missing, unexpected or misshapen tensor, so results never come from random weigh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -32,6 +31,7 @@ import torch
 
 from . import preprocess_config
 from .defaults import DEFAULT_WEIGHTS
+from .files import atomic_write, sha256_file, staging_dir
 from .errors import ChecksumError, ConfigError, NetworkError, StateDictError, UsageError, WeightsError, WeightsNotFoundError
 from .preprocess_config import PreprocessConfig
 
@@ -43,7 +43,6 @@ OPENCLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 TEMPLATE_VOCAB = "template_vocab.txt"
 _STAMP = ".verified"
-_HASH_CHUNK = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -99,26 +98,6 @@ def weights_home() -> Path:
 
 
 # --------------------------------------------------------------------------- hashing
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------- state dicts
@@ -492,7 +471,7 @@ def _install(root: Path, config: dict[str, Any], state: dict[str, torch.Tensor],
     from safetensors.torch import save_file
 
     root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".partial"))
+    staging = staging_dir(root, ".partial")
     try:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
         save_file(tensors, str(staging / BUNDLE_WEIGHTS), metadata={"format": "pt"})
@@ -524,7 +503,7 @@ def remove(name: str) -> Path:
         installed = ", ".join(b.name for b in installed_bundles()) or "none"
         raise UsageError(f"no installed weights named {name!r}", hint=f"installed: {installed}")
     # Rename first so a half-deleted folder is never mistaken for a bundle.
-    doomed = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{name}.", suffix=".removing"))
+    doomed = staging_dir(root, ".removing")
     os.replace(root, doomed / name)
     shutil.rmtree(doomed)
     return root
@@ -538,7 +517,7 @@ def add_template_vocab(name: str, vocab: str | os.PathLike[str]) -> Bundle:
     source = Path(vocab).expanduser()
     if not source.is_file():
         raise WeightsNotFoundError(f"{source}: no such template vocabulary file")
-    _write_atomic(bundle.root / TEMPLATE_VOCAB, lambda tmp: shutil.copyfile(source, tmp))
+    atomic_write(bundle.root / TEMPLATE_VOCAB, lambda tmp: shutil.copyfile(source, tmp))
     return bundle
 
 

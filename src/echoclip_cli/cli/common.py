@@ -213,6 +213,11 @@ def _all_keys(records: Iterable[dict[str, Any]]) -> list[str]:
     return list(keys)
 
 
+def report_failure(message: str) -> None:
+    """One input's failure, as one line on stderr (its record carries the same text)."""
+    err_console.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
+
+
 def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True, highlight=False)
 

@@ -2,48 +2,24 @@
 
 from __future__ import annotations
 
-import os
-from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTS
 from ..errors import UsageError
-from ..defaults import DEFAULT_WEIGHTS
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
-                     err_console, info, resolve_format)
-from .models import open_model, weights_for
+                     info, report_failure, resolve_format)
 from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, JpegDecodeOpt, KeepPhiOpt, MaskOpt, QuietOpt, StartOpt,
                      StrideOpt, WorkersOpt, gather_inputs, sampling, shard_slice)
+from .models import open_model
 from .progress import progress_bar
 
 VIDEO_COLUMNS = ["source", "n_frames", "weights", "preprocess", "error"]
 
 if TYPE_CHECKING:  # the model stack (torch) loads when a command runs, not when --help is built
     from ..inference import EchoClip
-    from ..records import VideoEmbedding
-
-
-def report_failure(record: dict[str, Any]) -> None:
-    err_console.print(f"[red]error:[/red] {record['error']}", markup=True, highlight=False)
-
-
-def video_record(result: "VideoEmbedding", model: "EchoClip", with_vector: bool) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "source": result.source,
-        "n_frames": result.n_frames,
-        "weights": model.bundle.name,
-        "weights_sha256": model.weights_sha256,
-        "preprocess": result.meta.get("preprocess_digest") or model.preprocess.digest(),
-        "error": result.error,
-    }
-    for key in ("study_uid", "series_uid", "sop_uid", "study_date", "patient_key"):
-        if result.meta.get(key):
-            record[key] = result.meta[key]
-    if with_vector and result.embedding is not None:
-        record["embedding"] = [round(float(x), 6) for x in result.embedding]
-    return record
 
 
 def embed(
@@ -51,7 +27,7 @@ def embed(
     folder: DirOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Append to this embedding store (resumable).")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights name or path (default: an existing --out store's, else echo-clip).", show_default=False)] = None,
-    batch_size: BatchOpt = 64,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     workers: WorkersOpt = None,
     jpeg_decode: JpegDecodeOpt = None,
     frames: FramesOpt = None,
@@ -87,6 +63,8 @@ def embed(
 
         echoclip embed --weights echo-clip-r --reports reports.txt --format jsonl > reports.jsonl
     """
+    from .. import api
+
     if text or reports:
         if inputs or folder or out is not None:
             raise UsageError("--text/--reports embed texts: give no video inputs and no --out",
@@ -96,102 +74,31 @@ def embed(
         model = open_model(weights or DEFAULT_WEIGHTS, device=device, precision=precision, quiet=quiet)
         _embed_texts(model, list(text or []), reports, fmt)
         return
-    files, _ = gather_inputs(inputs, folder)
-    files = shard_slice(files, shard)
+    found = gather_inputs(inputs, folder)
+    files = api.Found(shard_slice(found, shard), found.skipped)
     existing = out if out is not None and out.exists() else None
-    model = open_model(weights_for(weights, existing, DEFAULT_WEIGHTS), device=device, precision=precision,
+    model = open_model(api.weights_for(weights, existing, DEFAULT_WEIGHTS), device=device, precision=precision,
                        deterministic=deterministic, compile=compile_model, quiet=quiet)
-    cfg = sampling(model.preprocess, frames, stride, start, mask)
-    writer = _store_writer(model, cfg, out, keep_frames, flush_every) if out is not None else None
-    if writer is not None:
-        files = _not_yet_stored(writer, files)
-    with_vector = writer is None and resolve_format(fmt) is OutputFormat.jsonl
+    with_vectors = out is None and resolve_format(fmt) is OutputFormat.jsonl
     failures = done = 0
     try:
-        with writer or nullcontext(), RecordSink(fmt, columns=None if with_vector else VIDEO_COLUMNS) as sink:
-            for result in embed_files(model, files, cfg, batch_size=batch_size, workers=workers, quiet=quiet,
-                                      keep_frames=keep_frames and writer is not None, keep_phi=keep_phi,
-                                      jpeg_decode=jpeg_decode):
-                if writer is not None:
-                    writer.add(result)
-                record = video_record(result, model, with_vector)
-                if record["error"]:
-                    report_failure(record)
+        with progress_bar(quiet) as bar, RecordSink(fmt, columns=None if with_vectors else VIDEO_COLUMNS) as sink:
+            for record in api.embed(files, model=model, out=out, sampling=sampling(frames, stride, start, mask),
+                                    keep_frames=keep_frames, with_vectors=with_vectors, flush_every=flush_every,
+                                    batch_size=batch_size, workers=workers, jpeg_decode=jpeg_decode,
+                                    keep_phi=keep_phi, progress=bar):
+                if record.error:
+                    report_failure(record.error)
                     failures += 1
                 done += 1
-                sink.write(record)
+                sink.write(record.as_dict())
     except KeyboardInterrupt:
-        if writer is not None:  # the writer has flushed on the way out
+        if out is not None:  # the store writer has flushed on the way out
             info(f"interrupted after {done} of {len(files)} inputs; what finished is in {out}. "
                  "Run the same command again to go on from there.")
         raise
     if failures:
         raise typer.Exit(1)
-
-
-def embed_files(model: "EchoClip", files: list[Path], cfg: Any, *, batch_size: int, workers: Optional[int],
-                quiet: bool, keep_frames: bool = False, keep_phi: bool = False,
-                jpeg_decode: Optional[str] = None) -> Iterator["VideoEmbedding"]:
-    """Results of the embedding pipeline for ``files``, in order, with a progress bar on stderr
-    that advances per batch of frames."""
-    from ..pipeline import embed_videos
-
-    with progress_bar(len(files), quiet, frames_per_item=cfg.frames) as bar:
-        for result in embed_videos(files, model, cfg=cfg, batch_size=batch_size, workers=workers,
-                                   keep_frames=keep_frames, keep_phi=keep_phi, jpeg_decode=jpeg_decode,
-                                   on_frames=bar.frames):
-            bar.item(result.n_frames)
-            yield result
-
-
-def embed_inputs(model: "EchoClip", files: list[Path], sampling_opts: dict[str, Any], *, batch_size: int,
-                 workers: Optional[int], quiet: bool, keep_frames: bool = False) -> Iterator["VideoEmbedding"]:
-    """``files`` embedded with the model's sampling plus the command line's overrides."""
-    cfg = sampling(model.preprocess, **sampling_opts)
-    return embed_files(model, files, cfg, batch_size=batch_size, workers=workers, quiet=quiet, keep_frames=keep_frames)
-
-
-def _store_writer(model: "EchoClip", cfg: Any, out: Path, keep_frames: bool, flush_every: int) -> Any:
-    from ..store import StoreWriter
-
-    return StoreWriter(out, weights_name=model.bundle.name, weights_sha256=model.weights_sha256, cfg=cfg,
-                       embed_dim=model.embed_dim, keep_frames=keep_frames, flush_every=flush_every)
-
-
-def _not_yet_stored(writer: Any, files: list[Path]) -> list[Path]:
-    """The inputs the store does not hold yet (a rerun resumes). Files unchanged since they were
-    stored are known by path, size and modification time, without reading them; any other file
-    is hashed (a few threads; hashing costs far less than embedding) and skipped when its content
-    is stored already, e.g. the same study exported again."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..media.clip import stat_key
-    from ..pipeline import input_key
-
-    stats, contents = writer.resume_index()
-    if not contents:
-        return files
-
-    def unchanged(path: Path) -> bool:
-        try:
-            return stat_key(path) in stats
-        except OSError:
-            return False
-
-    def content(path: Path) -> str | None:
-        try:
-            return input_key(path)
-        except OSError:
-            return None  # gone or unreadable since it was found: the pipeline reports it
-
-    changed = [f for f in files if not unchanged(f)]
-    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-        hashes = zip(changed, pool.map(content, changed), strict=True)
-        known = {f for f, key in hashes if key is not None and key in contents}
-    todo = [f for f in changed if f not in known]
-    if len(todo) < len(files):
-        info(f"{len(files) - len(todo)} inputs already in {writer.path}; embedding {len(todo)}")
-    return todo
 
 
 def _embed_texts(model: "EchoClip", texts: list[str], reports: Optional[Path], fmt: OutputFormat) -> None:
@@ -201,5 +108,5 @@ def _embed_texts(model: "EchoClip", texts: list[str], reports: Optional[Path], f
         texts += [line.strip() for line in reports.read_text(encoding="utf-8").splitlines() if line.strip()]
     vectors = embed_texts(texts, model)
     records = [{"text": t, "weights": model.bundle.name, "weights_sha256": model.weights_sha256,
-                "embedding": [round(float(x), 6) for x in v]} for t, v in zip(texts, vectors)]
+                "embedding": [round(float(x), 6) for x in v]} for t, v in zip(texts, vectors, strict=True)]
     emit_records(records, fmt, columns=["text", "weights"])

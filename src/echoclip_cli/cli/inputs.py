@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..errors import UsageError
-from ..preprocess_config import PreprocessConfig
+from ..preprocess_config import Sampling
 from .common import err_console
-from .models import store_header
+
+if TYPE_CHECKING:
+    from ..api import Found
 
 InputsArg = Annotated[
     Optional[list[Path]],
@@ -49,39 +51,30 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar."
 KeepPhiOpt = Annotated[bool, typer.Option("--keep-phi", help="Keep patient names, birth dates and raw IDs in outputs.")]
 
 
-def gather_inputs(inputs: Optional[list[Path]], folder: Optional[Path]) -> tuple[list[Path], list[dict[str, Any]]]:
-    """Candidate files in a stable order, and records for what was skipped (DICOMDIR, non-image …),
-    each of which is also reported as one line on stderr."""
-    from ..media import find_inputs
+def gather_inputs(inputs: Optional[list[Path]], folder: Optional[Path]) -> "Found":
+    """The input files (checked: given, existing), each path that is not an input reported as
+    one line on stderr (DICOMDIR, non-image DICOM …)."""
+    from ..api import find
 
-    paths = list(inputs or []) + ([folder] if folder else [])
-    if not paths:
-        raise UsageError("no inputs: give files or folders, or --dir DIR")
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing[:3])}")
-    files, skipped = find_inputs(paths)
-    for record in skipped:
+    found = find(list(inputs or []) + ([folder] if folder else []))
+    for record in found.skipped:
         err_console.print(record["error"], markup=False, highlight=False)
-    return files, skipped
+    return found
 
 
-def inputs_or_store(inputs: Optional[list[Path]], folder: Optional[Path], store: Optional[Path]) -> list[Path] | None:
-    """The input files (checked: given, existing), or None when a ``--store`` is read instead."""
+def inputs_or_store(inputs: Optional[list[Path]], folder: Optional[Path], store: Optional[Path]) -> "Found | None":
+    """The input files, or None when a ``--store`` is read instead (a usage error unless exactly one
+    of the two is given and readable)."""
+    from ..api import inputs_or_store as check
+
     if store is not None:
-        if inputs or folder:
-            raise UsageError("give INPUTS (or --dir) or --store, not both")
-        store_header(store)  # not a readable store: a usage error now, before any model loads
-        return None
-    files, _ = gather_inputs(inputs, folder)
-    return files
+        return check(list(inputs or []) + ([folder] if folder else []), store)
+    return gather_inputs(inputs, folder)
 
 
-def sampling(base: PreprocessConfig, frames: Optional[int], stride: Optional[int], start: Optional[int],
-             mask: Optional[MaskMode | str]) -> PreprocessConfig:
-    mask = mask.value if isinstance(mask, MaskMode) else mask
-    changes = {k: v for k, v in (("frames", frames), ("stride", stride), ("start", start), ("mask", mask)) if v is not None}
-    return base.replace(**changes) if changes else base
+def sampling(frames: Optional[int], stride: Optional[int], start: Optional[int], mask: Optional[MaskMode]) -> Sampling:
+    """The sampling options as the library's one value."""
+    return Sampling(frames=frames, stride=stride, start=start, mask=mask.value if mask else None)
 
 
 def shard_slice(items: list[Path], shard: Optional[str]) -> list[Path]:

@@ -84,7 +84,8 @@ def preprocess(
     stream = resolve_format(fmt) is OutputFormat.jsonl  # JSONL lines go out as inputs finish
     if stream:
         emit_records(records, fmt)
-    with progress_bar(len(files), quiet, label="preprocess") as bar:
+    with progress_bar(quiet, label="preprocess") as bar:
+        bar.start(len(files))
         for record in preprocess_files(files, out, cfg, workers=workers, keep_phi=keep_phi, salt=salt):
             if record.error:
                 _report(record.status, record.error, quiet)

@@ -3,11 +3,12 @@
 Rich's ``Progress`` replaces ``sys.stdout`` while it is live (``redirect_stdout=True``) and so sent
 every record written during a run to the *stderr* console: ``predict-ef … > ef.csv`` from a
 terminal left ef.csv empty. Here the bar is drawn with stdout left alone. When stdout is the
-terminal too, a record line is written between two draws of the bar (the bar line is erased,
-the record written to stdout, the bar drawn again), so lines never merge with the bar.
+terminal too, a record line is written between two draws of the bar (``common.write_stdout``).
 
-Embedding runs advance per batch of frames, not per video: on a CPU one batch of 64 frames may
-hold every video of a small run, and a bar counting videos sat at 0/6 for minutes.
+:class:`Bar` is the CLI's side of the library's progress hook (``echoclip_cli.api.Progress``):
+the library says how many inputs it will read and reports frames and finished inputs; embedding
+runs advance per batch of frames, not per video (on a CPU one batch of 64 frames may hold every
+video of a small run, and a bar counting videos sat at 0/6 for minutes).
 """
 
 from __future__ import annotations
@@ -19,28 +20,29 @@ from typing import Iterator
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import common
-from .common import err_console
+from .common import err_console, info
 
 
 class Bar:
-    """One run's progress: ``frames(n)`` as batches finish, ``item(n_frames)`` as inputs finish.
+    """One run's progress. With ``frames_per_item`` the bar measures frames: it starts from
+    ``items × frames_per_item`` and shrinks its total when an input turns out shorter (or fails),
+    so the ETA is honest from the first batch. Without it the bar counts inputs."""
 
-    With ``frames_per_item`` the bar measures frames: it starts from ``items × frames_per_item``
-    and shrinks its total when an input turns out shorter (or fails), so the ETA is honest from
-    the first batch. Without it the bar counts inputs.
-    """
-
-    def __init__(self, progress: Progress | None, total: int, label: str, frames_per_item: int | None) -> None:
+    def __init__(self, progress: Progress | None, label: str) -> None:
         self._progress = progress
-        self._total = total
-        self._per_item = frames_per_item
-        self._items = 0
-        self._frames = 0
-        self._start = time.perf_counter()
-        self._units = total * (frames_per_item or 1)  # the bar's total: frames or inputs
+        self._label = label
         self._task = None
-        if progress is not None:
-            self._task = progress.add_task(label, total=max(1, self._units), items=f"0/{total}", rate="")
+        self._total = self._items = self._frames = self._units = 0
+        self._per_item: int | None = None
+        self._start = time.perf_counter()
+
+    def start(self, total: int, frames_per_item: int | None = None) -> None:
+        self._total, self._per_item = total, frames_per_item
+        self._units = total * (frames_per_item or 1)  # the bar's total: frames or inputs
+        self._start = time.perf_counter()
+        if self._progress is not None and total:
+            self._task = self._progress.add_task(self._label, total=max(1, self._units), items=f"0/{total}", rate="")
+            self._progress.refresh()
 
     def frames(self, count: int) -> None:
         self._frames += count
@@ -50,10 +52,12 @@ class Bar:
     def item(self, n_frames: int = 0) -> None:
         self._items += 1
         if self._per_item:
-            shortfall = max(0, self._per_item - n_frames)
-            self._update(total_change=-shortfall)
+            self._update(total_change=-max(0, self._per_item - n_frames))
         else:
             self._update(advance=1)
+
+    def note(self, message: str) -> None:
+        info(message)  # printed above the bar when one is live
 
     def _update(self, advance: int = 0, total_change: int = 0) -> None:
         self._units += total_change
@@ -67,11 +71,10 @@ class Bar:
 
 
 @contextmanager
-def progress_bar(total: int, quiet: bool, label: str = "videos",
-                 frames_per_item: int | None = None) -> Iterator[Bar]:
-    """A transient bar on stderr (none with ``--quiet``, when stderr is not a terminal, or for nothing)."""
-    if quiet or not err_console.is_terminal or total == 0:
-        yield Bar(None, total, label, frames_per_item)
+def progress_bar(quiet: bool, label: str = "videos") -> Iterator[Bar]:
+    """A transient bar on stderr (drawn only when stderr is a terminal and not ``--quiet``)."""
+    if quiet or not err_console.is_terminal:
+        yield Bar(None, label)
         return
     progress = Progress(
         TextColumn(f"[bold]{label}[/bold]"), BarColumn(), TextColumn("{task.fields[items]}"),
@@ -82,7 +85,7 @@ def progress_bar(total: int, quiet: bool, label: str = "videos",
     with progress:
         common.live_bar = progress
         try:
-            yield Bar(progress, total, label, frames_per_item)
+            yield Bar(progress, label)
         finally:
             common.live_bar = None
 

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 
-from ..errors import MediaError, UsageError
 from ..defaults import RETRIEVAL_WEIGHTS as SEARCH_WEIGHTS
+from ..errors import UsageError
 from .common import DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, warn
-from .models import open_model, store_header, weights_for
-
-if TYPE_CHECKING:  # torch loads when the command runs, not when --help is built
-    import numpy as np
-
-    from ..inference import EchoClip
-    from ..tokenizer import Tokenizer
-
-
+from .models import open_model
 
 class Level(str, Enum):
     video = "video"
@@ -60,57 +52,38 @@ def search(
 
         echoclip search --video study/a4c.dcm --reports reports.csv
     """
-    from ..tokenizer import tokenizer_for
+    from .. import api
 
-    if template_vocab is not None and not template_vocab.is_file():
-        raise UsageError(f"no such template vocabulary: {template_vocab}")
     if query is not None and index is not None and video is None:
-        if not query.strip():
-            raise UsageError("the query is empty")
-        store_header(index)
-        model = open_model(weights_for(weights, index, SEARCH_WEIGHTS), device=device, precision=precision)
-        tokenizer = tokenizer_for(model.bundle, template_vocab=template_vocab)
-        _search_index(model, tokenizer, query, index, top_k, level.value, explain, fmt)
+        _check(query, index, template_vocab)
+        model = open_model(api.weights_for(weights, index, SEARCH_WEIGHTS), device=device, precision=precision)
+        result = api.search(query, index, model=model, k=top_k, level=level.value, template_vocab=template_vocab)
+        if explain:
+            for line in result.plan.explain():
+                info(line)
+        emit_records(result.records, fmt, columns=["level", "rank", "score", "source", "study", "n_videos",
+                                                   "study_date"])
     elif video is not None and reports is not None and query is None and index is None:
         for path in (video, reports):
             if not path.is_file():
                 raise UsageError(f"no such file: {path}")
         model = open_model(weights or SEARCH_WEIGHTS, device=device, precision=precision)
-        tokenizer = tokenizer_for(model.bundle, template_vocab=template_vocab)
-        _search_reports(model, tokenizer, video, reports, top_k, fmt)
+        ranking = api.search_reports(video, reports, model=model, k=top_k, template_vocab=template_vocab)
+        if ranking.skipped:
+            warn(f"{len(ranking.skipped)} of {ranking.n_reports} reports hold no sentence the tokenizer knows and were left out "
+                 f"(first: {', '.join(ranking.skipped[:3])})")
+        emit_records(ranking.records, fmt, columns=["level", "rank", "score", "id", "text"])
     else:
         raise UsageError("give a QUERY with --index STORE, or --video FILE with --reports FILE",
                          hint='e.g. echoclip search "severe MR" --index archive.store')
 
 
-def _search_index(model: "EchoClip", tokenizer: "Tokenizer", query: str, index: Path, top_k: int, level: str,
-                  explain: bool, fmt: OutputFormat) -> None:
-    from ..retrieval import search_store
-    from ..store import read_store
+def _check(query: str, index: Path, template_vocab: Optional[Path]) -> None:
+    """Everything the search call would refuse, checked before the model loads."""
+    from ..api import store_header
 
-    result = search_store(read_store(index), model, query, k=top_k, level=level, tokenizer=tokenizer)
-    if explain:
-        for line in result.plan.explain():
-            info(line)
-    emit_records(result.records, fmt, columns=["level", "rank", "score", "source", "study", "n_videos", "study_date"])
-
-
-def _search_reports(model: "EchoClip", tokenizer: "Tokenizer", video: Path, reports: Path, top_k: int,
-                    fmt: OutputFormat) -> None:
-    from ..retrieval import rank_reports, read_reports
-
-    corpus = read_reports(reports)
-    ranking = rank_reports(_video_vector(model, video), corpus, model, top_k, tokenizer=tokenizer)
-    if ranking.skipped:
-        warn(f"{len(ranking.skipped)} of {len(corpus)} reports hold no sentence the tokenizer knows and were left out "
-             f"(first: {', '.join(ranking.skipped[:3])})")
-    emit_records(ranking.records, fmt, columns=["level", "rank", "score", "id", "text"])
-
-
-def _video_vector(model: "EchoClip", video: Path) -> "np.ndarray":
-    from ..pipeline import embed_videos
-
-    result = next(iter(embed_videos([video], model)))
-    if result.error is not None or result.embedding is None:
-        raise MediaError(result.error or f"{video}: no embedding")
-    return result.embedding
+    if not query.strip():
+        raise UsageError("the query is empty")
+    if template_vocab is not None and not template_vocab.is_file():
+        raise UsageError(f"no such template vocabulary: {template_vocab}")
+    store_header(index)

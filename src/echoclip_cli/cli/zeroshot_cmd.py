@@ -1,29 +1,29 @@
-"""``echoclip predict-ef``, ``detect-devices`` and ``zero-shot``: EchoCLIP's zero-shot tasks."""
+"""``echoclip predict-ef``, ``detect-devices`` and ``zero-shot``: EchoCLIP's zero-shot tasks.
+
+Each command checks its arguments, loads the weights (a store's own by default), calls the
+library (``echoclip_cli.api``) and renders the records it streams.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Iterable, Optional
 
 import typer
 
+from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS, ZERO_SHOT_WEIGHTS
 from ..errors import UsageError
-
-from ..defaults import ZERO_SHOT_WEIGHTS
 from ..prompts import load_thresholds, select_tasks
-from .common import DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records
-from .embed_cmd import embed_inputs, report_failure
+from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
+                     report_failure)
 from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt,
-                     inputs_or_store)
-from .models import open_model, weights_for
+                     inputs_or_store, sampling)
+from .models import open_model
+from .progress import progress_bar
 
-if TYPE_CHECKING:  # torch loads when a command runs, not when --help is built
-    from .. import tasks as T
+if TYPE_CHECKING:
     from ..inference import EchoClip
-    from ..prompts import Task
-
-DEVICE_TASKS = ("pacemaker", "tavr", "mitraclip", "impella")
 
 
 class Aggregation(str, Enum):
@@ -34,68 +34,39 @@ class Aggregation(str, Enum):
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Use per-frame embeddings from this store (and its weights).")]
 PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Prompt file (echoclip TOML or upstream JSON).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even with weights not validated for this task.")]
+ThresholdsOpt = Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold (from `echoclip calibrate`).")]
 WeightsZS = Annotated[Optional[str], typer.Option(
     "--weights", "-w", show_default=False,
     help=f"Weights name or path (default: the --store's weights, else {ZERO_SHOT_WEIGHTS}).")]
 
 
-def frame_sets(model: "EchoClip", files: Optional[list[Path]], store: Optional[Path], sampling_opts: dict[str, Any],
-               batch_size: int, workers: Optional[int], quiet: bool) -> Iterator["T.FrameSet"]:
-    """Per-video frame embeddings from a store, or by embedding the (checked) input files now."""
-    from .. import tasks as T
-
-    if store is not None:
-        from ..store import read_store
-
-        yield from T.frame_sets_from_store(read_store(store, frames=True), model)
-        return
-    results = embed_inputs(model, files or [], sampling_opts, batch_size=batch_size, workers=workers, quiet=quiet,
-                           keep_frames=True)
-    yield from T.frame_sets_from_results(results)
-
-
-def _checked(prompts: Optional[Path], names: list[str]) -> dict[str, "Task"]:
-    """The tasks, checked before any model loads (an unknown name or unreadable file exits 2)."""
+def _checked(prompts: Optional[Path], names: list[str]) -> None:
+    """The tasks exist (an unknown name or unreadable prompts file exits 2 before any model loads)."""
     if prompts is not None and not prompts.is_file():
         raise UsageError(f"no such prompts file: {prompts}")
-    return select_tasks(names, prompts)
+    select_tasks(names, prompts)
 
 
-def _zero_shot_model(weights: Optional[str], store: Optional[Path], force: bool, device: str, precision: str,
-                     deterministic: bool, quiet: bool) -> "EchoClip":
-    from .. import tasks as T
+def _model(weights: Optional[str], store: Optional[Path], device: str, precision: str, deterministic: bool,
+           quiet: bool) -> "EchoClip":
+    from ..api import weights_for
 
-    model = open_model(weights_for(weights, store, ZERO_SHOT_WEIGHTS), device=device, precision=precision,
-                       deterministic=deterministic, quiet=quiet)
-    T.check_zero_shot_model(model, force)
-    return model
+    return open_model(weights_for(weights, store, ZERO_SHOT_WEIGHTS), device=device, precision=precision,
+                      deterministic=deterministic, quiet=quiet)
 
 
-def finish(records: Iterator[dict[str, Any]], value_key: str, fmt: OutputFormat, columns: list[str],
-           fields: tuple[str, ...] = ()) -> None:
-    """Write video records as they come, then the study records; exit 1 when any input failed."""
-    from .. import tasks as T
-
-    kept, failed = [], False
-    with RecordSink(fmt, columns=["level", *columns], fields=(*RECORD_FIELDS, *fields)) as sink:
+def finish(records: Iterable[Any], fmt: OutputFormat, columns: list[str], record_types: tuple[type, ...]) -> None:
+    """Write the records as they come (video rows, then study rows); exit 1 when any input failed."""
+    fields = tuple(name for cls in record_types for name in cls.field_names())
+    failed = False
+    with RecordSink(fmt, columns=["level", *columns], fields=fields) as sink:
         for record in records:
-            if record.get("error"):
-                report_failure(record)
+            if getattr(record, "error", None):
+                report_failure(record.error)
                 failed = True
-            sink.write(record)
-            kept.append({k: record.get(k) for k in STUDY_FIELDS if k in record})
-        for study in T.study_records(kept, value_key):
-            sink.write(study)
+            sink.write(record.as_dict())
     if failed:
         raise typer.Exit(1)
-
-
-# Every field a zero-shot record may carry (the CSV header): see README "Records".
-RECORD_FIELDS = ("level", "source", "study", "task", "n_frames", "n_videos", "weights", "weights_sha256", "prompts",
-                 "aggregation", "error")
-BINARY_FIELDS = ("score", "threshold", "detected", "calibrated", "threshold_source")
-STUDY_FIELDS = ("study", "task", "ef", "score", "value", "prediction", "error", "weights", "weights_sha256",
-                "threshold", "aggregation", "prompts")
 
 
 def predict_ef(
@@ -106,7 +77,7 @@ def predict_ef(
     aggregation: Annotated[Aggregation, typer.Option("--aggregation", help="released (as the released code) or paper (the paper's variant).")] = Aggregation.released,
     prompts: PromptsOpt = None,
     force: ForceOpt = False,
-    batch_size: BatchOpt = 64,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     workers: WorkersOpt = None,
     frames: FramesOpt = None,
     stride: StrideOpt = None,
@@ -132,16 +103,19 @@ def predict_ef(
 
         echoclip predict-ef --store archive.store --format jsonl | jq 'select(.ef < 40)'
     """
-    task = _checked(prompts, ["ejection_fraction"])["ejection_fraction"]
-    files = inputs_or_store(inputs, folder, store)
-    from .. import tasks as T  # the model stack (torch) loads only once the arguments are checked
+    from .. import api
 
-    model = _zero_shot_model(weights, store, force, device, precision, deterministic, quiet)
-    prepared = T.prepare(model, task, str(prompts) if prompts else "default")
-    opts = {"frames": frames, "stride": stride, "start": start, "mask": mask}
-    records = T.ef_records(frame_sets(model, files, store, opts, batch_size, workers, quiet), model, prepared,
-                           aggregation.value)
-    finish(records, "ef", fmt, ["source", "study", "ef", "n_frames", "n_videos", "error"], ("single_frame_ef_sd",))
+    _checked(prompts, ["ejection_fraction"])
+    files = inputs_or_store(inputs, folder, store)
+    model = _model(weights, store, device, precision, deterministic, quiet)
+    from .. import tasks  # record types; torch is loaded by now
+
+    with progress_bar(quiet) as bar:
+        records = api.predict_ef(files, store=store, model=model, aggregation=aggregation.value, prompts=prompts,
+                                 force=force, sampling=sampling(frames, stride, start, mask), batch_size=batch_size,
+                                 workers=workers, progress=bar)
+        finish(records, fmt, ["source", "study", "ef", "n_frames", "n_videos", "error"],
+               (tasks.EFVideo, tasks.EFStudy))
 
 
 def detect_devices(
@@ -150,10 +124,10 @@ def detect_devices(
     store: StoreOpt = None,
     weights: WeightsZS = None,
     devices: Annotated[Optional[list[str]], typer.Option("--device-type", "-d", help="Only these (repeatable).")] = None,
-    thresholds: Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold (from `echoclip calibrate`).")] = None,
+    thresholds: ThresholdsOpt = None,
     prompts: PromptsOpt = None,
     force: ForceOpt = False,
-    batch_size: BatchOpt = 64,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     workers: WorkersOpt = None,
     frames: FramesOpt = None,
     stride: StrideOpt = None,
@@ -177,19 +151,20 @@ def detect_devices(
 
         echoclip detect-devices --dir studies/ --thresholds site_thresholds.json --format csv
     """
-    chosen = _checked(prompts, list(devices or DEVICE_TASKS))
+    from .. import api
+
+    _checked(prompts, list(devices or DEVICE_TASKS))
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store)
-    from .. import tasks as T  # the model stack (torch) loads only once the arguments are checked
+    model = _model(weights, store, device, precision, deterministic, quiet)
+    from .. import tasks  # record types; torch is loaded by now
 
-    model = _zero_shot_model(weights, store, force, device, precision, deterministic, quiet)
-    source = str(prompts) if prompts else "default"
-    prepared = [T.prepare(model, task, source) for task in chosen.values()]
-    opts = {"frames": frames, "stride": stride, "start": start, "mask": mask}
-    records = T.binary_records(frame_sets(model, files, store, opts, batch_size, workers, quiet), model, prepared,
-                               user_thresholds)
-    finish(records, "score", fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated",
-                                   "n_frames", "n_videos", "error"], BINARY_FIELDS)
+    with progress_bar(quiet) as bar:
+        records = api.detect_devices(files, store=store, model=model, devices=devices, thresholds=user_thresholds,
+                                     prompts=prompts, force=force, sampling=sampling(frames, stride, start, mask),
+                                     batch_size=batch_size, workers=workers, progress=bar)
+        finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated", "n_frames",
+                              "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy))
 
 
 def zero_shot(
@@ -200,9 +175,9 @@ def zero_shot(
     store: StoreOpt = None,
     weights: WeightsZS = None,
     prompts: PromptsOpt = None,
-    thresholds: Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold.")] = None,
+    thresholds: ThresholdsOpt = None,
     force: ForceOpt = False,
-    batch_size: BatchOpt = 64,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     workers: WorkersOpt = None,
     frames: FramesOpt = None,
     stride: StrideOpt = None,
@@ -233,23 +208,25 @@ def zero_shot(
         return
     if not task:
         raise typer.BadParameter("name a task (see --list)", param_hint="--task")
-    chosen = _checked(prompts, [task])[task]
+    from .. import api
+
+    _checked(prompts, [task])
+    mode = select_tasks([task], prompts)[task].mode
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store)
-    from .. import tasks as T  # the model stack (torch) loads only once the arguments are checked
+    model = _model(weights, store, device, precision, deterministic, quiet)
+    from .. import tasks  # record types; torch is loaded by now
 
-    model = _zero_shot_model(weights, store, force, device, precision, deterministic, quiet)
-    prepared = T.prepare(model, chosen, str(prompts) if prompts else "default")
-    opts = {"frames": frames, "stride": stride, "start": start, "mask": mask}
-    sets = frame_sets(model, files, store, opts, batch_size, workers, quiet)
-    if chosen.mode == "regression":
-        records = T.regression_records(sets, model, prepared)
-        finish(records, "value", fmt, ["source", "study", "task", "value", "unit", "n_frames", "n_videos", "error"],
-               ("single_frame_sd",))
-    elif chosen.mode == "binary":
-        records = T.binary_records(sets, model, [prepared], user_thresholds)
-        finish(records, "score", fmt, ["source", "study", "task", "score", "threshold", "detected", "n_videos", "error"],
-               BINARY_FIELDS)
-    else:
-        records = T.categorical_records(sets, model, prepared)
-        finish(records, "prediction", fmt, ["source", "study", "task", "prediction", "scores", "error"])
+    with progress_bar(quiet) as bar:
+        records = api.zero_shot(task, files, store=store, model=model, prompts=prompts, thresholds=user_thresholds,
+                                force=force, sampling=sampling(frames, stride, start, mask), batch_size=batch_size,
+                                workers=workers, progress=bar)
+        if mode == "regression":
+            finish(records, fmt, ["source", "study", "task", "value", "unit", "n_frames", "n_videos", "error"],
+                   (tasks.RegressionVideo, tasks.RegressionStudy))
+        elif mode == "binary":
+            finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "n_videos", "error"],
+                   (tasks.BinaryVideo, tasks.BinaryStudy))
+        else:
+            finish(records, fmt, ["source", "study", "task", "prediction", "scores", "error"],
+                   (tasks.CategoricalVideo, tasks.CategoricalStudy))

@@ -19,6 +19,7 @@ import torch
 
 from .. import __version__
 from ..errors import MediaError
+from ..files import sha256_file, stat_key
 from ..preprocess import prepare_frames
 from ..preprocess_config import PreprocessConfig
 from .colour import grey_sample_picks, mostly_grey
@@ -87,30 +88,13 @@ def _decoder_errors(path: Path) -> Iterator[None]:
         raise MediaError(f"{path}: cannot read ({type(exc).__name__}: {safe_reason(exc)})") from None
 
 
-def stat_key(path: str | os.PathLike[str]) -> str:
-    """A file's identity without reading it: a digest of its absolute path, size and modification
-    time (nanoseconds). Stores keep it so a rerun skips unchanged files without hashing them; the
-    path itself is not kept in it readably."""
-    import hashlib
-
-    st = os.stat(path)
-    text = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}"
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-
-
-def _sha256(path: Path) -> str:
-    from ..weights import sha256_file
-
-    return sha256_file(path)
-
-
 # Header identifiers every clip's metadata carries (None for videos), so downstream code can
 # rely on the keys.
 _IDENTIFIERS = ("study_uid", "series_uid", "sop_uid", "study_date", "modality", "manufacturer", "patient_key")
 
 
 def _clip_meta(path: Path, raw: dict[str, Any], geometry: dict[str, Any], cfg: PreprocessConfig) -> dict[str, Any]:
-    meta = {"source": str(path), "source_sha256": _sha256(path), "source_stat_key": stat_key(path),
+    meta = {"source": str(path), "source_sha256": sha256_file(path), "source_stat_key": stat_key(path),
             **dict.fromkeys(_IDENTIFIERS), **raw, **geometry}
     meta["region_note"] = geometry.get("region_note") or raw.get("region_note")
     meta["preprocess"] = cfg.to_dict()

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import MediaError
+from ..files import has_dicom_preamble, head
 from ..preprocess import clip_region
 from .colour import grey_fraction, mostly_grey, to_rgb8
 from .phi import patient_key, phi_values, resolve_salt, safe_reason
@@ -51,12 +52,7 @@ _FLOAT_PIXELS = ("FloatPixelData", "DoubleFloatPixelData")
 
 def has_preamble(path: Path) -> bool:
     """Whether the file carries the DICOM preamble ("DICM" at byte 128)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    return has_dicom_preamble(head(path))
 
 
 def read_header(path: Path) -> Any:

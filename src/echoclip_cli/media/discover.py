@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..files import has_dicom_preamble, head
 from .store_file import SUFFIX as STORE_SUFFIX
 from .store_file import is_store_file
 from .video import VIDEO_EXTENSIONS
@@ -38,16 +39,13 @@ _BARE_GROUPS_BE = (b"\x00\x02", b"\x00\x08")
 
 
 def _looks_like_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    if len(head) == 132 and head[128:132] == b"DICM":
+    """The preamble, or a bare dataset (no preamble) starting with a group 0002 or 0008 element."""
+    data = head(path)
+    if has_dicom_preamble(data):
         return True
-    if len(head) < 8:
+    if len(data) < 8:
         return False
-    return (head[:2] in _BARE_GROUPS_LE and head[3] == 0) or (head[:2] in _BARE_GROUPS_BE and head[2] == 0)
+    return (data[:2] in _BARE_GROUPS_LE and data[3] == 0) or (data[:2] in _BARE_GROUPS_BE and data[2] == 0)
 
 
 def input_kind(path: Path) -> str:

@@ -10,12 +10,11 @@ written to a temporary name beside the target and renamed, so a reader never see
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MediaError
+from ..files import atomic_write
 from .phi import safe_reason
 
 if TYPE_CHECKING:  # torch loads when a file is read or written, not when inputs are found
@@ -45,22 +44,22 @@ def write_clip_file(path: Path, frames: "torch.Tensor", meta: dict[str, Any]) ->
 
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    return atomic_write(path, lambda tmp: save_file({"frames": frames.contiguous()}, str(tmp),
+                                                    metadata={META_KEY: json.dumps(record)}))
+
+
+def recorded_source_sha256(path: Path) -> str | None:
+    """The sha256 of the original input that one of our frames files records, if it does (None
+    for a file that is not ours or cannot be read: its own bytes are then its identity)."""
+    from safetensors import SafetensorError, safe_open
+
     try:
-        save_file({"frames": frames.contiguous()}, tmp, metadata={META_KEY: json.dumps(record)})
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+        with safe_open(str(path), framework="np") as fh:
+            meta = json.loads((fh.metadata() or {}).get(META_KEY, "{}"))
+    except (SafetensorError, OSError, ValueError):
+        return None
+    value = meta.get("source_sha256") if isinstance(meta, dict) else None
+    return str(value) if value else None
 
 
 def read_clip_file(path: Path) -> tuple["torch.Tensor", dict[str, Any]]:

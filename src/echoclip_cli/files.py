@@ -1,0 +1,100 @@
+"""File plumbing every stage shares: content hashes, identity without reading, atomic writes with
+the usual permissions, and the DICOM sniff.
+
+Atomic writes go to a temporary file in the target's folder and are renamed into place, so a
+reader (or a run killed at any moment) never sees half a file. ``mkstemp``/``mkdtemp`` create
+0600/0700 entries; they are given the modes a plain ``open``/``mkdir`` would (0644/0755 under
+umask 022), so a store or weights home shared by a lab group stays readable to the group.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+HASH_CHUNK = 8 << 20  # bytes read per step while hashing: large enough for disk throughput
+DICOM_MAGIC_AT = 128  # the DICOM preamble: 128 bytes, then "DICM"
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's content, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def stat_key(path: str | os.PathLike[str]) -> str:
+    """A file's identity without reading it: a digest of its absolute path, size and modification
+    time (nanoseconds). Stores keep it so a rerun skips unchanged files without hashing them; the
+    path itself is not kept in it readably."""
+    st = os.stat(path)
+    text = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}"
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def input_key(path: str | os.PathLike[str]) -> str:
+    """Identity of an input for resuming: the sha256 of its content (of the original, for our
+    preprocessed files, whose metadata records it)."""
+    from .media.store_file import is_store_file, recorded_source_sha256
+
+    path = Path(path)
+    if path.suffix == ".safetensors" and is_store_file(path):
+        recorded = recorded_source_sha256(path)
+        if recorded:
+            return recorded
+    return sha256_file(path)  # anything else, ours without a recorded original included
+
+
+@functools.lru_cache(maxsize=1)
+def umask() -> int:
+    """The process umask (read once: setting it to read it back is not safe while threads write)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` for a temporary file beside ``path``, give it the usual file mode, and
+    rename it onto ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def staging_dir(beside: Path, suffix: str) -> Path:
+    """A new hidden folder next to ``beside`` (same file system, so it can be renamed into place),
+    with the usual folder mode."""
+    folder = Path(tempfile.mkdtemp(dir=beside.parent, prefix=f".{beside.name}.", suffix=suffix))
+    os.chmod(folder, 0o777 & ~umask())
+    return folder
+
+
+def head(path: str | os.PathLike[str], size: int = DICOM_MAGIC_AT + 4) -> bytes:
+    """The first ``size`` bytes of a file (b"" when it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError:
+        return b""
+
+
+def has_dicom_preamble(data: bytes) -> bool:
+    """Whether ``data`` (a file's first bytes) holds the DICOM preamble, "DICM" at byte 128."""
+    return data[DICOM_MAGIC_AT : DICOM_MAGIC_AT + 4] == b"DICM"
