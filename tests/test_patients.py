@@ -149,7 +149,7 @@ def write_store(path: Path, weights_name: str = "tiny") -> Path:
     vectors, rows = planted_videos()
     with StoreWriter(path, weights_name=weights_name, weights_sha256="w" * 64, cfg=PreprocessConfig(),
                      embed_dim=DIM) as writer:
-        for vector, row in zip(vectors, rows):
+        for vector, row in zip(vectors, rows, strict=True):
             writer.add(VideoEmbedding(source=row["source"], embedding=vector, meta=row))
     return path
 

@@ -45,7 +45,7 @@ def test_packed_batches_equal_per_video_embedding(model, videos, batch_size):
     results = list(embed_videos(videos, model, batch_size=batch_size, keep_frames=True))
     assert [r.source for r in results] == [str(v) for v in videos]  # input order kept
     assert [r.n_frames for r in results] == [15, 5, 7]  # frames 0,2,..,38 clipped to each length
-    for r, v in zip(results, videos):
+    for r, v in zip(results, videos, strict=True):
         np.testing.assert_allclose(r.embedding, naive_embed_video(model, v), atol=2e-6)
         np.testing.assert_allclose(np.linalg.norm(r.frame_embeddings, axis=1), 1.0, atol=1e-5)
         np.testing.assert_allclose(r.embedding, r.frame_embeddings.mean(0), atol=1e-6)
@@ -54,7 +54,7 @@ def test_packed_batches_equal_per_video_embedding(model, videos, batch_size):
 def test_worker_processes_give_the_same_vectors(model, videos):
     inline = list(embed_videos(videos, model, batch_size=8))
     pooled = list(embed_videos(videos, model, batch_size=8, workers=2))
-    for a, b in zip(inline, pooled):
+    for a, b in zip(inline, pooled, strict=True):
         np.testing.assert_array_equal(a.embedding, b.embedding)
 
 
@@ -215,7 +215,7 @@ def test_study_records_vote_for_labels_and_average_numbers():
 def test_cuda_pipeline_matches_cpu(tiny_bundle, videos):
     cpu = echoclip_cli.load_model("tiny", device="cpu", precision="fp32")
     gpu = echoclip_cli.load_model("tiny", device="cuda", precision="bf16")
-    for a, b in zip(embed_videos(videos, cpu, batch_size=8), embed_videos(videos, gpu, batch_size=8, workers=2)):
+    for a, b in zip(embed_videos(videos, cpu, batch_size=8), embed_videos(videos, gpu, batch_size=8, workers=2), strict=True):
         cosine = float(a.embedding @ b.embedding / np.linalg.norm(a.embedding) / np.linalg.norm(b.embedding))
         assert cosine > 0.99
 

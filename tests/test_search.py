@@ -203,7 +203,7 @@ def template_model(tmp_path: Path, tiny_checkpoint: Path):
 def write_store(path: Path, model, vectors: np.ndarray, studies: list[str]) -> Path:
     with StoreWriter(path, weights_name=model.bundle.name, weights_sha256=model.weights_sha256,
                      cfg=model.preprocess, embed_dim=model.embed_dim) as writer:
-        for i, (vector, study) in enumerate(zip(vectors, studies)):
+        for i, (vector, study) in enumerate(zip(vectors, studies, strict=True)):
             meta = {"source": f"/echo/{study}/v{i}.dcm", "source_sha256": f"sha{i}", "study_instance_uid": study,
                     "study_date": "20240102"}
             writer.add(VideoEmbedding(source=meta["source"], embedding=vector.astype(np.float32), meta=meta))

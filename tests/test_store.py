@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -118,3 +120,26 @@ def test_processes_can_append_to_one_store_at_once(tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(Exception, match="not an embedding store"):
         writer(tmp_path / "other")
+
+
+def test_store_and_bundle_files_get_the_usual_modes(tmp_path, tiny_checkpoint, monkeypatch):
+    """Under umask 022 a store and a weights bundle are readable by the group and others (a lab
+    shares them), not 0600/0700 as mkstemp/mkdtemp would leave them."""
+    import stat
+
+    from echoclip_cli import files
+    from echoclip_cli.weights import import_openclip
+
+    old = os.umask(0o022)
+    files.umask.cache_clear()
+    try:
+        with writer(tmp_path / "s") as w:
+            w.add(result(1))
+        bundle = import_openclip(tiny_checkpoint, "shared")
+    finally:
+        os.umask(old)
+        files.umask.cache_clear()
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert {mode(p) for p in (tmp_path / "s").iterdir()} == {0o644}
+    assert mode(bundle.root) == 0o755
+    assert {mode(p) for p in bundle.root.iterdir() if not p.name.startswith(".")} == {0o644}

@@ -57,7 +57,7 @@ class TextEmbeddingCache:
         try:
             os.replace(self.path, self.path.with_suffix(".damaged"))
         except OSError:
-            pass
+            pass  # cannot move it (read-only home): it is not used either way, only re-created when possible
 
     def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         db = self._connect()

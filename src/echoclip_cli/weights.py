@@ -32,6 +32,7 @@ import torch
 from . import preprocess_config
 from .defaults import DEFAULT_WEIGHTS
 from .files import atomic_write, sha256_file, staging_dir
+from .tokenizer import TEMPLATE_VOCAB_FILE
 from .errors import ChecksumError, ConfigError, NetworkError, StateDictError, UsageError, WeightsError, WeightsNotFoundError
 from .preprocess_config import PreprocessConfig
 
@@ -41,7 +42,7 @@ BUNDLE_FORMAT_VERSION = 1
 OPENCLIP_CONFIG = "open_clip_config.json"
 OPENCLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
-TEMPLATE_VOCAB = "template_vocab.txt"
+TEMPLATE_VOCAB = TEMPLATE_VOCAB_FILE
 _STAMP = ".verified"
 
 
@@ -474,7 +475,7 @@ def _install(root: Path, config: dict[str, Any], state: dict[str, torch.Tensor],
     staging = staging_dir(root, ".partial")
     try:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-        save_file(tensors, str(staging / BUNDLE_WEIGHTS), metadata={"format": "pt"})
+        atomic_write(staging / BUNDLE_WEIGHTS, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
         config["weights_sha256"] = sha256_file(staging / BUNDLE_WEIGHTS)
         for extra in extras:
             target = TEMPLATE_VOCAB if extra.name not in TOKENIZER_FILES else extra.name

@@ -8,7 +8,7 @@ import json
 import re
 import sys
 from enum import Enum
-from typing import Annotated, Any, Iterable, Sequence
+from typing import Annotated, Any, Iterable, Optional, Sequence
 
 import typer
 from rich.console import Console
@@ -47,10 +47,15 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
-WeightsOpt = Annotated[
-    str,
-    typer.Option("--weights", "-w", help="Installed weights name (echo-clip, echo-clip-r, …) or a bundle/OpenCLIP path."),
-]
+def weights_option(default: str, store: str = "--store") -> Any:
+    """``--weights`` for a model command: a name or path; by default the store's own weights when a
+    store is read, else ``default`` (one declaration, one help text pattern, for every command)."""
+    where = f"the {store} store's weights, else " if store else ""
+    return Annotated[Optional[str], typer.Option(
+        "--weights", "-w", show_default=False,
+        help=f"Installed weights name or a bundle/OpenCLIP path (default: {where}{default}).")]
+
+
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 on CUDA and AMX CPUs, else fp32), fp32, bf16 or fp16.")]
 DeterministicOpt = Annotated[bool, typer.Option("--deterministic", help="Use deterministic kernels (slower on GPU).")]

@@ -10,7 +10,7 @@ import typer
 from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTS
 from ..errors import UsageError
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
-                     info, report_failure, resolve_format)
+                     info, report_failure, resolve_format, weights_option)
 from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, JpegDecodeOpt, KeepPhiOpt, MaskOpt, QuietOpt, StartOpt,
                      StrideOpt, WorkersOpt, gather_inputs, sampling, shard_slice)
 from .models import open_model
@@ -26,7 +26,7 @@ def embed(
     inputs: InputsArg = None,
     folder: DirOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Append to this embedding store (resumable).")] = None,
-    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights name or path (default: an existing --out store's, else echo-clip).", show_default=False)] = None,
+    weights: weights_option(DEFAULT_WEIGHTS, store="--out") = None,  # type: ignore[valid-type]
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     workers: WorkersOpt = None,
     jpeg_decode: JpegDecodeOpt = None,

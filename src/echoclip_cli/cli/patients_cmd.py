@@ -10,7 +10,8 @@ import typer
 from .. import defaults as D
 from ..defaults import DEFAULT_BATCH_SIZE
 from ..defaults import RETRIEVAL_WEIGHTS as PATIENT_WEIGHTS
-from .common import DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, report_failure, warn
+from .common import (DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, report_failure, warn,
+                     weights_option)
 from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt,
                      inputs_or_store, sampling)
 from .models import open_model
@@ -23,7 +24,7 @@ def match_patients(
     inputs: InputsArg = None,
     folder: DirOpt = None,
     store: Annotated[Optional[Path], typer.Option("--store", help="Use the video embeddings of this store.")] = None,
-    weights: Annotated[Optional[str], typer.Option("--weights", "-w", show_default=False, help=f"Weights for embedding INPUTS (default {PATIENT_WEIGHTS}, EchoCLIP-R); a --store uses its own.")] = None,
+    weights: weights_option(f"{PATIENT_WEIGHTS} (EchoCLIP-R)") = None,  # type: ignore[valid-type]
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Nearest studies listed per study.", min=0)] = D.DEFAULT_K,
     threshold: Annotated[float, typer.Option("--threshold", help="Same-patient cosine: midpoint of the paper's means, different patients 0.40 and same patient 0.64.")] = D.SAME_PATIENT_THRESHOLD,
     mislabel_threshold: Annotated[float, typer.Option("--mislabel-threshold", help="Flag a study whose best match among its own patient key's studies is below this (paper's different-patient mean).")] = D.MISLABEL_THRESHOLD,

@@ -10,7 +10,7 @@ import typer
 
 from ..defaults import RETRIEVAL_WEIGHTS as SEARCH_WEIGHTS
 from ..errors import UsageError
-from .common import DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, warn
+from .common import DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, warn, weights_option
 from .models import open_model
 
 class Level(str, Enum):
@@ -26,7 +26,7 @@ def search(
     index: Annotated[Optional[Path], typer.Option("--index", "-i", help="Embedding store to search (from `echoclip embed --out`).")] = None,
     video: Annotated[Optional[Path], typer.Option("--video", help="Rank --reports for this video instead.")] = None,
     reports: Annotated[Optional[Path], typer.Option("--reports", help="Report texts: CSV (id,text), JSONL (id/text) or one per line.")] = None,
-    weights: Annotated[Optional[str], typer.Option("--weights", "-w", show_default=False, help=f"Weights name or path (default: the --index store's weights, else {SEARCH_WEIGHTS}, EchoCLIP-R).")] = None,
+    weights: weights_option(f"{SEARCH_WEIGHTS} (EchoCLIP-R)", store="--index") = None,  # type: ignore[valid-type]
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many results (per level).", min=1)] = 10,
     level: Annotated[Level, typer.Option("--level", help="Rank videos, studies or both.")] = Level.both,
     explain: Annotated[bool, typer.Option("--explain", help="Show on stderr the text and token ids actually embedded.")] = False,

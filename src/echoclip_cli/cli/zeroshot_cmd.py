@@ -16,7 +16,7 @@ from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS, ZERO_SHOT_WEIGHTS
 from ..errors import UsageError
 from ..prompts import load_thresholds, select_tasks
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
-                     report_failure)
+                     report_failure, weights_option)
 from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt,
                      inputs_or_store, sampling)
 from .models import open_model
@@ -35,9 +35,7 @@ StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Use per-frame
 PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Prompt file (echoclip TOML or upstream JSON).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even with weights not validated for this task.")]
 ThresholdsOpt = Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold (from `echoclip calibrate`).")]
-WeightsZS = Annotated[Optional[str], typer.Option(
-    "--weights", "-w", show_default=False,
-    help=f"Weights name or path (default: the --store's weights, else {ZERO_SHOT_WEIGHTS}).")]
+WeightsZS = weights_option(ZERO_SHOT_WEIGHTS)
 
 
 def _checked(prompts: Optional[Path], names: list[str]) -> None:

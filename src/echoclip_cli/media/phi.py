@@ -60,7 +60,7 @@ def _home_salt() -> str:
     try:
         os.link(tmp, path)  # fails if another process made one meanwhile: keep theirs
     except FileExistsError:
-        pass
+        pass  # another process made the salt meanwhile: theirs is the one every run now reads
     finally:
         tmp.unlink()
     return path.read_text().strip()

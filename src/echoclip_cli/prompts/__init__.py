@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError, UsageError
+from ..tokenizer.template import SLOT  # a prompt template's value slot is the vocabulary's
 
-SLOT = "<#>"
 MODES = ("regression", "binary", "categorical")
 
 

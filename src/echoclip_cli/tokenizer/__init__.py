@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 Tokenizer = Union[ClipBpeTokenizer, TemplateTokenizer]
 KINDS = ("clip", "template")
 TEMPLATE_VOCAB_ENV = "ECHOCLIP_TEMPLATE_VOCAB"
+TEMPLATE_VOCAB_FILE = "template_vocab.txt"  # its name in a weights bundle
 TEMPLATE_VOCAB_HINT = (
     "EchoCLIP-R's tokenizer needs template_vocab.txt (770 report phrases, from the EchoCLIP authors' "
     "repository, academic licence, so echoclip cannot ship it): pass --template-vocab FILE, set "
@@ -45,8 +46,8 @@ def get_tokenizer(
         return ClipBpeTokenizer(context_length=context_length)
     if kind == "template":
         vocab = Path(template_vocab) if template_vocab else None
-        if vocab is None and files_dir is not None and (files_dir / "template_vocab.txt").is_file():
-            vocab = files_dir / "template_vocab.txt"
+        if vocab is None and files_dir is not None and (files_dir / TEMPLATE_VOCAB_FILE).is_file():
+            vocab = files_dir / TEMPLATE_VOCAB_FILE
         if vocab is None and os.environ.get(TEMPLATE_VOCAB_ENV):
             vocab = Path(os.environ[TEMPLATE_VOCAB_ENV]).expanduser()
         if vocab is None:
