@@ -55,7 +55,10 @@ def test_worker_processes_give_the_same_vectors(model, videos):
     inline = list(embed_videos(videos, model, batch_size=8))
     pooled = list(embed_videos(videos, model, batch_size=8, workers=2))
     for a, b in zip(inline, pooled, strict=True):
-        np.testing.assert_array_equal(a.embedding, b.embedding)
+        assert a.source == b.source
+        # Same pixels; workers deliver clips as they are ready, so batches may be packed in another
+        # order, and oneDNN on some CPUs (AMD EPYC) rounds a frame by its batch position (~6e-8).
+        np.testing.assert_allclose(a.embedding, b.embedding, rtol=0, atol=1e-6)
 
 
 def test_embed_reports_bad_files_and_goes_on(tiny_bundle, tmp_path):

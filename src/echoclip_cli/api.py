@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTS, DEVICE_TASKS, RETRIEVAL_WEIGHTS, ZERO_SHOT_WEIGHTS
 from .errors import EchoclipError, UsageError
+from .media.classify import ULTRASOUND_TYPES, VIDEO_TYPES, parse_clip_types
 from .preprocess_config import Sampling
 from .prompts import load_thresholds, select_tasks
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .tasks import FrameSet
 
 PathLike = str | os.PathLike[str]
+PATIENT_TYPES = ("2d", "2d_colour")  # clips patient matching compares (videos; colour flow keeps its tissue)
 
 
 class Progress(Protocol):
@@ -165,9 +167,10 @@ def _model(model: "EchoClip | None", weights: str | None, store: PathLike | None
 
 def embed_files(model: "EchoClip", files: Sequence[Path], *, sampling: Sampling | None = None,
                 batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None, keep_frames: bool = False,
-                keep_phi: bool = False, jpeg_decode: str | None = None,
+                keep_phi: bool = False, jpeg_decode: str | None = None, clip_types: Sequence[str] | None = None,
                 progress: Progress | None = None) -> Iterator["VideoEmbedding"]:
-    """Pipeline results for ``files`` in order, reporting frames and finished inputs to ``progress``."""
+    """Pipeline results for ``files`` in order, reporting frames and finished inputs to ``progress``;
+    clips whose type is not in ``clip_types`` come back ``skipped`` (read, classified, not embedded)."""
     from .pipeline import embed_videos
 
     progress = progress or _Silent()
@@ -175,7 +178,7 @@ def embed_files(model: "EchoClip", files: Sequence[Path], *, sampling: Sampling 
     progress.start(len(files), cfg.frames)
     for result in embed_videos(files, model, cfg=cfg, batch_size=batch_size, workers=workers,
                                keep_frames=keep_frames, keep_phi=keep_phi, jpeg_decode=jpeg_decode,
-                               on_frames=progress.frames):
+                               on_frames=progress.frames, clip_types=clip_types):
         progress.item(result.n_frames)
         yield result
 
@@ -194,6 +197,7 @@ def embed(
     workers: int | None = None,
     jpeg_decode: str | None = None,
     keep_phi: bool = False,
+    clip_types: Sequence[str] = ULTRASOUND_TYPES,
     device: str = "auto",
     precision: str = "auto",
     deterministic: bool = False,
@@ -201,6 +205,9 @@ def embed(
     progress: Progress | None = None,
 ) -> Iterator["Record"]:
     """Embed videos: one :class:`~echoclip_cli.records.EmbeddingRecord` per input, in input order.
+
+    Every ultrasound clip is embedded by default (its ``clip_type`` is recorded and stored);
+    non-ultrasound objects are refused with their reason (``skipped``).
 
     With ``out`` the results are appended to that store (created if needed, resumable: inputs it
     holds already are skipped, and ``progress.note`` says how many); the store's own weights are
@@ -226,7 +233,7 @@ def embed(
     with writer if writer is not None else _nothing():
         for result in embed_files(model, files, sampling=sampling, batch_size=batch_size, workers=workers,
                                   keep_frames=keep_frames and writer is not None, keep_phi=keep_phi,
-                                  jpeg_decode=jpeg_decode, progress=progress):
+                                  jpeg_decode=jpeg_decode, clip_types=clip_types, progress=progress):
             if writer is not None:
                 writer.add(result)
             yield EmbeddingRecord.of(result, model, with_vector=with_vectors)
@@ -242,17 +249,19 @@ def _nothing() -> Any:
 
 
 def _frame_sets(model: "EchoClip", files: list[Path] | None, store: PathLike | None, sampling: Sampling | None,
-                batch_size: int, workers: int | None, progress: Progress | None) -> Iterator["FrameSet"]:
+                batch_size: int, workers: int | None, progress: Progress | None,
+                clip_types: Sequence[str]) -> Iterator["FrameSet"]:
     """Per-video frame embeddings from a store that kept them, or by embedding the files now."""
     from . import tasks as T
 
     if store is not None:
         from .store import read_store
 
-        yield from T.frame_sets_from_store(read_store(store, frames=True), model)
+        yield from T.frame_sets_from_store(read_store(store, frames=True), model, clip_types)
         return
     yield from T.frame_sets_from_results(embed_files(model, files or [], sampling=sampling, batch_size=batch_size,
-                                                     workers=workers, keep_frames=True, progress=progress))
+                                                     workers=workers, keep_frames=True, clip_types=clip_types,
+                                                     progress=progress))
 
 
 def _zero_shot_setup(task_names: Sequence[str], inputs: Sequence[PathLike] | None, store: PathLike | None,
@@ -281,6 +290,7 @@ def predict_ef(
     prompts: PathLike | None = None,
     force: bool = False,
     sampling: Sampling | None = None,
+    clip_types: Sequence[str] = VIDEO_TYPES,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     device: str = "auto",
@@ -298,7 +308,7 @@ def predict_ef(
     model = _zero_shot_model(model, weights, store, force, device=device, precision=precision,
                              deterministic=deterministic)
     prepared = T.prepare(model, chosen["ejection_fraction"], _prompt_source(prompts))
-    sets = _frame_sets(model, files, store, sampling, batch_size, workers, progress)
+    sets = _frame_sets(model, files, store, sampling, batch_size, workers, progress, _checked_types(clip_types))
     yield from T.with_studies(T.ef_records(sets, model, prepared, aggregation))
 
 
@@ -313,6 +323,7 @@ def detect_devices(
     prompts: PathLike | None = None,
     force: bool = False,
     sampling: Sampling | None = None,
+    clip_types: Sequence[str] = VIDEO_TYPES,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     device: str = "auto",
@@ -330,7 +341,7 @@ def detect_devices(
     model = _zero_shot_model(model, weights, store, force, device=device, precision=precision,
                              deterministic=deterministic)
     prepared = [T.prepare(model, task, _prompt_source(prompts)) for task in chosen.values()]
-    sets = _frame_sets(model, files, store, sampling, batch_size, workers, progress)
+    sets = _frame_sets(model, files, store, sampling, batch_size, workers, progress, _checked_types(clip_types))
     yield from T.with_studies(T.binary_records(sets, model, prepared, user_thresholds))
 
 
@@ -345,6 +356,7 @@ def zero_shot(
     thresholds: PathLike | dict[str, float] | None = None,
     force: bool = False,
     sampling: Sampling | None = None,
+    clip_types: Sequence[str] = VIDEO_TYPES,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     device: str = "auto",
@@ -362,7 +374,7 @@ def zero_shot(
                              deterministic=deterministic)
     spec = chosen[task]
     prepared = T.prepare(model, spec, _prompt_source(prompts))
-    sets = _frame_sets(model, files, store, sampling, batch_size, workers, progress)
+    sets = _frame_sets(model, files, store, sampling, batch_size, workers, progress, _checked_types(clip_types))
     if spec.mode == "regression":
         records: Iterator[Any] = T.regression_records(sets, model, prepared)
     elif spec.mode == "binary":
@@ -370,6 +382,11 @@ def zero_shot(
     else:
         records = T.categorical_records(sets, model, prepared)
     yield from T.with_studies(records)
+
+
+def _checked_types(clip_types: Sequence[str]) -> tuple[str, ...]:
+    """The clip types a zero-shot call scores (``media.classify``; never ``not_ultrasound``)."""
+    return parse_clip_types(",".join(clip_types), VIDEO_TYPES)
 
 
 def _prompt_source(prompts: PathLike | None) -> str:
@@ -387,6 +404,7 @@ def match_patients(
     model: "EchoClip | None" = None,
     settings: "MatchSettings | None" = None,
     sampling: Sampling | None = None,
+    clip_types: Sequence[str] = PATIENT_TYPES,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     device: str = "auto",
@@ -414,14 +432,17 @@ def match_patients(
         name = loaded.header["weights"]["name"]
         if not P.is_retrieval_weights(name, loaded.weights_sha256):
             warnings.append(P.NOT_R_WARNING.format(name=f"the store's weights {name!r}"))
-        embeddings, rows = loaded.embeddings, loaded.rows
+        keep = [i for i, row in enumerate(loaded.rows) if row.get("clip_type") in (None, *clip_types)]
+        embeddings, rows = loaded.embeddings[keep], [loaded.rows[i] for i in keep]
     else:
         model = _model(model, weights, None, RETRIEVAL_WEIGHTS, device=device, precision=precision)
         if model.bundle.tokenizer_kind != "template":
             warnings.append(P.NOT_R_WARNING.format(name=f"weights {model.bundle.name!r}"))
         vectors, rows = [], []
         for result in embed_files(model, files or [], sampling=sampling, batch_size=batch_size, workers=workers,
-                                  progress=progress):
+                                  clip_types=clip_types, progress=progress):
+            if result.skipped is not None:
+                continue  # not a clip to compare patients by (a still, a Doppler strip, a CT)
             if result.error is not None or result.embedding is None:
                 failures.append(result.error or f"{result.source}: no embedding")
                 continue

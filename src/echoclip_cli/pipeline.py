@@ -45,6 +45,7 @@ class _Decoded:
     error: str | None = None
     index: int = 0  # position in the inputs (items may arrive out of order)
     ready: Any = None  # CUDA event: the frames are complete once it has passed (background preparation)
+    skipped: str | None = None  # why this clip is not embedded (its clip type is not wanted)
 
 
 def _decoded(index: int, source: str, result: Any) -> _Decoded:
@@ -325,8 +326,12 @@ def embed_videos(
     jpeg_decode: str | None = None,
     prepare_thread: bool | None = None,
     on_frames: Callable[[int], None] | None = None,
+    clip_types: Sequence[str] | None = None,
 ) -> Iterator[VideoEmbedding]:
     """Embed videos in input order; bad inputs come out as records with ``error`` set.
+
+    With ``clip_types``, clips of other types (``echoclip_cli.media.classify``) are decoded and
+    classified but not embedded: their results carry ``skipped`` (why) and no vectors.
 
     ``on_frames(n)`` is called after each batch with the number of frames it embedded (progress
     finer than one video: a CPU batch may hold several whole videos).
@@ -349,7 +354,10 @@ def embed_videos(
 
     def videos() -> Iterator[tuple[int, torch.Tensor]]:
         for item in decoded:
-            if item.error is not None:
+            if item.error is None and clip_types is not None and item.meta.get("clip_type") not in clip_types:
+                item.skipped = f"{item.meta.get('clip_type')} clip ({item.meta.get('clip_reason')}), not scored"
+                item.frames = None
+            if item.error is not None or item.skipped is not None:
                 slots[item.index] = (item, [])
                 continue
             slots[item.index] = (item, [None] * item.frames.shape[0])
@@ -396,8 +404,8 @@ def _chunks_complete(parts: list[torch.Tensor | None]) -> bool:
 
 
 def _result(item: _Decoded, parts: list[torch.Tensor | None], keep_frames: bool) -> VideoEmbedding:
-    if item.error is not None:
-        return VideoEmbedding(source=item.source, meta=item.meta, error=item.error)
+    if item.error is not None or item.skipped is not None:
+        return VideoEmbedding(source=item.source, meta=item.meta, error=item.error, skipped=item.skipped)
     frames = torch.cat([p for p in parts if p is not None])  # (T,E) normalised
     return VideoEmbedding(
         source=item.source,

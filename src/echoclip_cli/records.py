@@ -19,10 +19,11 @@ class VideoEmbedding:
     frame_embeddings: np.ndarray | None = None  # (T,E) normalised, when asked for
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    skipped: str | None = None  # why it was not embedded: a clip type the call does not score
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and self.skipped is None
 
     @property
     def n_frames(self) -> int:
@@ -44,7 +45,7 @@ class Record:
 
     def as_dict(self) -> dict[str, Any]:
         out = {}
-        for f in fields(self):
+        for f in _public(self):
             value = getattr(self, f.name)
             if value is None and f.name in self.OPTIONAL:
                 continue
@@ -53,7 +54,17 @@ class Record:
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        return tuple(f.name for f in _public(cls))
+
+
+def _public(obj: Any) -> list[Any]:
+    """The schema fields (internal bookkeeping fields are left out of records)."""
+    return [f for f in fields(obj) if not f.metadata.get("internal")]
+
+
+def identity(meta: Mapping[str, Any], source: str) -> str:
+    """What makes two inputs the same object: the SOP Instance UID, else the content hash."""
+    return str(meta.get("sop_uid") or meta.get("source_sha256") or source)
 
 
 @dataclass(kw_only=True)
@@ -66,11 +77,15 @@ class VideoRecord(Record):
     n_frames: int = 0
     weights: str
     weights_sha256: str
+    clip_type: str | None = None  # media.classify: 2d, 2d_colour, spectral_doppler, m_mode, still, not_ultrasound
+    clip_reason: str | None = None
+    skipped: str | None = None  # why this clip has no numbers although it was read (its type)
     error: str | None = None
+    identity: str = field(default="", metadata={"internal": True})  # SOP instance or content hash
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and self.skipped is None
 
 
 @dataclass(kw_only=True)
@@ -80,7 +95,9 @@ class StudyRecord(Record):
     level: str = "study"
     study: str
     task: str
-    n_videos: int
+    n_videos: int  # clips whose numbers are averaged (one per SOP instance or content)
+    n_skipped: int = 0  # clips of the study left out for their type (still, Doppler, not ultrasound…)
+    n_duplicates: int = 0  # copies of a clip already counted (same SOP instance or content)
     weights: str
     weights_sha256: str
 
@@ -109,6 +126,8 @@ class EmbeddingRecord(VideoRecord):
         return cls(source=result.source, study=study_key(result.source, meta), n_frames=result.n_frames,
                    weights=model.bundle.name, weights_sha256=model.weights_sha256,
                    preprocess=meta.get("preprocess_digest") or model.preprocess.digest(), error=result.error,
+                   clip_type=meta.get("clip_type"), clip_reason=meta.get("clip_reason"), skipped=result.skipped,
+                   identity=identity(meta, result.source),
                    **{k: meta.get(k) or None for k in ("study_uid", "series_uid", "sop_uid", "study_date",
                                                        "patient_key")},
                    embedding=vector)

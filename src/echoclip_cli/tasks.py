@@ -18,7 +18,7 @@ from . import zeroshot
 from .errors import UsageError
 from .inference import EchoClip
 from .prompts import Task
-from .records import StudyRecord, VideoRecord, study_key
+from .records import StudyRecord, VideoRecord, identity, study_key
 from .text_embed import TextEmbeddingCache, embed_token_ids
 from .tokenizer import tokenizer_for
 
@@ -37,6 +37,7 @@ class FrameSet:
     frames: np.ndarray | None  # (T,E)
     meta: Mapping[str, Any]
     error: str | None = None
+    skipped: str | None = None  # read but not scored: its clip type (media.classify)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,13 @@ def _study_base(members: Sequence[Any]) -> dict[str, Any]:
             "weights_sha256": first.weights_sha256}
 
 
+@dataclass
+class _StudyCount:
+    members: list[Any]
+    seen: set[str]
+    duplicates: int = 0
+
+
 def _mean(values: Sequence[float | None]) -> float:
     return round(float(np.mean([v for v in values if v is not None])), 5)
 
@@ -183,14 +191,28 @@ def _majority(values: Sequence[Any]) -> Any:
 
 
 def with_studies(records: Iterable[Any]) -> Iterator[Any]:
-    """The video records as they come, then one summary per (study, task) of the successful ones."""
-    groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    """The video records as they come, then one summary per (study, task) of the scored clips:
+    one SOP instance (or one content) counts once, and the summary says how many clips of the
+    study were skipped for their type and how many were copies."""
+    groups: dict[tuple[str, str], _StudyCount] = {}
+    skipped: dict[str, set[str]] = defaultdict(set)
     for record in records:
         yield record
-        if record.ok:
-            groups[(record.study, record.task)].append(record)
-    for members in groups.values():
-        yield members[0].summary(members)
+        if record.skipped is not None:
+            skipped[record.study].add(record.identity or record.source)
+        if not record.ok:
+            continue
+        group = groups.setdefault((record.study, record.task), _StudyCount([], set()))
+        key = record.identity or record.source
+        if key in group.seen:
+            group.duplicates += 1
+            continue
+        group.seen.add(key)
+        group.members.append(record)
+    for (study, _), group in groups.items():
+        summary = group.members[0].summary(group.members)
+        summary.n_skipped, summary.n_duplicates = len(skipped.get(study, ())), group.duplicates
+        yield summary
 
 
 # --------------------------------------------------------------------------- scoring
@@ -199,7 +221,9 @@ def with_studies(records: Iterable[Any]) -> Iterator[Any]:
 def _video(cls: type, fs: FrameSet, model: EchoClip, **values: Any) -> Any:
     return cls(source=fs.source, study=study_key(fs.source, fs.meta),
                n_frames=int(fs.frames.shape[0]) if fs.frames is not None else 0,
-               weights=model.bundle.name, weights_sha256=model.weights_sha256, error=fs.error, **values)
+               weights=model.bundle.name, weights_sha256=model.weights_sha256, error=fs.error, skipped=fs.skipped,
+               clip_type=fs.meta.get("clip_type"), clip_reason=fs.meta.get("clip_reason"),
+               identity=identity(fs.meta, fs.source), **values)
 
 
 def ef_records(
@@ -207,7 +231,7 @@ def ef_records(
 ) -> Iterator[EFVideo]:
     """One EF record per video (an error record for a video with no frames)."""
     for fs in frame_sets:
-        if fs.error is not None or fs.frames is None:
+        if fs.error is not None or fs.skipped is not None or fs.frames is None:
             yield _video(EFVideo, fs, model)
             continue
         result = zeroshot.regression(fs.frames, prepared.prompts, prepared.values, aggregation)
@@ -224,7 +248,7 @@ def binary_records(
 ) -> Iterator[BinaryVideo]:
     """One record per video and task: score, threshold (published or user's) and the call."""
     for fs in frame_sets:
-        if fs.error is not None or fs.frames is None:
+        if fs.error is not None or fs.skipped is not None or fs.frames is None:
             yield _video(BinaryVideo, fs, model)
             continue
         for p in prepared:
@@ -241,7 +265,7 @@ def categorical_records(
     frame_sets: Iterable[FrameSet], model: EchoClip, prepared: PreparedTask
 ) -> Iterator[CategoricalVideo]:
     for fs in frame_sets:
-        if fs.error is not None or fs.frames is None:
+        if fs.error is not None or fs.skipped is not None or fs.frames is None:
             yield _video(CategoricalVideo, fs, model)
             continue
         scores = zeroshot.categorical_scores(fs.frames, prepared.classes or {})
@@ -254,7 +278,7 @@ def regression_records(
     frame_sets: Iterable[FrameSet], model: EchoClip, prepared: PreparedTask, aggregation: str = "released"
 ) -> Iterator[RegressionVideo]:
     for fs in frame_sets:
-        if fs.error is not None or fs.frames is None:
+        if fs.error is not None or fs.skipped is not None or fs.frames is None:
             yield _video(RegressionVideo, fs, model)
             continue
         result = zeroshot.regression(fs.frames, prepared.prompts, prepared.values, aggregation)
@@ -266,14 +290,21 @@ def regression_records(
 def frame_sets_from_results(results: Iterable[Any]) -> Iterator[FrameSet]:
     """FrameSets from :func:`echoclip_cli.pipeline.embed_videos` results (``keep_frames=True``)."""
     for r in results:
-        yield FrameSet(r.source, r.frame_embeddings, r.meta, r.error)
+        yield FrameSet(r.source, r.frame_embeddings, r.meta, r.error, r.skipped)
 
 
-def frame_sets_from_store(store: Any, model: EchoClip) -> Iterator[FrameSet]:
-    """FrameSets from a store that kept per-frame embeddings, made by ``model``'s weights."""
+def frame_sets_from_store(store: Any, model: EchoClip, clip_types: Sequence[str] | None = None) -> Iterator[FrameSet]:
+    """FrameSets from a store that kept per-frame embeddings, made by ``model``'s weights. Rows
+    of a clip type outside ``clip_types`` are skipped; rows stored before clips were classified
+    (no ``clip_type``) are scored, as they were then."""
     store.check_weights(model.bundle.name, model.weights_sha256)
     if store.frame_embeddings is None:
         raise UsageError(f"store {store.path} has no per-frame embeddings",
                          hint="zero-shot tasks need them: build it with `echoclip embed --keep-frames --out STORE`")
     for row, frames in zip(store.rows, store.frame_embeddings, strict=True):
+        kind = row.get("clip_type")
+        if clip_types is not None and kind is not None and kind not in clip_types:
+            yield FrameSet(row.get("source", ""), None, row,
+                           skipped=f"{kind} clip ({row.get('clip_reason')}), not scored")
+            continue
         yield FrameSet(row.get("source", ""), frames, row)

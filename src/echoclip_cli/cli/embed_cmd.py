@@ -9,14 +9,15 @@ import typer
 
 from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTS
 from ..errors import UsageError
+from ..media.classify import ULTRASOUND_TYPES, parse_clip_types
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
                      info, report_failure, resolve_format, weights_option)
-from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, JpegDecodeOpt, KeepPhiOpt, MaskOpt, QuietOpt, StartOpt,
-                     StrideOpt, WorkersOpt, gather_inputs, sampling, shard_slice)
+from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, JpegDecodeOpt, KeepPhiOpt, MaskOpt,
+                     QuietOpt, StartOpt, StrideOpt, WorkersOpt, gather_inputs, sampling, shard_slice)
 from .models import open_model
 from .progress import progress_bar
 
-VIDEO_COLUMNS = ["source", "n_frames", "weights", "preprocess", "error"]
+VIDEO_COLUMNS = ["source", "n_frames", "clip_type", "weights", "preprocess", "skipped", "error"]
 
 if TYPE_CHECKING:  # the model stack (torch) loads when a command runs, not when --help is built
     from ..inference import EchoClip
@@ -34,6 +35,7 @@ def embed(
     stride: StrideOpt = None,
     start: StartOpt = None,
     mask: MaskOpt = None,
+    clip_types: ClipTypesOpt = None,
     keep_frames: Annotated[bool, typer.Option("--keep-frames", help="Store per-frame embeddings (for zero-shot tasks).")] = False,
     flush_every: Annotated[int, typer.Option("--flush-every", help="Videos per store part (a crash loses at most these).", min=1)] = 256,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Take slice I/N of the inputs (SLURM arrays).")] = None,
@@ -74,6 +76,7 @@ def embed(
         model = open_model(weights or DEFAULT_WEIGHTS, device=device, precision=precision, quiet=quiet)
         _embed_texts(model, list(text or []), reports, fmt)
         return
+    types = parse_clip_types(clip_types, ULTRASOUND_TYPES)
     found = gather_inputs(inputs, folder)
     files = api.Found(shard_slice(found, shard), found.skipped)
     existing = out if out is not None and out.exists() else None
@@ -86,7 +89,7 @@ def embed(
             for record in api.embed(files, model=model, out=out, sampling=sampling(frames, stride, start, mask),
                                     keep_frames=keep_frames, with_vectors=with_vectors, flush_every=flush_every,
                                     batch_size=batch_size, workers=workers, jpeg_decode=jpeg_decode,
-                                    keep_phi=keep_phi, progress=bar):
+                                    keep_phi=keep_phi, clip_types=types, progress=bar):
                 if record.error:
                     report_failure(record.error)
                     failures += 1

@@ -47,6 +47,12 @@ JpegDecodeOpt = Annotated[
                       "echoclip[gpu]), workers (CPU processes) or auto (device when nvJPEG works). "
                       "Default: $ECHOCLIP_JPEG_DECODE, else auto."),
 ]
+ClipTypesOpt = Annotated[
+    Optional[str],
+    typer.Option("--clip-types", metavar="TYPE,…|all",
+                 help="Clip types to score: 2d, 2d_colour, spectral_doppler, m_mode, still, or all (ultrasound); "
+                      "others get a record saying why they were skipped."),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 KeepPhiOpt = Annotated[bool, typer.Option("--keep-phi", help="Keep patient names, birth dates and raw IDs in outputs.")]
 

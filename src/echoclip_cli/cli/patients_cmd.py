@@ -8,12 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from .. import defaults as D
+from ..media.classify import parse_clip_types
 from ..defaults import DEFAULT_BATCH_SIZE
 from ..defaults import RETRIEVAL_WEIGHTS as PATIENT_WEIGHTS
 from .common import (DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, report_failure, warn,
                      weights_option)
-from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt,
-                     inputs_or_store, sampling)
+from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt,
+                     WorkersOpt, inputs_or_store, sampling)
 from .models import open_model
 from .progress import progress_bar
 
@@ -38,6 +39,7 @@ def match_patients(
     stride: StrideOpt = None,
     start: StartOpt = None,
     mask: MaskOpt = None,
+    clip_types: ClipTypesOpt = None,
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -64,6 +66,7 @@ def match_patients(
     from .. import api
 
     files = inputs_or_store(inputs, folder, store)
+    types = parse_clip_types(clip_types, api.PATIENT_TYPES)
     from ..patients import MatchSettings  # torch loads only once the arguments are checked
 
     settings = MatchSettings(k=top_k, threshold=threshold, mislabel_threshold=mislabel_threshold,
@@ -74,7 +77,8 @@ def match_patients(
         model = open_model(weights or PATIENT_WEIGHTS, device=device, precision=precision, quiet=quiet)
     with progress_bar(quiet) as bar:
         result = api.match_patients(files, store=store, weights=weights, model=model, settings=settings,
-                                    sampling=sampling(frames, stride, start, mask), batch_size=batch_size,
+                                    sampling=sampling(frames, stride, start, mask), clip_types=types,
+                                    batch_size=batch_size,
                                     workers=workers, device=device, precision=precision, progress=bar)
     for message in result.warnings:
         warn(message)

@@ -14,11 +14,12 @@ import typer
 
 from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS, ZERO_SHOT_WEIGHTS
 from ..errors import UsageError
+from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds, select_tasks
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
-                     report_failure, weights_option)
-from .inputs import (BatchOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt, WorkersOpt,
-                     inputs_or_store, sampling)
+                     info, report_failure, weights_option)
+from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt,
+                     WorkersOpt, inputs_or_store, sampling)
 from .models import open_model
 from .progress import progress_bar
 
@@ -56,13 +57,16 @@ def _model(weights: Optional[str], store: Optional[Path], device: str, precision
 def finish(records: Iterable[Any], fmt: OutputFormat, columns: list[str], record_types: tuple[type, ...]) -> None:
     """Write the records as they come (video rows, then study rows); exit 1 when any input failed."""
     fields = tuple(name for cls in record_types for name in cls.field_names())
-    failed = False
-    with RecordSink(fmt, columns=["level", *columns], fields=fields) as sink:
+    failed, skipped = False, 0
+    with RecordSink(fmt, columns=["level", *columns[:-1], "clip_type", "skipped", columns[-1]], fields=fields) as sink:
         for record in records:
             if getattr(record, "error", None):
                 report_failure(record.error)
                 failed = True
+            skipped += getattr(record, "skipped", None) is not None
             sink.write(record.as_dict())
+    if skipped:
+        info(f"{skipped} clip(s) not scored for their type (records say why; --clip-types chooses)")
     if failed:
         raise typer.Exit(1)
 
@@ -81,6 +85,7 @@ def predict_ef(
     stride: StrideOpt = None,
     start: StartOpt = None,
     mask: MaskOpt = None,
+    clip_types: ClipTypesOpt = None,
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -105,13 +110,14 @@ def predict_ef(
 
     _checked(prompts, ["ejection_fraction"])
     files = inputs_or_store(inputs, folder, store)
+    types = parse_clip_types(clip_types, VIDEO_TYPES)
     model = _model(weights, store, device, precision, deterministic, quiet)
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
         records = api.predict_ef(files, store=store, model=model, aggregation=aggregation.value, prompts=prompts,
-                                 force=force, sampling=sampling(frames, stride, start, mask), batch_size=batch_size,
-                                 workers=workers, progress=bar)
+                                 force=force, sampling=sampling(frames, stride, start, mask), clip_types=types,
+                                 batch_size=batch_size, workers=workers, progress=bar)
         finish(records, fmt, ["source", "study", "ef", "n_frames", "n_videos", "error"],
                (tasks.EFVideo, tasks.EFStudy))
 
@@ -131,6 +137,7 @@ def detect_devices(
     stride: StrideOpt = None,
     start: StartOpt = None,
     mask: MaskOpt = None,
+    clip_types: ClipTypesOpt = None,
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -154,12 +161,14 @@ def detect_devices(
     _checked(prompts, list(devices or DEVICE_TASKS))
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store)
+    types = parse_clip_types(clip_types, VIDEO_TYPES)
     model = _model(weights, store, device, precision, deterministic, quiet)
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
         records = api.detect_devices(files, store=store, model=model, devices=devices, thresholds=user_thresholds,
                                      prompts=prompts, force=force, sampling=sampling(frames, stride, start, mask),
+                                     clip_types=types,
                                      batch_size=batch_size, workers=workers, progress=bar)
         finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated", "n_frames",
                               "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy))
@@ -181,6 +190,7 @@ def zero_shot(
     stride: StrideOpt = None,
     start: StartOpt = None,
     mask: MaskOpt = None,
+    clip_types: ClipTypesOpt = None,
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -212,13 +222,14 @@ def zero_shot(
     mode = select_tasks([task], prompts)[task].mode
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store)
+    types = parse_clip_types(clip_types, VIDEO_TYPES)
     model = _model(weights, store, device, precision, deterministic, quiet)
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
         records = api.zero_shot(task, files, store=store, model=model, prompts=prompts, thresholds=user_thresholds,
-                                force=force, sampling=sampling(frames, stride, start, mask), batch_size=batch_size,
-                                workers=workers, progress=bar)
+                                force=force, sampling=sampling(frames, stride, start, mask), clip_types=types,
+                                batch_size=batch_size, workers=workers, progress=bar)
         if mode == "regression":
             finish(records, fmt, ["source", "study", "task", "value", "unit", "n_frames", "n_videos", "error"],
                    (tasks.RegressionVideo, tasks.RegressionStudy))

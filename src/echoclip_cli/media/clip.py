@@ -22,6 +22,7 @@ from ..errors import MediaError
 from ..files import sha256_file, stat_key
 from ..preprocess import prepare_frames
 from ..preprocess_config import PreprocessConfig
+from . import classify
 from .colour import grey_sample_picks, mostly_grey
 from .dicom import read_dicom, read_jpeg_codestreams
 from .discover import input_kind
@@ -103,8 +104,15 @@ def _clip_meta(path: Path, raw: dict[str, Any], geometry: dict[str, Any], cfg: P
     return meta
 
 
+def _header_type(raw: dict[str, Any]) -> tuple[str, str] | None:
+    found = raw.pop("clip_header", None)
+    return (str(found[0]), str(found[1])) if found else None
+
+
 def _load_store(path: Path, cfg: PreprocessConfig) -> Clip:
     frames, meta = read_clip_file(path)
+    if "clip_type" not in meta:  # written before clips were classified: judge the stored frames
+        meta.update(classify.classify(None, frames.permute(0, 2, 3, 1).numpy()))
     stored = meta.get("preprocess_digest")
     if stored != cfg.digest():
         raise MediaError(
@@ -123,6 +131,7 @@ def load_clip(
     if input_kind(path) == "store":
         return _load_store(path, cfg)
     frames_rgb, raw = read_frames(path, cfg.frame_indices, keep_phi=keep_phi, salt=salt)
+    raw.update(classify.classify(_header_type(raw), frames_rgb))
     mask = _effective_mask(cfg.mask, raw.get("source_kind"))
     frames, geometry = prepare_frames(frames_rgb, cfg, region=raw.get("region"), mask=mask)
     if cfg.mask == "auto" and mask == "none":
@@ -165,10 +174,11 @@ def finish_codestreams(item: Codestreams, frames: torch.Tensor, cfg: PreprocessC
     whose colour checks need pydicom (:mod:`.colour`)."""
     if frames.ndim != 4 or frames.shape[1] != 3 or tuple(frames.shape[2:]) != item.size:
         return None
-    sample = frames[grey_sample_picks(frames.shape[0]), :, ::4, ::4]  # only this leaves the device
-    if not mostly_grey(sample.permute(0, 2, 3, 1).cpu().numpy(), sampled=True):
+    sample = frames[grey_sample_picks(frames.shape[0]), :, ::4, ::4].permute(0, 2, 3, 1).cpu().numpy()
+    if not mostly_grey(sample, sampled=True):  # only the sample leaves the device
         return None
     meta = dict(item.meta)
+    meta.update(classify.classify(_header_type(meta), sample))
     mask = _effective_mask(cfg.mask, "dicom")
     prepared, geometry = prepare_frames(frames.permute(0, 2, 3, 1), cfg, region=meta.get("region"), mask=mask)
     meta.update(geometry)

@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import MediaError
 from ..files import has_dicom_preamble, head
 from ..preprocess import clip_region
+from . import classify
 from .colour import grey_fraction, mostly_grey, to_rgb8
 from .phi import patient_key, phi_values, resolve_salt, safe_reason
 
@@ -450,6 +451,7 @@ def _frame_meta(ds: Any, ts: Any, rows: int, cols: int, found: list[int], n_fram
         "decoder": decoder,
         "region": region,
         "region_note": region_note,
+        "clip_header": list(header) if (header := classify.from_header(ds)) else None,
         **header_meta(ds, ts, keep_phi=keep_phi, salt=salt),
     }
 
