@@ -250,18 +250,28 @@ def _nothing() -> Any:
 
 def _frame_sets(model: "EchoClip", files: list[Path] | None, store: PathLike | None, sampling: Sampling | None,
                 batch_size: int, workers: int | None, progress: Progress | None,
-                clip_types: Sequence[str]) -> Iterator["FrameSet"]:
-    """Per-video frame embeddings from a store that kept them, or by embedding the files now."""
+                clip_types: Sequence[str], cache: bool) -> Iterator["FrameSet"]:
+    """Per-video frame embeddings from a store that kept them, or from the embedding cache
+    (:mod:`echoclip_cli.frame_cache`), or by embedding the files now (and caching them)."""
     from . import tasks as T
+    from .frame_cache import FrameCache, through_cache
 
     if store is not None:
         from .store import read_store
 
         yield from T.frame_sets_from_store(read_store(store, frames=True), model, clip_types)
         return
-    yield from T.frame_sets_from_results(embed_files(model, files or [], sampling=sampling, batch_size=batch_size,
-                                                     workers=workers, keep_frames=True, clip_types=clip_types,
-                                                     progress=progress))
+
+    def embed_now(todo: list[Path]) -> Iterator["VideoEmbedding"]:
+        return embed_files(model, todo, sampling=sampling, batch_size=batch_size, workers=workers, keep_frames=True,
+                           clip_types=clip_types, progress=progress)
+
+    frame_cache = None
+    if cache:
+        cfg = (sampling or Sampling()).apply(model.preprocess)
+        frame_cache = FrameCache(model.bundle.name, model.weights_sha256, cfg, model.embed_dim)
+    note = progress.note if progress is not None else None
+    yield from T.frame_sets_from_results(through_cache(frame_cache, files or [], embed_now, clip_types, note))
 
 
 def _zero_shot_setup(task_names: Sequence[str], inputs: Sequence[PathLike] | None, store: PathLike | None,
@@ -291,6 +301,7 @@ def predict_ef(
     force: bool = False,
     sampling: Sampling | None = None,
     clip_types: Sequence[str] = VIDEO_TYPES,
+    cache: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     device: str = "auto",
@@ -308,7 +319,8 @@ def predict_ef(
     model = _zero_shot_model(model, weights, store, force, device=device, precision=precision,
                              deterministic=deterministic)
     prepared = T.prepare(model, chosen["ejection_fraction"], _prompt_source(prompts))
-    sets = _frame_sets(model, files, store, sampling, batch_size, workers, progress, _checked_types(clip_types))
+    sets = _frame_sets(model, files, store, sampling, batch_size, workers, progress, _checked_types(clip_types),
+                       cache)
     yield from T.with_studies(T.ef_records(sets, model, prepared, aggregation))
 
 
@@ -324,6 +336,7 @@ def detect_devices(
     force: bool = False,
     sampling: Sampling | None = None,
     clip_types: Sequence[str] = VIDEO_TYPES,
+    cache: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     device: str = "auto",
@@ -341,7 +354,8 @@ def detect_devices(
     model = _zero_shot_model(model, weights, store, force, device=device, precision=precision,
                              deterministic=deterministic)
     prepared = [T.prepare(model, task, _prompt_source(prompts)) for task in chosen.values()]
-    sets = _frame_sets(model, files, store, sampling, batch_size, workers, progress, _checked_types(clip_types))
+    sets = _frame_sets(model, files, store, sampling, batch_size, workers, progress, _checked_types(clip_types),
+                       cache)
     yield from T.with_studies(T.binary_records(sets, model, prepared, user_thresholds))
 
 
@@ -357,6 +371,7 @@ def zero_shot(
     force: bool = False,
     sampling: Sampling | None = None,
     clip_types: Sequence[str] = VIDEO_TYPES,
+    cache: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     device: str = "auto",
@@ -374,7 +389,8 @@ def zero_shot(
                              deterministic=deterministic)
     spec = chosen[task]
     prepared = T.prepare(model, spec, _prompt_source(prompts))
-    sets = _frame_sets(model, files, store, sampling, batch_size, workers, progress, _checked_types(clip_types))
+    sets = _frame_sets(model, files, store, sampling, batch_size, workers, progress, _checked_types(clip_types),
+                       cache)
     if spec.mode == "regression":
         records: Iterator[Any] = T.regression_records(sets, model, prepared)
     elif spec.mode == "binary":

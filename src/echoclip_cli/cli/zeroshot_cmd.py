@@ -34,6 +34,7 @@ class Aggregation(str, Enum):
 
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Use per-frame embeddings from this store (and its weights).")]
 PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Prompt file (echoclip TOML or upstream JSON).")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Embed again instead of reusing cached frame embeddings (`echoclip cache info`).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even with weights not validated for this task.")]
 ThresholdsOpt = Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold (from `echoclip calibrate`).")]
 WeightsZS = weights_option(ZERO_SHOT_WEIGHTS)
@@ -86,6 +87,7 @@ def predict_ef(
     start: StartOpt = None,
     mask: MaskOpt = None,
     clip_types: ClipTypesOpt = None,
+    no_cache: NoCacheOpt = False,
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -116,7 +118,7 @@ def predict_ef(
 
     with progress_bar(quiet) as bar:
         records = api.predict_ef(files, store=store, model=model, aggregation=aggregation.value, prompts=prompts,
-                                 force=force, sampling=sampling(frames, stride, start, mask), clip_types=types,
+                                 force=force, sampling=sampling(frames, stride, start, mask), clip_types=types, cache=not no_cache,
                                  batch_size=batch_size, workers=workers, progress=bar)
         finish(records, fmt, ["source", "study", "ef", "n_frames", "n_videos", "error"],
                (tasks.EFVideo, tasks.EFStudy))
@@ -138,6 +140,7 @@ def detect_devices(
     start: StartOpt = None,
     mask: MaskOpt = None,
     clip_types: ClipTypesOpt = None,
+    no_cache: NoCacheOpt = False,
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -168,7 +171,7 @@ def detect_devices(
     with progress_bar(quiet) as bar:
         records = api.detect_devices(files, store=store, model=model, devices=devices, thresholds=user_thresholds,
                                      prompts=prompts, force=force, sampling=sampling(frames, stride, start, mask),
-                                     clip_types=types,
+                                     clip_types=types, cache=not no_cache,
                                      batch_size=batch_size, workers=workers, progress=bar)
         finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated", "n_frames",
                               "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy))
@@ -191,6 +194,7 @@ def zero_shot(
     start: StartOpt = None,
     mask: MaskOpt = None,
     clip_types: ClipTypesOpt = None,
+    no_cache: NoCacheOpt = False,
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -228,7 +232,7 @@ def zero_shot(
 
     with progress_bar(quiet) as bar:
         records = api.zero_shot(task, files, store=store, model=model, prompts=prompts, thresholds=user_thresholds,
-                                force=force, sampling=sampling(frames, stride, start, mask), clip_types=types,
+                                force=force, sampling=sampling(frames, stride, start, mask), clip_types=types, cache=not no_cache,
                                 batch_size=batch_size, workers=workers, progress=bar)
         if mode == "regression":
             finish(records, fmt, ["source", "study", "task", "value", "unit", "n_frames", "n_videos", "error"],

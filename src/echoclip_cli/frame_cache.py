@@ -1,0 +1,231 @@
+"""Embed once, answer many: a bounded cache of per-frame embeddings in the weights home.
+
+``predict-ef`` then ``detect-devices`` (then ``zero-shot``, ``report``) on the same files used to
+embed them three times — tens of seconds per cine on a CPU. Frame embeddings are kept in
+``$ECHOCLIP_HOME/cache/frames/<weights sha256>-<preprocess digest>/``, an ordinary embedding
+store (:mod:`echoclip_cli.store`, per-frame vectors kept), so the cache can never hand out
+vectors of other weights or other preprocessing: those live in another folder. An input is
+found by its stat key (path, size, mtime: no reading) or else by its content sha256, like a
+resumed ``embed --out``.
+
+Bounded: after each run whole parts are evicted, least recently used first (a part's mtime is
+touched when it serves a hit), until the cache is under its cap (``ECHOCLIP_CACHE_MB``, default
+2048 MB ≈ 50,000 clips of 20 frames). A part that cannot be read is deleted and its clips are
+embedded again — a damaged cache costs time, never a wrong vector or a failed run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .files import input_key, stat_key
+from .preprocess_config import PreprocessConfig
+from .records import VideoEmbedding
+
+DEFAULT_CAP_MB = 2048
+CAP_ENV = "ECHOCLIP_CACHE_MB"
+
+
+def cache_root() -> Path:
+    from .weights import weights_home
+
+    return weights_home() / "cache" / "frames"
+
+
+def cap_bytes() -> int:
+    try:
+        return max(0, int(float(os.environ.get(CAP_ENV, DEFAULT_CAP_MB)) * 2**20))
+    except ValueError:
+        return DEFAULT_CAP_MB * 2**20
+
+
+@dataclass
+class _Hit:
+    part: Path
+    row: int
+
+
+class FrameCache:
+    """The cached frame embeddings of one (weights, preprocessing) pair."""
+
+    def __init__(self, weights_name: str, weights_sha256: str, cfg: PreprocessConfig, embed_dim: int) -> None:
+        self.path = cache_root() / f"{weights_sha256[:16]}-{cfg.digest()}"
+        self._writer_args = {"weights_name": weights_name, "weights_sha256": weights_sha256, "cfg": cfg,
+                             "embed_dim": embed_dim, "keep_frames": True}
+        self._index: dict[str, _Hit] | None = None
+
+    def _rows(self) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+        from safetensors import safe_open
+
+        for part in sorted(self.path.glob("part-*.safetensors")):
+            try:
+                with safe_open(str(part), framework="np") as fh:
+                    rows = json.loads(fh.metadata()["rows"])
+                    if "frame_embeddings" not in fh.keys():
+                        raise ValueError("no frame embeddings")
+            except Exception:  # damaged (safetensors raises its own types): embed those clips again
+                part.unlink(missing_ok=True)
+                continue
+            for i, row in enumerate(rows):
+                yield part, i, row
+
+    def _load_index(self) -> dict[str, _Hit]:
+        if self._index is None:
+            self._index = {}
+            if self.path.is_dir():
+                for part, i, row in self._rows():
+                    for key in (row.get("source_stat_key"), row.get("source_sha256")):
+                        if key:
+                            self._index[key] = _Hit(part, i)
+        return self._index
+
+    def lookup(self, files: Sequence[Path]) -> dict[Path, _Hit]:
+        """The files the cache holds: by stat key (no reading), else by content hash."""
+        index = self._load_index()
+        if not index:
+            return {}
+        found: dict[Path, _Hit] = {}
+        for path in files:
+            try:
+                hit = index.get(stat_key(path)) or index.get(input_key(path))
+            except OSError:
+                continue  # gone or unreadable: the pipeline reports it
+            if hit is not None:
+                found[path] = hit
+        return found
+
+    def read(self, hits: dict[Path, _Hit]) -> dict[Path, VideoEmbedding]:
+        """Load the hit clips (only the parts holding them), marking those parts recently used."""
+        from safetensors import safe_open
+
+        by_part: dict[Path, list[tuple[Path, int]]] = {}
+        for path, hit in hits.items():
+            by_part.setdefault(hit.part, []).append((path, hit.row))
+        out: dict[Path, VideoEmbedding] = {}
+        for part, wanted in by_part.items():
+            try:
+                with safe_open(str(part), framework="np") as fh:
+                    rows = json.loads(fh.metadata()["rows"])
+                    counts = fh.get_tensor("frame_counts")
+                    frames = np.split(fh.get_tensor("frame_embeddings"), np.cumsum(counts)[:-1])
+                os.utime(part)
+            except Exception:  # damaged since it was indexed: these clips are embedded again
+                part.unlink(missing_ok=True)
+                continue
+            for path, i in wanted:
+                meta = {**rows[i], "source": str(path), "cache": "hit"}
+                per_frame = frames[i].astype(np.float32)
+                out[path] = VideoEmbedding(source=str(path), embedding=per_frame.mean(axis=0),
+                                           frame_embeddings=per_frame, meta=meta)
+        return out
+
+    def writer(self) -> Any:
+        from .store import StoreWriter
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return StoreWriter(self.path, flush_every=64, **self._writer_args)
+
+
+def through_cache(cache: FrameCache | None, files: Sequence[Path], embed: Any, clip_types: Sequence[str],
+                  note: Any = None) -> Iterator[VideoEmbedding]:
+    """Results for ``files`` in input order: cached clips from ``cache``, the others from
+    ``embed(misses)`` (kept in the cache as they come). ``embed`` must keep frames and skip clips
+    outside ``clip_types``, as cached clips of other types are skipped here."""
+    if cache is None:
+        yield from embed(list(files))
+        return
+    cached = {path: _wanted(result, clip_types) for path, result in cache.read(cache.lookup(files)).items()}
+    if cached and note is not None:
+        note(f"{len(cached)} of {len(files)} clips from the embedding cache (--no-cache to embed again)")
+    misses = [f for f in files if f not in cached]
+    fresh: Iterable[VideoEmbedding] = embed(misses) if misses else ()
+    fresh_iter = iter(fresh)
+    try:
+        with cache.writer() as writer:
+            for path in files:
+                if path in cached:
+                    yield cached[path]
+                    continue
+                result = next(fresh_iter)
+                writer.add(result)  # failures and skipped clips are not kept
+                yield result
+    finally:
+        evict()
+
+
+def _wanted(result: VideoEmbedding, clip_types: Sequence[str]) -> VideoEmbedding:
+    kind = result.meta.get("clip_type")
+    if kind is None or kind in clip_types:
+        return result
+    return VideoEmbedding(source=result.source, meta=result.meta,
+                          skipped=f"{kind} clip ({result.meta.get('clip_reason')}), not scored")
+
+
+def evict(cap: int | None = None) -> int:
+    """Delete whole parts, least recently used first, until the cache is under ``cap`` bytes;
+    returns the bytes freed."""
+    cap = cap_bytes() if cap is None else cap
+    root = cache_root()
+    if not root.is_dir():
+        return 0
+    parts = sorted(root.glob("*/part-*.safetensors"), key=lambda p: p.stat().st_mtime)
+    total = sum(p.stat().st_size for p in parts)
+    freed = 0
+    for part in parts:
+        if total - freed <= cap:
+            break
+        size = part.stat().st_size
+        part.unlink(missing_ok=True)
+        freed += size
+    return freed
+
+
+def info() -> dict[str, Any]:
+    """What the cache holds: folder, size, cap, clips per (weights, preprocessing)."""
+    root = cache_root()
+    entries = []
+    if root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            parts = list(folder.glob("part-*.safetensors"))
+            header = {}
+            try:
+                header = json.loads((folder / "store.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                pass  # a folder without a readable header still counts its bytes
+            clips = 0
+            for part in parts:
+                clips += _row_count(part)
+            entries.append({"weights": header.get("weights", {}).get("name"), "folder": folder.name,
+                            "clips": clips, "size_mb": round(sum(p.stat().st_size for p in parts) / 2**20, 2),
+                            "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(
+                                max((p.stat().st_mtime for p in parts), default=folder.stat().st_mtime)))})
+    return {"path": str(root), "cap_mb": round(cap_bytes() / 2**20), "entries": entries,
+            "size_mb": round(sum(e["size_mb"] for e in entries), 2)}
+
+
+def _row_count(part: Path) -> int:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(part), framework="np") as fh:
+            return len(json.loads(fh.metadata()["rows"]))
+    except Exception:  # damaged: counted as nothing; the next run that meets it deletes it
+        return 0
+
+
+def clear() -> int:
+    """Delete the whole cache; returns the bytes freed."""
+    root = cache_root()
+    if not root.is_dir():
+        return 0
+    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    shutil.rmtree(root)
+    return size

@@ -1,0 +1,88 @@
+"""The frame-embedding cache: reused across commands, never across weights or preprocessing,
+bounded, and a damaged entry costs a recomputation, not a run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from echoclip_cli import frame_cache
+from tests.cli_helpers import run_cli
+from tests.media_factory import echo_frames, make_dicom, make_video
+
+
+@pytest.fixture()
+def clips(tmp_path):
+    return [make_dicom(tmp_path / "a.dcm", echo_frames(20, 48, 64, seed=1), "jpeg", seed=5),
+            make_video(tmp_path / "b.avi", echo_frames(16, 48, 64, seed=2))]
+
+
+def _ef(*args):
+    result = run_cli("predict-ef", *args, "-w", "tiny", "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    return {r.get("source") or r["study"]: r["ef"] for r in map(json.loads, result.stdout.splitlines())}, result
+
+
+def _parts():
+    return sorted(frame_cache.cache_root().glob("*/part-*.safetensors"))
+
+
+def test_a_second_command_reuses_the_first_ones_frames(tiny_bundle, clips, monkeypatch):
+    first, run1 = _ef(*clips)
+    assert "from the embedding cache" not in run1.stderr and len(_parts()) == 1
+    import echoclip_cli.pipeline
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("the model was asked to embed frames the cache holds")
+
+    real = echoclip_cli.pipeline.embed_frames
+    monkeypatch.setattr(echoclip_cli.pipeline, "embed_frames", no_embedding)
+    second, run2 = _ef(*clips)
+    assert second == first and "2 of 2 clips from the embedding cache" in run2.stderr
+    devices = run_cli("detect-devices", *clips, "-w", "tiny", "-f", "jsonl")
+    assert devices.exit_code == 0 and "from the embedding cache" in devices.stderr
+    monkeypatch.setattr(echoclip_cli.pipeline, "embed_frames", real)
+    fresh, run3 = _ef(*clips, "--no-cache")
+    assert fresh == first and "from the embedding cache" not in run3.stderr
+
+
+def test_other_preprocessing_or_weights_never_share_vectors(tiny_bundle, clips, tiny_checkpoint, tmp_path):
+    _ef(*clips)
+    _, other_sampling = _ef(*clips, "--frames", "5")
+    assert "from the embedding cache" not in other_sampling.stderr
+    import torch
+
+    from echoclip_cli.weights import import_openclip
+    from tests.conftest import write_openclip_checkpoint
+
+    state = {k: v * 1.01 for k, v in torch.load(tiny_checkpoint / "open_clip_pytorch_model.bin").items()}
+    import_openclip(write_openclip_checkpoint(tmp_path / "other", state=state), "other")
+    result = run_cli("predict-ef", *clips, "-w", "other", "-f", "jsonl")
+    assert result.exit_code == 0 and "from the embedding cache" not in result.stderr
+    assert len({p.parent for p in _parts()}) == 3  # one folder per (weights, preprocessing)
+
+
+def test_a_damaged_part_is_recomputed(tiny_bundle, clips):
+    first, _ = _ef(*clips)
+    (part,) = _parts()
+    part.write_bytes(b"\0" * 100)
+    second, run = _ef(*clips)
+    assert second == first and "from the embedding cache" not in run.stderr
+    assert len(_parts()) == 1 and _parts()[0].stat().st_size > 100
+
+
+def test_eviction_keeps_the_cache_under_its_cap_least_recently_used_first(tiny_bundle, clips, monkeypatch):
+    import os
+    import time
+
+    _ef(clips[0])
+    _ef(clips[1])
+    old, new = _parts() if _parts()[0].stat().st_mtime <= _parts()[1].stat().st_mtime else _parts()[::-1]
+    os.utime(old, (time.time() - 100, time.time() - 100))
+    cap = max(p.stat().st_size for p in _parts()) + 1
+    assert frame_cache.evict(cap) > 0
+    assert _parts() == [new]
+    info = run_cli("cache", "info", "-f", "jsonl")
+    assert info.exit_code == 0 and json.loads(info.stdout)["clips"] == 1
+    assert run_cli("cache", "clear").exit_code == 0 and not _parts()
