@@ -10,9 +10,10 @@ Every command builds on this object; it never holds random weights (loading is s
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -25,13 +26,29 @@ from .weights import Bundle
 
 @dataclass
 class EchoClip:
-    """A model ready to embed: weights checked and loaded, device and precision chosen."""
+    """A model ready to embed: weights checked and loaded, device and precision chosen.
 
-    model: EchoClipModel
+    Loaded lazily (``load_model(..., lazy=True)``) the network is built on first use: a command
+    whose frames and prompts all come from caches never spends seconds reading 600 MB.
+    """
+
+    _module: EchoClipModel | None
     bundle: Bundle
     device: torch.device
     dtype: torch.dtype
     _tokenizer: Any = field(default=None, repr=False)
+    _build: Callable[[], EchoClipModel] | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> EchoClipModel:
+        if self._module is None:
+            assert self._build is not None
+            self._module, self._build = self._build(), None
+        return self._module
+
+    @property
+    def loaded(self) -> bool:
+        return self._module is not None
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -47,7 +64,7 @@ class EchoClip:
 
     @property
     def embed_dim(self) -> int:
-        return self.model.config.embed_dim
+        return int(self.bundle.model_cfg["embed_dim"])
 
     @torch.inference_mode()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -72,17 +89,27 @@ def load_model(
     precision: str = "auto",
     deterministic: bool = False,
     compile: bool = False,
+    lazy: bool = False,
 ) -> EchoClip:
     """Load a bundle (name, path or :class:`Bundle`) strictly onto ``device`` in ``precision``.
 
     ``compile=True`` wraps the image tower in ``torch.compile`` (same results; a one-off warm-up
-    of tens of seconds, then faster batches on GPU).
+    of tens of seconds, then faster batches on GPU). ``lazy=True`` checks the weights' hash now and
+    builds the network on first use.
     """
     bundle = weights if isinstance(weights, Bundle) else weights_mod.resolve(weights)
     torch_device = resolve_device(device)
     dtype = resolve_precision(precision, torch_device)
     set_deterministic(deterministic)
     weights_mod.ensure_verified(bundle)
+    build = functools.partial(_build, bundle, torch_device, compile)
+    if lazy:
+        return EchoClip(None, bundle=bundle, device=torch_device, dtype=dtype, _build=build)
+    return EchoClip(build(), bundle=bundle, device=torch_device, dtype=dtype)
+
+
+def _build(bundle: Bundle, torch_device: torch.device, compile: bool) -> EchoClipModel:
+    """The network with the bundle's checked weights, on ``torch_device``."""
     state = bundle.state_dict()
     with torch.device("meta"):  # no memory until the checked tensors are assigned
         model = build_model(bundle.model_cfg)
@@ -93,4 +120,4 @@ def load_model(
         model.visual.to(memory_format=torch.channels_last)
     if compile:
         model.visual = torch.compile(model.visual, dynamic=False)  # type: ignore[assignment]
-    return EchoClip(model=model, bundle=bundle, device=torch_device, dtype=dtype)
+    return model

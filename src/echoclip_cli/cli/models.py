@@ -16,11 +16,13 @@ if TYPE_CHECKING:
 
 
 def open_model(weights: str, *, device: str, precision: str, deterministic: bool = False, compile: bool = False,
-               quiet: bool = False) -> "EchoClip":
-    """Load ``weights`` (a status line on stderr meanwhile: loading takes seconds on a CPU)."""
+               quiet: bool = False, lazy: bool = False) -> "EchoClip":
+    """Load ``weights`` (a status line on stderr meanwhile: loading takes seconds on a CPU). With
+    ``lazy`` the weights are checked now and the network is built when first used: commands whose
+    frames and prompts come from caches then never load it."""
     from ..api import device_for_rank
     from ..inference import load_model
 
     with status(f"loading weights {weights}…", quiet):
         return load_model(weights, device=device_for_rank(device), precision=precision, deterministic=deterministic,
-                          compile=compile)
+                          compile=compile, lazy=lazy)

@@ -52,7 +52,7 @@ def _model(weights: Optional[str], store: Optional[Path], device: str, precision
     from ..api import weights_for
 
     return open_model(weights_for(weights, store, ZERO_SHOT_WEIGHTS), device=device, precision=precision,
-                      deterministic=deterministic, quiet=quiet)
+                      deterministic=deterministic, quiet=quiet, lazy=True)
 
 
 def finish(records: Iterable[Any], fmt: OutputFormat, columns: list[str], record_types: tuple[type, ...]) -> None:
