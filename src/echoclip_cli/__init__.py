@@ -29,6 +29,7 @@ _LAZY = {
     "match_patients": "api",
     "search": "api",
     "search_reports": "api",
+    "report": "api",
     "find": "api",
     "Sampling": "preprocess_config",
     "MatchSettings": "patients",

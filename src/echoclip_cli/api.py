@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .inference import EchoClip
     from .patients import MatchSettings, PatientMatches
     from .records import Record, VideoEmbedding
+    from .report_html import StudyReport
     from .retrieval import ReportRanking, SearchResult
     from .tasks import FrameSet
 
@@ -400,6 +401,70 @@ def zero_shot(
     yield from T.with_studies(records)
 
 
+def report(
+    inputs: Sequence[PathLike] | None = None,
+    *,
+    out: PathLike,
+    store: PathLike | None = None,
+    weights: str | None = None,
+    model: "EchoClip | None" = None,
+    devices: Sequence[str] | None = None,
+    thresholds: PathLike | dict[str, float] | None = None,
+    force: bool = False,
+    sampling: Sampling | None = None,
+    clip_types: Sequence[str] = VIDEO_TYPES,
+    cache: bool = True,
+    animations: bool = True,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    progress: Progress | None = None,
+) -> "list[StudyReport]":
+    """Score every clip for EF and devices in one embedding pass and write a static HTML report
+    to ``out`` (``index.html`` + a page per study, :mod:`echoclip_cli.report`); returns the
+    studies (``wide_row(tasks)`` is the one-row-per-study summary)."""
+    from . import report_html as R
+    from . import tasks as T
+    from .records import identity
+
+    tasks = list(devices or DEVICE_TASKS)
+    chosen, files = _zero_shot_setup(["ejection_fraction", *tasks], inputs, store, None)
+    user_thresholds = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
+    model = _zero_shot_model(model, weights, store, force, device=device, precision=precision)
+    ef = T.prepare(model, chosen["ejection_fraction"])
+    prepared = [T.prepare(model, chosen[t]) for t in tasks]
+    cfg = (sampling or Sampling()).apply(model.preprocess)
+    rows = []
+    for fs in _frame_sets(model, files, store, sampling, batch_size, workers, progress, _checked_types(clip_types),
+                          cache):
+        ef_record = next(T.ef_records([fs], model, ef))
+        row = R.ClipRow(source=fs.source, study=ef_record.study, clip_type=fs.meta.get("clip_type"),
+                        clip_reason=fs.meta.get("clip_reason"), skipped=fs.skipped, error=fs.error,
+                        ef=ef_record.ef, identity=identity(fs.meta, fs.source))
+        for record in T.binary_records([fs], model, prepared, user_thresholds):
+            if record.ok:
+                row.devices[record.task] = {"score": record.score, "threshold": record.threshold,
+                                            "detected": record.detected}
+        if animations and fs.error is None:
+            row.animation = _animation(fs.source, cfg)
+        rows.append(row)
+    studies = R.group(rows)
+    R.write_html(studies, Path(out), tasks, {t: user_thresholds.get(t, chosen[t].threshold) for t in tasks})
+    return studies
+
+
+def _animation(source: str, cfg: Any) -> str | None:
+    """The frames the model received for ``source`` (decoded again: cheap next to embedding)."""
+    from .media import load_clip
+    from .report_html import animation
+
+    try:
+        return animation(load_clip(source, cfg).frames.numpy())
+    except (EchoclipError, OSError):
+        return None  # gone since (a store's source) or unreadable: the page says what it can
+
+
 def _checked_types(clip_types: Sequence[str]) -> tuple[str, ...]:
     """The clip types a zero-shot call scores (``media.classify``; never ``not_ultrasound``)."""
     return parse_clip_types(",".join(clip_types), VIDEO_TYPES)
@@ -538,5 +603,5 @@ def _check_vocab(template_vocab: PathLike | None) -> None:
 
 __all__ = [
     "DEVICE_TASKS", "Found", "Progress", "detect_devices", "embed", "embed_files", "find", "inputs_or_store",
-    "match_patients", "predict_ef", "search", "search_reports", "store_header", "weights_for", "zero_shot",
+    "match_patients", "predict_ef", "report", "search", "search_reports", "store_header", "weights_for", "zero_shot",
 ]

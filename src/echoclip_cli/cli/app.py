@@ -93,7 +93,7 @@ def _root(
 
 
 def _register() -> None:
-    from . import (cache_cmd, embed_cmd, evaluate_cmd, info_cmd, patients_cmd, preprocess_cmd, search_cmd, store_cmd,
+    from . import (cache_cmd, embed_cmd, evaluate_cmd, report_cmd, info_cmd, patients_cmd, preprocess_cmd, search_cmd, store_cmd,
                    tokenize_cmd, weights_cmd, zeroshot_cmd)
 
     app.command("preprocess")(preprocess_cmd.preprocess)
@@ -102,6 +102,7 @@ def _register() -> None:
     app.command("detect-devices")(zeroshot_cmd.detect_devices)
     app.command("zero-shot")(zeroshot_cmd.zero_shot)
     app.command("match-patients")(patients_cmd.match_patients)
+    app.command("report")(report_cmd.report)
     app.command("search")(search_cmd.search)
     app.command("search-reports", hidden=True)(search_cmd.search)  # the original design's name
     app.command("calibrate")(evaluate_cmd.calibrate)

@@ -1,0 +1,74 @@
+"""``echoclip report``: a static HTML report of studies, and one wide row per study on stdout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS
+from ..media.classify import VIDEO_TYPES, parse_clip_types
+from ..prompts import load_thresholds, select_tasks
+from .common import DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, report_failure
+from .inputs import BatchOpt, ClipTypesOpt, DirOpt, InputsArg, QuietOpt, WorkersOpt, inputs_or_store
+from .progress import progress_bar
+from .zeroshot_cmd import ForceOpt, NoCacheOpt, StoreOpt, ThresholdsOpt, WeightsZS, _model
+
+
+def report(
+    inputs: InputsArg = None,
+    folder: DirOpt = None,
+    store: StoreOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for index.html and the study pages.")] = Path(
+        "echoclip-report"),
+    weights: WeightsZS = None,
+    devices: Annotated[Optional[list[str]], typer.Option("--device-type", "-d", help="Only these devices (repeatable).")] = None,
+    thresholds: ThresholdsOpt = None,
+    clip_types: ClipTypesOpt = None,
+    animations: Annotated[bool, typer.Option("--animations/--no-animations", help="Show the frames the model received (decodes each clip again).")] = True,
+    force: ForceOpt = False,
+    no_cache: NoCacheOpt = False,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
+    workers: WorkersOpt = None,
+    fmt: FormatOpt = OutputFormat.auto,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a self-contained HTML report: per study, what each clip is, what the model saw and said.
+
+    index.html has archive plots (EF and device score distributions) and the studies; each study
+    page shows every object with an animation of its model-ready frames, its clip type and why it
+    was or was not scored, its EF and device scores (calls only where a threshold exists). No
+    network, no scripts: the folder opens anywhere. stdout gets one wide row per study (EF,
+    device calls, clip counts, flags) for spreadsheets. Frames come from the embedding cache when
+    another command has embedded the files.
+
+    Examples:
+
+        echoclip report --dir studies/ --out report/
+
+        echoclip report --store archive.store --out report/ --format csv > studies.csv
+    """
+    from .. import api
+
+    tasks = list(devices or DEVICE_TASKS)
+    select_tasks(["ejection_fraction", *tasks])
+    user_thresholds = load_thresholds(thresholds)
+    types = parse_clip_types(clip_types, VIDEO_TYPES)
+    files = inputs_or_store(inputs, folder, store)
+    model = _model(weights, store, device, precision, False, quiet)
+    with progress_bar(quiet) as bar:
+        studies = api.report(files, out=out, store=store, model=model, devices=tasks, thresholds=user_thresholds,
+                             force=force, clip_types=types, cache=not no_cache, animations=animations,
+                             batch_size=batch_size, workers=workers, progress=bar)
+    failed = [c.error for s in studies for c in s.clips if c.error]
+    for message in failed:
+        report_failure(message)
+    info(f"wrote {out / 'index.html'} ({len(studies)} studies)")
+    emit_records([s.wide_row(tasks) for s in studies], fmt,
+                 columns=["study", "ef", "n_clips", "n_scored", "n_skipped", "n_failed",
+                          *(f"{t}_detected" for t in tasks), "flags"])
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,224 @@
+"""A static, self-contained HTML report of an archive: what the model saw, and what it said.
+
+One folder: ``index.html`` (archive plots and a table of studies) and one page per study with,
+for every object, an animation of the frames the model actually received (after crop, mask and
+resize), its clip type and why it was or was not scored, its EF and device scores (a call only
+where a threshold exists), and the study summary. Images are inline (data URIs) and plots are
+inline SVG: no network, no CDN, no JavaScript; the folder opens from a USB stick.
+
+Study pages are named by a hash of the study key, never by a path or an identifier, and the
+pages show no patient data (the inputs' metadata carries none unless ``keep_phi``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+THUMB = 112  # pixels of the animation's side: enough to see a view, small enough to inline
+GIF_MS = 100  # frame duration of the animation
+
+
+@dataclass
+class ClipRow:
+    """One object of a study, as the report shows it."""
+
+    source: str
+    study: str
+    clip_type: str | None
+    clip_reason: str | None
+    skipped: str | None = None
+    error: str | None = None
+    ef: float | None = None
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> score, threshold, detected
+    animation: str | None = None  # data URI of a GIF of the frames the model received
+    identity: str = ""  # SOP instance or content hash: copies count once in the study summary
+
+
+@dataclass
+class StudyReport:
+    study: str
+    clips: list[ClipRow]
+
+    @property
+    def scored(self) -> list[ClipRow]:
+        """The clips whose numbers make the study's (one per SOP instance or content)."""
+        seen: set[str] = set()
+        out = []
+        for c in self.clips:
+            if c.error is None and c.skipped is None and (c.identity or c.source) not in seen:
+                seen.add(c.identity or c.source)
+                out.append(c)
+        return out
+
+    @property
+    def ef(self) -> float | None:
+        values = [c.ef for c in self.scored if c.ef is not None]
+        return round(float(np.mean(values)), 2) if values else None
+
+    def device(self, task: str) -> dict[str, Any]:
+        scores = [c.devices[task]["score"] for c in self.scored if task in c.devices]
+        threshold = next((c.devices[task]["threshold"] for c in self.scored if task in c.devices), None)
+        if not scores:
+            return {"score": None, "threshold": threshold, "detected": None}
+        score = round(float(np.mean(scores)), 5)
+        return {"score": score, "threshold": threshold,
+                "detected": bool(score >= threshold) if threshold is not None else None}
+
+    def wide_row(self, tasks: Sequence[str]) -> dict[str, Any]:
+        """One spreadsheet row: EF, device scores and calls, clip counts, flags."""
+        row: dict[str, Any] = {"level": "study", "study": self.study, "ef": self.ef,
+                               "n_clips": len(self.clips), "n_scored": len(self.scored),
+                               "n_skipped": sum(c.skipped is not None for c in self.clips),
+                               "n_failed": sum(c.error is not None for c in self.clips)}
+        for task in tasks:
+            found = self.device(task)
+            row[f"{task}_score"] = found["score"]
+            row[f"{task}_detected"] = found["detected"]
+        row["flags"] = ";".join(self.flags())
+        return row
+
+    def flags(self) -> list[str]:
+        out = []
+        if not self.scored:
+            out.append("no_scored_clip")
+        if any(c.error for c in self.clips):
+            out.append("unreadable_objects")
+        return out
+
+
+def page_name(study: str) -> str:
+    return f"study-{hashlib.sha256(study.encode()).hexdigest()[:16]}.html"
+
+
+def animation(frames: np.ndarray) -> str:
+    """A data URI of an animated GIF of prepared frames ((T, 3, S, S) uint8 RGB)."""
+    from PIL import Image
+
+    images = [Image.fromarray(np.ascontiguousarray(f.transpose(1, 2, 0))).resize((THUMB, THUMB), Image.BILINEAR)
+              for f in frames]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=GIF_MS, loop=0,
+                   optimize=True)
+    return "data:image/gif;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def group(rows: Iterable[ClipRow]) -> list[StudyReport]:
+    by_study: dict[str, list[ClipRow]] = defaultdict(list)
+    for row in rows:
+        by_study[row.study].append(row)
+    return [StudyReport(study, clips) for study, clips in by_study.items()]
+
+
+# --------------------------------------------------------------------------- HTML
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f3f3f3}.skipped{color:#777}.error{color:#b00}.yes{color:#b00;font-weight:600}
+.clip{display:flex;gap:1em;align-items:flex-start;border-bottom:1px solid #eee;padding:.6em 0}
+img{image-rendering:pixelated;border:1px solid #ccc}.plots{display:flex;gap:2em;flex-wrap:wrap}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_STYLE}</style></head><body>{body}</body></html>\n")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
+    return html.escape(str(value))
+
+
+def histogram_svg(values: Sequence[float], title: str, low: float, high: float, bins: int = 20,
+                  mark: float | None = None) -> str:
+    """A bar chart of ``values`` in ``bins`` equal bins over [low, high], as inline SVG."""
+    width, height, pad = 360, 180, 30
+    counts, edges = np.histogram(np.clip(values, low, high), bins=bins, range=(low, high)) if len(values) else (
+        np.zeros(bins, int), np.linspace(low, high, bins + 1))
+    top = max(1, int(counts.max()))
+    bar = (width - 2 * pad) / bins
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>',
+             f'<text x="{pad}" y="14" font-size="12">{html.escape(title)} (n={len(values)})</text>']
+    for i, count in enumerate(counts):
+        h = (height - 2 * pad) * count / top
+        parts.append(f'<rect x="{pad + i * bar:.1f}" y="{height - pad - h:.1f}" width="{bar - 1:.1f}" '
+                     f'height="{h:.1f}" fill="#4a78b0"><title>{edges[i]:.3g}–{edges[i + 1]:.3g}: {count}</title></rect>')
+    parts.append(f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#333"/>')
+    parts.append(f'<text x="{pad}" y="{height - 10}" font-size="11">{low:g}</text>')
+    parts.append(f'<text x="{width - pad}" y="{height - 10}" font-size="11" text-anchor="end">{high:g}</text>')
+    if mark is not None and low <= mark <= high:
+        x = pad + (mark - low) / (high - low) * (width - 2 * pad)
+        parts.append(f'<line x1="{x:.1f}" y1="{pad}" x2="{x:.1f}" y2="{height - pad}" stroke="#b00" '
+                     f'stroke-dasharray="4 2"><title>threshold {mark:g}</title></line>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _clip_html(clip: ClipRow, tasks: Sequence[str]) -> str:
+    image = (f'<img src="{clip.animation}" width="{THUMB}" height="{THUMB}" alt="frames the model received">'
+             if clip.animation else f'<div style="width:{THUMB}px;height:{THUMB}px;background:#eee"></div>')
+    status = ""
+    if clip.error:
+        status = f'<p class="error">not read: {html.escape(clip.error)}</p>'
+    elif clip.skipped:
+        status = f'<p class="skipped">not scored: {html.escape(clip.skipped)}</p>'
+    scores = ""
+    if clip.error is None and clip.skipped is None:
+        cells = [f"<td>EF</td><td>{_fmt(clip.ef)} %</td><td></td>"]
+        for task in tasks:
+            d = clip.devices.get(task, {})
+            call = _fmt(d.get("detected")) if d.get("threshold") is not None else "no threshold"
+            cells.append(f"<td>{html.escape(task)}</td><td>{_fmt(d.get('score'))}</td>"
+                         f"<td class=\"{'yes' if d.get('detected') else ''}\">{call}</td>")
+        scores = "<table>" + "".join(f"<tr>{c}</tr>" for c in cells) + "</table>"
+    return (f'<div class="clip">{image}<div><b>{html.escape(Path(clip.source).name)}</b> — '
+            f'{_fmt(clip.clip_type)} <span class="skipped">({_fmt(clip.clip_reason)})</span>{status}{scores}</div></div>')
+
+
+def write_html(studies: Sequence[StudyReport], out: Path, tasks: Sequence[str],
+               thresholds: Mapping[str, float | None]) -> Path:
+    """Write ``out/index.html`` and one page per study; returns the index path."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for study in studies:
+        page = page_name(study.study)
+        summary = study.wide_row(tasks)
+        calls = ", ".join(t for t in tasks if summary[f"{t}_detected"]) or "none"
+        body = (f'<p><a href="index.html">← all studies</a></p><h1>Study {html.escape(study.study)}</h1>'
+                f"<p>EF {_fmt(study.ef)} % (mean of {len(study.scored)} scored clips); device calls: "
+                f"{html.escape(calls)}; {summary['n_skipped']} clips not scored, {summary['n_failed']} not read.</p>"
+                + "".join(_clip_html(c, tasks) for c in study.clips))
+        (out / page).write_text(_page(f"Study {study.study}", body), encoding="utf-8")
+        rows.append(f'<tr><td><a href="{page}">{html.escape(study.study)}</a></td><td>{_fmt(study.ef)}</td>'
+                    f"<td>{len(study.scored)} / {len(study.clips)}</td><td>{html.escape(calls)}</td>"
+                    f"<td>{html.escape(summary['flags'])}</td></tr>")
+    efs = [s.ef for s in studies if s.ef is not None]
+    plots = [histogram_svg(efs, "Study EF (%)", 0, 100)]
+    for task in tasks:
+        scores = [c.devices[task]["score"] for s in studies for c in s.scored if task in c.devices]
+        plots.append(histogram_svg(scores, f"{task} score (per clip)", -0.5, 0.5, mark=thresholds.get(task)))
+    body = ("<h1>echoclip report</h1>"
+            f"<p>{len(studies)} studies, {sum(len(s.clips) for s in studies)} objects. Scores are EchoCLIP "
+            "zero-shot outputs; calls are made only where a threshold exists.</p>"
+            f'<div class="plots">{"".join(plots)}</div>'
+            "<table><tr><th>study</th><th>EF %</th><th>scored clips</th><th>device calls</th><th>flags</th></tr>"
+            + "".join(rows) + "</table>")
+    index = out / "index.html"
+    index.write_text(_page("echoclip report", body), encoding="utf-8")
+    return index
