@@ -526,8 +526,11 @@ def add_template_vocab(name: str, vocab: str | os.PathLike[str]) -> Bundle:
 
 
 def _stamp_of(root: Path) -> str:
+    """What the verified stamp trusts: size, mtime, and inode and ctime, which no user can set
+    back (restoring an mtime after editing the file in place changes the ctime), so a changed
+    file is hashed again and records print the sha256 that really ran."""
     st = (root / BUNDLE_WEIGHTS).stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
 
 
 def _write_stamp(root: Path) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -16,20 +18,42 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from ..errors import EchoclipError
-from .common import err_console
+from .common import err_console, safe_text
 
 
 def debug_enabled() -> bool:
     return os.environ.get("ECHOCLIP_DEBUG", "") not in ("", "0")
 
 
+def _is_write_failure(exc: BaseException) -> bool:
+    """OSError, or safetensors' own error type for a failed write (it is not an OSError)."""
+    return isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError"
+
+
+def _quiet_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                   line: Any = None) -> None:
+    """Every warning passes here: third-party ones (pydicom, PyAV, Pillow …) often quote header
+    values (a UID, a name), so only their category and module are shown; ECHOCLIP_DEBUG=1 shows
+    them whole."""
+    if debug_enabled():
+        err_console.print(f"warning: {category.__name__}: {safe_text(str(message))}", markup=False)
+        return
+    module = Path(filename).parent.name if "site-packages" in filename else Path(filename).stem
+    err_console.print(f"warning: {category.__name__} from {safe_text(module)} (details hidden: they may quote "
+                      "header values; ECHOCLIP_DEBUG=1 shows them)", markup=False, highlight=False)
+
+
 def report_error(exc: BaseException) -> int:
     """Print one line (and a hint line) on stderr for ``exc``; return the exit code."""
     if isinstance(exc, EchoclipError):
-        err_console.print(f"[red]error:[/red] {escape(exc.message)}")
+        err_console.print(f"[red]error:[/red] {escape(safe_text(exc.message))}")
         if exc.hint:
-            err_console.print(f"[dim]hint:[/dim] {escape(exc.hint)}")
+            err_console.print(f"[dim]hint:[/dim] {escape(safe_text(exc.hint))}")
         return exc.exit_code
+    if _is_write_failure(exc):  # a full disk, a read-only folder: the user's to fix, not a bug
+        err_console.print(f"[red]error:[/red] cannot write: {escape(safe_text(str(exc)[:200]))}")
+        err_console.print("[dim]hint:[/dim] what was finished before is kept; free space or choose another folder")
+        return 1
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     err_console.print(f"[red]error:[/red] internal error: {type(exc).__name__}: {escape(first[:200])}")
     err_console.print("[dim]hint:[/dim] run again with ECHOCLIP_DEBUG=1 for a traceback, and report it")
@@ -119,6 +143,7 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
+    warnings.showwarning = _quiet_warning
     # tokenizers' worker threads warn after a fork (decode workers); echoclip batches itself.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.exit(app(prog_name="echoclip", standalone_mode=True))

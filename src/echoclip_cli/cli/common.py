@@ -218,14 +218,23 @@ def _all_keys(records: Iterable[dict[str, Any]]) -> list[str]:
     return list(keys)
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
+
+def safe_text(text: str) -> str:
+    """``text`` with control characters escaped: a file name holding a newline or an escape
+    sequence cannot forge a line on stderr or repaint the terminal."""
+    return str(text).translate(_CONTROL)
+
+
 def report_failure(message: str) -> None:
     """One input's failure, as one line on stderr (its record carries the same text)."""
-    err_console.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
+    err_console.print(f"[red]error:[/red] {escape(safe_text(message))}", markup=True, highlight=False)
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True, highlight=False)
+    err_console.print(f"[yellow]warning:[/yellow] {escape(safe_text(message))}", markup=True, highlight=False)
 
 
 def info(message: str) -> None:
-    err_console.print(message, markup=False, highlight=False)
+    err_console.print(safe_text(message), markup=False, highlight=False)

@@ -13,7 +13,8 @@ from ..media.classify import ULTRASOUND_TYPES, parse_clip_types
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
                      info, report_failure, resolve_format, weights_option)
 from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, JpegDecodeOpt, KeepPhiOpt, MaskOpt,
-                     QuietOpt, StartOpt, StrideOpt, WorkersOpt, gather_inputs, sampling, shard_slice)
+                     QuietOpt, StartOpt, StrideOpt, WorkersOpt, discovery_failed, gather_inputs, sampling,
+                     shard_slice)
 from .models import open_model
 from .progress import progress_bar
 
@@ -100,7 +101,7 @@ def embed(
             info(f"interrupted after {done} of {len(files)} inputs; what finished is in {out}. "
                  "Run the same command again to go on from there.")
         raise
-    if failures:
+    if failures or discovery_failed(files):
         raise typer.Exit(1)
 
 

@@ -11,7 +11,7 @@ import typer
 
 from ..errors import UsageError
 from ..preprocess_config import Sampling
-from .common import err_console
+from .common import err_console, report_failure, safe_text
 
 if TYPE_CHECKING:
     from ..api import Found
@@ -20,7 +20,7 @@ InputsArg = Annotated[
     Optional[list[Path]],
     typer.Argument(help="DICOM files (any extension), AVI/MP4 videos, preprocessed .safetensors, or folders.", show_default=False),
 ]
-DirOpt = Annotated[Optional[Path], typer.Option("--dir", help="Folder to search recursively for inputs.")]
+DirOpt = Annotated[Optional[list[Path]], typer.Option("--dir", help="Folder to search recursively for inputs (repeatable).")]
 FramesOpt = Annotated[Optional[int], typer.Option("--frames", help="Frames per video (default 20).", min=1)]
 StrideOpt = Annotated[Optional[int], typer.Option("--stride", help="Take every Nth frame (default 2).", min=1)]
 StartOpt = Annotated[Optional[int], typer.Option("--start", help="First frame (default 0).", min=0)]
@@ -57,24 +57,37 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar."
 KeepPhiOpt = Annotated[bool, typer.Option("--keep-phi", help="Keep patient names, birth dates and raw IDs in outputs.")]
 
 
-def gather_inputs(inputs: Optional[list[Path]], folder: Optional[Path]) -> "Found":
+def gather_inputs(inputs: Optional[list[Path]], folders: Optional[list[Path]]) -> "Found":
     """The input files (checked: given, existing), each path that is not an input reported as
-    one line on stderr (DICOMDIR, non-image DICOM …)."""
+    one line on stderr (DICOMDIR, non-image DICOM, a FIFO, an unreadable folder …). Finding no
+    input at all is an error (exit 1): nothing could be processed."""
     from ..api import find
+    from ..errors import MediaError
 
-    found = find(list(inputs or []) + ([folder] if folder else []))
+    given = list(inputs or []) + list(folders or [])
+    found = find(given)
     for record in found.skipped:
-        err_console.print(record["error"], markup=False, highlight=False)
+        if record["kind"] == "error":
+            report_failure(record["error"])
+        else:
+            err_console.print(safe_text(record["error"]), markup=False, highlight=False)
+    if not found:
+        raise MediaError(f"no DICOM or video files found in {', '.join(safe_text(str(p)) for p in given[:3])}")
     return found
 
 
-def inputs_or_store(inputs: Optional[list[Path]], folder: Optional[Path], store: Optional[Path]) -> "Found | None":
+def discovery_failed(files: "Found | None") -> bool:
+    """Whether finding the inputs met an error (an unreadable folder, a FIFO given by name)."""
+    return files is not None and any(r["kind"] == "error" for r in files.skipped)
+
+
+def inputs_or_store(inputs: Optional[list[Path]], folder: Optional[list[Path]], store: Optional[Path]) -> "Found | None":
     """The input files, or None when a ``--store`` is read instead (a usage error unless exactly one
     of the two is given and readable)."""
     from ..api import inputs_or_store as check
 
     if store is not None:
-        return check(list(inputs or []) + ([folder] if folder else []), store)
+        return check(list(inputs or []) + list(folder or []), store)
     return gather_inputs(inputs, folder)
 
 

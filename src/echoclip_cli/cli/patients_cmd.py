@@ -14,7 +14,7 @@ from ..defaults import RETRIEVAL_WEIGHTS as PATIENT_WEIGHTS
 from .common import (DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, report_failure, warn,
                      weights_option)
 from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt,
-                     WorkersOpt, inputs_or_store, sampling)
+                     WorkersOpt, discovery_failed, inputs_or_store, sampling)
 from .models import open_model
 from .progress import progress_bar
 
@@ -87,5 +87,5 @@ def match_patients(
     info(f"{len(result.studies)} studies from {sum(len(m) for m in result.studies.members)} videos: {len(result.groups)} same-patient "
          f"groups, {len(result.conflicts)} conflicts")
     emit_records(result.records(), fmt, columns=COLUMNS)
-    if result.failures:
+    if result.failures or discovery_failed(files):
         raise typer.Exit(1)

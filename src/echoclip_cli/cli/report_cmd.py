@@ -11,7 +11,7 @@ from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS
 from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds, select_tasks
 from .common import DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, report_failure
-from .inputs import BatchOpt, ClipTypesOpt, DirOpt, InputsArg, QuietOpt, WorkersOpt, inputs_or_store
+from .inputs import BatchOpt, ClipTypesOpt, DirOpt, InputsArg, QuietOpt, WorkersOpt, discovery_failed, inputs_or_store
 from .progress import progress_bar
 from .zeroshot_cmd import ForceOpt, NoCacheOpt, StoreOpt, ThresholdsOpt, WeightsZS, _model
 
@@ -70,5 +70,5 @@ def report(
     emit_records([s.wide_row(tasks) for s in studies], fmt,
                  columns=["study", "ef", "n_clips", "n_scored", "n_skipped", "n_failed",
                           *(f"{t}_detected" for t in tasks), "flags"])
-    if failed:
+    if failed or discovery_failed(files):
         raise typer.Exit(1)

@@ -19,7 +19,7 @@ from ..prompts import load_thresholds, select_tasks
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
                      info, report_failure, weights_option)
 from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt,
-                     WorkersOpt, inputs_or_store, sampling)
+                     WorkersOpt, discovery_failed, inputs_or_store, sampling)
 from .models import open_model
 from .progress import progress_bar
 
@@ -55,7 +55,8 @@ def _model(weights: Optional[str], store: Optional[Path], device: str, precision
                       deterministic=deterministic, quiet=quiet, lazy=True)
 
 
-def finish(records: Iterable[Any], fmt: OutputFormat, columns: list[str], record_types: tuple[type, ...]) -> None:
+def finish(records: Iterable[Any], fmt: OutputFormat, columns: list[str], record_types: tuple[type, ...],
+           files: Any = None) -> None:
     """Write the records as they come (video rows, then study rows); exit 1 when any input failed."""
     fields = tuple(name for cls in record_types for name in cls.field_names())
     failed, skipped = False, 0
@@ -68,7 +69,7 @@ def finish(records: Iterable[Any], fmt: OutputFormat, columns: list[str], record
             sink.write(record.as_dict())
     if skipped:
         info(f"{skipped} clip(s) not scored for their type (records say why; --clip-types chooses)")
-    if failed:
+    if failed or discovery_failed(files):
         raise typer.Exit(1)
 
 
@@ -121,7 +122,7 @@ def predict_ef(
                                  force=force, sampling=sampling(frames, stride, start, mask), clip_types=types, cache=not no_cache,
                                  batch_size=batch_size, workers=workers, progress=bar)
         finish(records, fmt, ["source", "study", "ef", "n_frames", "n_videos", "error"],
-               (tasks.EFVideo, tasks.EFStudy))
+               (tasks.EFVideo, tasks.EFStudy), files)
 
 
 def detect_devices(
@@ -174,7 +175,7 @@ def detect_devices(
                                      clip_types=types, cache=not no_cache,
                                      batch_size=batch_size, workers=workers, progress=bar)
         finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated", "n_frames",
-                              "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy))
+                              "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy), files)
 
 
 def zero_shot(
@@ -236,10 +237,10 @@ def zero_shot(
                                 batch_size=batch_size, workers=workers, progress=bar)
         if mode == "regression":
             finish(records, fmt, ["source", "study", "task", "value", "unit", "n_frames", "n_videos", "error"],
-                   (tasks.RegressionVideo, tasks.RegressionStudy))
+                   (tasks.RegressionVideo, tasks.RegressionStudy), files)
         elif mode == "binary":
             finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "n_videos", "error"],
-                   (tasks.BinaryVideo, tasks.BinaryStudy))
+                   (tasks.BinaryVideo, tasks.BinaryStudy), files)
         else:
             finish(records, fmt, ["source", "study", "task", "prediction", "scores", "error"],
-                   (tasks.CategoricalVideo, tasks.CategoricalStudy))
+                   (tasks.CategoricalVideo, tasks.CategoricalStudy), files)

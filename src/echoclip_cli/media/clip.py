@@ -111,14 +111,18 @@ def _header_type(raw: dict[str, Any]) -> tuple[str, str] | None:
 
 def _load_store(path: Path, cfg: PreprocessConfig) -> Clip:
     frames, meta = read_clip_file(path)
-    if "clip_type" not in meta:  # written before clips were classified: judge the stored frames
-        meta.update(classify.classify(None, frames.permute(0, 2, 3, 1).numpy()))
     stored = meta.get("preprocess_digest")
     if stored != cfg.digest():
         raise MediaError(
             f"{path}: preprocessed with other settings (digest {stored}, need {cfg.digest()}); "
             "preprocess its source again"
         )
+    want = (3, cfg.image_size, cfg.image_size)
+    if tuple(frames.shape[1:]) != want or frames.shape[0] < 1:
+        # a damaged or hand-made file with the right digest: one error record, not a failed batch
+        raise MediaError(f"{path}: frames of shape {tuple(frames.shape)}, not (T, {', '.join(map(str, want))})")
+    if "clip_type" not in meta:  # written before clips were classified: judge the stored frames
+        meta.update(classify.classify(None, frames.permute(0, 2, 3, 1).numpy()))
     return Clip(frames=frames, meta={**meta, "source_stat_key": stat_key(path)}, source=str(path))
 
 

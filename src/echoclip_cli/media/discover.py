@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -90,13 +91,44 @@ def _wanted_in_folder(path: Path) -> bool:
     return _looks_like_dicom(path)
 
 
-def _walk(folder: Path, recursive: bool) -> list[Path]:
+def _not_regular(path: Path) -> str | None:
+    """Why ``path`` is not a regular file (a FIFO, socket or device: opening one can block
+    forever), without opening it; None for a regular file (symlinks followed)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return f"{kind}, not read"
+
+
+def _walk(folder: Path, recursive: bool, records: list[dict[str, Any]]) -> list[Path]:
+    """Regular input files under ``folder``; other entries and unreadable folders go to ``records``."""
+    def note(path: Path, reason: str, kind: str = "skipped") -> None:
+        records.append({"source": str(path), "error": f"{path}: {reason}", "kind": kind})
+
+    def wanted(path: Path) -> bool:
+        if path.name.startswith("."):
+            return False
+        reason = _not_regular(path)
+        if reason is not None:
+            note(path, f"skipped, {reason}")
+            return False
+        return _wanted_in_folder(path)
+
     if not recursive:
-        return [p for p in folder.iterdir() if p.is_file() and _wanted_in_folder(p)]
+        return [p for p in folder.iterdir() if not p.is_dir() and wanted(p)]
     found = []
-    for root, dirs, files in os.walk(folder):
+
+    def unreadable(exc: OSError) -> None:
+        note(Path(exc.filename or folder), f"folder not read ({exc.strerror})", "error")
+
+    for root, dirs, files in os.walk(folder, onerror=unreadable):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(root) / f for f in files if _wanted_in_folder(Path(root) / f)]
+        found += [Path(root) / f for f in files if wanted(Path(root) / f)]
     return found
 
 
@@ -113,11 +145,13 @@ def find_inputs(
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            candidates.update((str(p), p) for p in _walk(path, recursive))
-        elif path.is_file():
-            candidates[str(path)] = path
-        else:
+            candidates.update((str(p), p) for p in _walk(path, recursive, records))
+        elif not path.exists() and not path.is_symlink():
             records.append({"source": str(path), "error": f"{path}: no such file or folder", "kind": "error"})
+        elif (reason := _not_regular(path)) is not None:
+            records.append({"source": str(path), "error": f"{path}: {reason}", "kind": "error"})
+        else:
+            candidates[str(path)] = path
     files = []
     for key in sorted(candidates):
         reason = non_image_reason(candidates[key])

@@ -1,0 +1,128 @@
+"""Hostile and odd inputs: nothing hangs, one bad input costs one record, messages cannot be forged."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from echoclip_cli.preprocess_config import PreprocessConfig
+from tests.cli_helpers import run_cli
+from tests.media_factory import echo_frames, make_video
+
+
+def _jsonl(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _cli(args, cwd, timeout=60):
+    """The real command in a subprocess (a hang shows as a timeout, not a stuck test run)."""
+    return subprocess.run([sys.executable, "-m", "echoclip_cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env={**os.environ})
+
+
+def test_a_fifo_is_skipped_without_being_opened(tiny_bundle, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_video(folder / "ok.avi", echo_frames(8, 48, 64, seed=1))
+    os.mkfifo(folder / "x.dcm")
+    os.mkfifo(folder / "x")
+    done = _cli(["embed", "--dir", folder, "-w", "tiny", "-f", "jsonl"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [r["source"].rsplit("/", 1)[-1] for r in _jsonl(done.stdout)] == ["ok.avi"]
+    assert "x.dcm: skipped, a named pipe (FIFO), not read" in done.stderr
+    named = _cli(["embed", folder / "x.dcm", folder / "ok.avi", "-w", "tiny", "-f", "jsonl"], tmp_path)
+    assert named.returncode == 1 and "named pipe" in named.stderr  # given by name: an error, the rest still runs
+    assert len(_jsonl(named.stdout)) == 1
+
+
+def test_empty_selections_and_repeated_dirs(tiny_bundle, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "x.dcm").mkdir()  # a folder named like a file
+    for args in (["--dir", tmp_path / "empty"], [tmp_path / "x.dcm"]):
+        result = run_cli("embed", *args, "-w", "tiny")
+        assert result.exit_code == 1 and "no DICOM or video files found" in result.stderr
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        make_video(tmp_path / name / f"{name}.avi", echo_frames(6, 48, 64, seed=3))
+    both = run_cli("embed", "--dir", tmp_path / "a", "--dir", tmp_path / "b", "-w", "tiny", "-f", "jsonl")
+    assert both.exit_code == 0 and len(_jsonl(both.stdout)) == 2  # every --dir counts, not only the last
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder: an unreadable one cannot be made")
+def test_an_unreadable_folder_is_reported(tiny_bundle, tmp_path):
+    folder = tmp_path / "in"
+    (folder / "locked").mkdir(parents=True)
+    make_video(folder / "ok.avi", echo_frames(6, 48, 64, seed=1))
+    (folder / "locked").chmod(0)
+    try:
+        result = run_cli("embed", "--dir", folder, "-w", "tiny", "-f", "jsonl")
+    finally:
+        (folder / "locked").chmod(0o755)
+    assert result.exit_code == 1 and "folder not read" in result.stderr and len(_jsonl(result.stdout)) == 1
+
+
+def test_a_newline_in_a_file_name_cannot_forge_a_line(tiny_bundle, tmp_path):
+    bad = tmp_path / "x\nerror: forged.avi"
+    bad.write_bytes(b"not a video")
+    result = run_cli("embed", bad, "-w", "tiny", "-f", "jsonl")
+    assert result.exit_code == 1
+    assert not any(line.startswith("error: forged") for line in result.stderr.splitlines())
+    assert "x\\x0aerror: forged.avi" in result.stderr
+
+
+def test_a_malformed_frames_file_costs_only_its_record(tiny_bundle, tmp_path):
+    from echoclip_cli.media.store_file import write_clip_file
+
+    good = make_video(tmp_path / "ok.avi", echo_frames(8, 48, 64, seed=1))
+    cfg = PreprocessConfig.from_dict(json.loads((tiny_bundle.root / "echoclip.json").read_text())["preprocess_cfg"])
+    meta = {"source": "fake", "source_sha256": "0" * 64, "preprocess": cfg.to_dict(),
+            "preprocess_digest": cfg.digest(), "frame_indices": [0, 2]}
+    one_channel = write_clip_file(tmp_path / "grey.safetensors", torch.zeros(2, 1, 32, 32, dtype=torch.uint8), meta)
+    result = run_cli("embed", good, one_channel, "-w", "tiny", "-f", "jsonl")
+    assert result.exit_code == 1, result.stderr
+    records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
+    assert records["ok.avi"]["error"] is None and "frames of shape" in records["grey.safetensors"]["error"]
+    assert "internal error" not in result.stderr
+
+
+def test_weights_changed_in_place_with_the_mtime_restored_are_hashed_again(tiny_bundle):
+    import echoclip_cli
+    from echoclip_cli.errors import ChecksumError
+
+    echoclip_cli.load_model("tiny", device="cpu")  # verified: the stamp is written
+    path = tiny_bundle.root / "model.safetensors"
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime
+    with pytest.raises(ChecksumError):
+        echoclip_cli.load_model("tiny", device="cpu")
+
+
+def test_a_failed_write_is_one_line_not_an_internal_error(capsys):
+    from safetensors import SafetensorError
+
+    from echoclip_cli.cli.app import report_error
+
+    assert report_error(SafetensorError("Error while serializing: No space left on device (os error 28)")) == 1
+    assert report_error(OSError(28, "No space left on device")) == 1
+    err = capsys.readouterr().err
+    assert "internal error" not in err and err.count("cannot write") == 2
+
+
+def test_third_party_warnings_never_print_header_values(capsys, monkeypatch):
+    import warnings
+
+    from echoclip_cli.cli.app import _quiet_warning
+
+    monkeypatch.setattr(warnings, "showwarning", _quiet_warning)
+    warnings.warn_explicit("Invalid value for VR UI: 'DOE^JOHN^19700101'", UserWarning,
+                           "/venv/lib/python3.11/site-packages/pydicom/valuerep.py", 1)
+    err = capsys.readouterr().err
+    assert "DOE^JOHN" not in err and "UserWarning from pydicom" in err
