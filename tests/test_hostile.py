@@ -126,3 +126,37 @@ def test_third_party_warnings_never_print_header_values(capsys, monkeypatch):
                            "/venv/lib/python3.11/site-packages/pydicom/valuerep.py", 1)
     err = capsys.readouterr().err
     assert "DOE^JOHN" not in err and "UserWarning from pydicom" in err
+
+
+def test_inputs_over_the_decode_budget_are_refused_before_decoding(tiny_bundle, tmp_path, monkeypatch):
+    """Priced from the header / stream info: a clip too large for the budget is one error record;
+    the small clip beside it still gets its result (the 8192² H.264 of issue 13 needed 9.5 GB)."""
+    monkeypatch.setenv("ECHOCLIP_DECODE_MB", "2")
+    small = make_video(tmp_path / "small.avi", echo_frames(8, 48, 64, seed=1))
+    big = make_video(tmp_path / "big.avi", echo_frames(4, 480, 640, seed=2))
+    result = run_cli("embed", small, big, "-w", "tiny", "-f", "jsonl")
+    assert result.exit_code == 1
+    records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
+    assert records["small.avi"]["error"] is None
+    assert "over the decode budget of 2 MB" in records["big.avi"]["error"]
+
+
+def test_a_deflate_bomb_is_refused_without_inflating_it(tiny_bundle, tmp_path, monkeypatch):
+    import numpy as np
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from tests.media_factory import base_dataset
+
+    ds = base_dataset(n_frames=40, rows=256, cols=256, seed=9)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.PhotometricInterpretation, ds.SamplesPerPixel = "MONOCHROME2", 1
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = np.zeros((40, 256, 256), np.uint8).tobytes()  # 2.6 MB of zeros: a few KB deflated
+    path = tmp_path / "bomb.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert path.stat().st_size < 100_000
+    monkeypatch.setenv("ECHOCLIP_DECODE_MB", "1")
+    result = run_cli("embed", path, "-w", "tiny", "-f", "jsonl")
+    assert result.exit_code == 1
+    assert "its deflated dataset would need" in _jsonl(result.stdout)[0]["error"]

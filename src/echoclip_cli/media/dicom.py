@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import MediaError
 from ..files import has_dicom_preamble, head
 from ..preprocess import clip_region
-from . import classify
+from . import budget, classify
 from .colour import grey_fraction, mostly_grey, to_rgb8
 from .phi import patient_key, phi_values, resolve_salt, safe_reason
 
@@ -62,6 +62,7 @@ def read_header(path: Path) -> Any:
     from pydicom.errors import InvalidDicomError
 
     preamble = has_preamble(path)
+    _check_deflated(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -75,6 +76,21 @@ def read_header(path: Path) -> Any:
         raise MediaError(f"{path}: DICOM file is truncated (it ends inside an element)")
     _check_image(ds, path, preamble)
     return ds
+
+
+def _check_deflated(path: Path) -> None:
+    """A deflated dataset is inflated whole by pydicom: price it first (:mod:`.budget`)."""
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        meta = read_file_meta_info(path)
+        if str(meta.get("TransferSyntaxUID", "")) != "1.2.840.10008.1.2.1.99":
+            return
+        # the dataset starts after the preamble, the group length element (12 bytes) and its value
+        offset = (132 if has_preamble(path) else 0) + 12 + int(meta.FileMetaInformationGroupLength)
+    except Exception:  # no readable file meta: dcmread reports the real problem
+        return
+    budget.check_deflated(path, offset)
 
 
 def _check_image(ds: Any, path: Path, preamble: bool) -> None:
@@ -435,6 +451,14 @@ def _read_dicom(
 def _wanted_frames(ds: Any, path: Path, indices: Sequence[int]) -> tuple[int, list[int]]:
     n_frames = number_of_frames(ds, path)
     wanted = sorted({int(i) for i in indices if 0 <= int(i) < n_frames})
+    try:
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.get("BitsAllocated") or 8)
+    except (TypeError, ValueError):
+        rows = cols = 0  # unreadable geometry: the decoder reports it
+        samples, bits = 1, 8
+    # priced as RGB: grey and palette frames become three channels on the way
+    budget.check_frames(str(path), rows, cols, max(3, samples), len(wanted), max(1, (bits + 7) // 8))
     if not wanted:
         raise MediaError(f"{path}: has {n_frames} frame(s), none at the sampled indices (from {min(indices)})")
     return n_frames, wanted

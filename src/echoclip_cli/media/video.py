@@ -15,6 +15,7 @@ from typing import Any, BinaryIO, Sequence
 import numpy as np
 
 from ..errors import MediaError
+from . import budget
 from .phi import safe_reason
 
 VIDEO_EXTENSIONS = frozenset(
@@ -45,6 +46,8 @@ def decode_video(source: str | Path | BinaryIO, indices: Sequence[int], name: st
         if not container.streams.video:
             raise MediaError(f"{name}: holds no video stream")
         stream = container.streams.video[0]
+        context = stream.codec_context
+        budget.check_frames(name, int(context.height or 0), int(context.width or 0), 3, len(wanted))
         stream.thread_type = "AUTO"
         info = {"fps": _fps(stream), "n_frames_total": int(stream.frames) or None, "codec": stream.codec_context.name}
         frames, found, decoded = _decode_wanted(container, stream, wanted, name, info)
