@@ -160,3 +160,53 @@ def test_a_deflate_bomb_is_refused_without_inflating_it(tiny_bundle, tmp_path, m
     result = run_cli("embed", path, "-w", "tiny", "-f", "jsonl")
     assert result.exit_code == 1
     assert "its deflated dataset would need" in _jsonl(result.stdout)[0]["error"]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` now (read from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    parents[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the worker processes")
+def test_workers_die_with_a_killed_parent(tiny_bundle, tmp_path):
+    import signal
+    import time
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(12):
+        make_video(folder / f"v{i:02d}.avi", echo_frames(40, 96, 128, seed=i))
+    proc = subprocess.Popen([sys.executable, "-m", "echoclip_cli", "embed", "--dir", str(folder), "-w", "tiny",
+                             "-j", "2", "-f", "jsonl", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ}, start_new_session=True)
+    deadline, children = time.time() + 60, set()
+    while time.time() < deadline and len(children) < 3:  # fork server + 2 workers (+ resource tracker)
+        children = _descendants(proc.pid)
+        time.sleep(0.2)
+    assert len(children) >= 3, "the workers did not start"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.2)
+    assert not [pid for pid in children if _alive(pid)], "processes outlived the killed run"

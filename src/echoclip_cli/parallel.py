@@ -14,6 +14,9 @@ every input gets exactly one result and one bad file costs one error record, not
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -21,12 +24,28 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
 
+WATCH_SECONDS = 1.0  # how often a worker checks that the run's main process is alive
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     torch.set_num_threads(1)  # workers share the machine with the model and with each other
+    threading.Thread(target=_die_with, args=(parent,), daemon=True, name="echoclip-parent-watch").start()
+
+
+def _die_with(parent: int) -> None:
+    """End this worker when the run's main process is gone, even killed with -9 (no cleanup ran
+    there): a worker's own parent is the fork server, so the kernel's parent-death signal would
+    not fire, and an orphaned worker would wait for tasks forever holding its memory."""
+    while True:
+        time.sleep(WATCH_SECONDS)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass  # the pid exists (another user's process took it only if ours is long gone: rare)
 
 
 def pool_context() -> Any:
@@ -37,13 +56,13 @@ def pool_context() -> Any:
     """
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["echoclip_cli.media"])
+        context.set_forkserver_preload(["echoclip_cli.media.batch"])  # the decoders, imported once
         return context
     return multiprocessing.get_context("spawn")
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=_init_worker)
+    return ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=_init_worker, initargs=(os.getpid(),))
 
 
 def _alone(fn: Callable[[T], R], item: T, on_crash: Callable[[T], R]) -> R:
