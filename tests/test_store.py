@@ -77,8 +77,9 @@ def test_damaged_part_is_reported(tmp_path):
         w.add(result(0))
     part = next((tmp_path / "s").glob("part-*.safetensors"))
     part.write_bytes(part.read_bytes()[:40])
-    with pytest.raises(StoreError, match="damaged store part"):
-        read_store(tmp_path / "s")
+    store = read_store(tmp_path / "s")  # readers go on without it, and say so
+    assert len(store) == 0 and len(store.damaged) == 1
+    assert "damaged store part" in store.damaged[0] and part.name in store.damaged[0]
 
 
 def test_not_a_store(tmp_path):
@@ -143,3 +144,28 @@ def test_store_and_bundle_files_get_the_usual_modes(tmp_path, tiny_checkpoint, m
     assert {mode(p) for p in (tmp_path / "s").iterdir()} == {0o644}
     assert mode(bundle.root) == 0o755
     assert {mode(p) for p in bundle.root.iterdir() if not p.name.startswith(".")} == {0o644}
+
+
+def test_a_damaged_part_is_named_skipped_and_repaired(tmp_path):
+    from echoclip_cli.store import check_parts
+    from tests.cli_helpers import run_cli
+
+    with writer(tmp_path / "s", keep_frames=True, flush_every=2) as w:
+        for i in range(4):
+            w.add(result(i))
+    first, second = sorted((tmp_path / "s").glob("part-*.safetensors"))
+    data = bytearray(second.read_bytes())
+    data[-40:-8] = bytes(b ^ 0x5A for b in data[-40:-8])  # flip bytes inside the vectors, size unchanged
+    second.write_bytes(bytes(data))
+    assert [problem is None for _, problem in check_parts(tmp_path / "s")] == [True, False]
+    store = read_store(tmp_path / "s", frames=True)
+    assert len(store) == 2 and "checksum" in store.damaged[0]  # the sound part still reads
+    verify = run_cli("store", "verify", tmp_path / "s", "-f", "jsonl")
+    assert verify.exit_code == 1 and "1 damaged" in verify.stderr
+    assert run_cli("store", "repair", tmp_path / "s").exit_code == 0
+    assert run_cli("store", "verify", tmp_path / "s").exit_code == 0
+    with writer(tmp_path / "s", keep_frames=True) as w:  # a resumed run: only the lost videos are missing
+        assert w.done_keys() == {"sha0", "sha1"}
+    second.write_bytes(bytes(data))  # damaged again, then merged: refused, naming the part
+    with pytest.raises(StoreError, match="cannot merge"):
+        merge_stores(tmp_path / "all", [tmp_path / "s"])

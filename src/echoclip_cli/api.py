@@ -17,6 +17,7 @@ torch; the model stack loads inside the calls.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
@@ -260,7 +261,10 @@ def _frame_sets(model: "EchoClip", files: list[Path] | None, store: PathLike | N
     if store is not None:
         from .store import read_store
 
-        yield from T.frame_sets_from_store(read_store(store, frames=True), model, clip_types)
+        loaded = read_store(store, frames=True)
+        for message in _damage_notes(loaded):
+            (progress or _Silent()).note(f"warning: {message}")
+        yield from T.frame_sets_from_store(loaded, model, clip_types)
         return
 
     def embed_now(todo: list[Path]) -> Iterator["VideoEmbedding"]:
@@ -510,6 +514,7 @@ def match_patients(
         from .store import read_store
 
         loaded = read_store(store)
+        warnings.extend(_damage_notes(loaded))
         name = loaded.header["weights"]["name"]
         if not P.is_retrieval_weights(name, loaded.weights_sha256):
             warnings.append(P.NOT_R_WARNING.format(name=f"the store's weights {name!r}"))
@@ -564,7 +569,14 @@ def search(
 
     model = _model(model, weights, store, RETRIEVAL_WEIGHTS, device=device, precision=precision)
     tokenizer = tokenizer_for(model.bundle, template_vocab=template_vocab)
-    return search_store(read_store(store), model, query, k=k, level=level, tokenizer=tokenizer)
+    loaded = read_store(store)
+    result = search_store(loaded, model, query, k=k, level=level, tokenizer=tokenizer)
+    return dataclasses.replace(result, warnings=tuple(_damage_notes(loaded)))
+
+
+def _damage_notes(store: Any) -> list[str]:
+    """What a reader says about a store's damaged parts (left out; ``echoclip store verify``)."""
+    return [f"{message}; its videos are left out (echoclip store verify / repair)" for message in store.damaged]
 
 
 def search_reports(

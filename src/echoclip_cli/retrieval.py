@@ -212,6 +212,7 @@ def rank_videos(store: "Store", query_vector: np.ndarray, k: int, *, studies: St
 class SearchResult:
     plan: QueryPlan
     records: list[dict[str, Any]]
+    warnings: tuple[str, ...] = ()  # e.g. store parts left out as damaged
 
 
 def search_store(store: "Store", model: "EchoClip", query: str, *, k: int = 10, level: str = "both",

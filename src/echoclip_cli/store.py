@@ -18,10 +18,11 @@ other preprocessing. ``read_store(path)`` gives vectors and metadata in one call
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -50,6 +51,7 @@ class Store:
     embeddings: np.ndarray  # (N,E) float32
     rows: list[dict[str, Any]]
     frame_embeddings: list[np.ndarray] | None = None  # per row (T,E), when the store kept them
+    damaged: list[str] = field(default_factory=list)  # parts left out: why each (``echoclip store verify``)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -119,22 +121,59 @@ def _parts(path: Path) -> list[Path]:
     return sorted(p for p in path.glob("part-*.safetensors"))
 
 
+def part_checksum(tensors: dict[str, np.ndarray], rows_json: str) -> str:
+    """sha256 over a part's rows and every tensor's name, shape, dtype and bytes."""
+    digest = hashlib.sha256(rows_json.encode("utf-8"))
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        digest.update(f"{name}|{array.shape}|{array.dtype.str}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def _read_part(part: Path, frames: bool) -> tuple[np.ndarray, list[dict[str, Any]], list[np.ndarray] | None]:
+    """A part's vectors, rows and (optionally) per-video frames, its checksum verified; a
+    :class:`StoreError` naming the part when it is damaged."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(part), framework="np") as fh:
-            rows = json.loads(fh.metadata()["rows"])
-            vectors = fh.get_tensor("embeddings")
-            per_video = None
-            if frames and "frame_embeddings" in fh.keys():
-                ends = np.cumsum(fh.get_tensor("frame_counts"))
-                per_video = np.split(fh.get_tensor("frame_embeddings"), ends[:-1])
+            metadata = fh.metadata() or {}
+            rows_json = metadata["rows"]
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+        rows = json.loads(rows_json)
     except Exception as exc:  # safetensors raises its own types for damaged files
         raise StoreError(f"{part}: damaged store part ({type(exc).__name__})") from None
-    if len(rows) != len(vectors):
-        raise StoreError(f"{part}: {len(rows)} rows but {len(vectors)} vectors")
+    recorded = metadata.get("sha256")  # parts written before checksums carry none
+    if recorded is not None and recorded != part_checksum(tensors, rows_json):
+        raise StoreError(f"{part}: damaged store part (its checksum does not match its content)")
+    vectors = tensors.get("embeddings")
+    if vectors is None or len(rows) != len(vectors):
+        raise StoreError(f"{part}: {len(rows)} rows but {0 if vectors is None else len(vectors)} vectors")
+    per_video = None
+    if frames and "frame_embeddings" in tensors:
+        ends = np.cumsum(tensors["frame_counts"])
+        per_video = np.split(tensors["frame_embeddings"], ends[:-1])
     return vectors, rows, per_video
+
+
+def check_parts(path: str | os.PathLike[str]) -> list[tuple[Path, str | None]]:
+    """Every part of a store with the reason it is damaged (None: sound)."""
+    out = []
+    for part in _parts(Path(path)):
+        try:
+            _read_part(part, frames=True)
+            out.append((part, None))
+        except StoreError as exc:
+            out.append((part, exc.message))
+    return out
+
+
+def set_aside(part: Path) -> Path:
+    """Rename a damaged part so no reader sees it (a resumed embed re-embeds its videos)."""
+    target = part.with_name(part.name + ".damaged")
+    os.replace(part, target)
+    return target
 
 
 def read_store(path: str | os.PathLike[str], *, frames: bool = False) -> Store:
@@ -146,8 +185,13 @@ def read_store(path: str | os.PathLike[str], *, frames: bool = False) -> Store:
     per_video: list[np.ndarray] = []
     seen: set[str] = set()
     has_frames = frames
+    damaged: list[str] = []
     for part in _parts(path):
-        part_vectors, part_rows, part_frames = _read_part(part, frames)
+        try:
+            part_vectors, part_rows, part_frames = _read_part(part, frames)
+        except StoreError as exc:  # one damaged part costs its own rows, named, not every reader
+            damaged.append(exc.message)
+            continue
         has_frames = has_frames and part_frames is not None
         for i, row in enumerate(part_rows):
             key = row.get("source_sha256") or row["source"]
@@ -160,7 +204,7 @@ def read_store(path: str | os.PathLike[str], *, frames: bool = False) -> Store:
                 per_video.append(part_frames[i])
     dim = int(header["embed_dim"])
     matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
-    return Store(path, header, matrix, rows, per_video if frames and has_frames else None)
+    return Store(path, header, matrix, rows, per_video if frames and has_frames else None, damaged)
 
 
 class StoreWriter:
@@ -202,10 +246,10 @@ class StoreWriter:
         rows: list[dict[str, Any]] = []
         for part in _parts(self.path):
             try:
-                with safe_open(str(part), framework="pt") as fh:
+                with safe_open(str(part), framework="np") as fh:
                     rows.extend(json.loads(fh.metadata()["rows"]))
-            except Exception:
-                raise StoreError(f"{part}: damaged store part") from None
+            except Exception:  # unreadable (safetensors raises its own types): its videos are embedded again
+                continue
         return rows
 
     def done_keys(self) -> set[str]:
@@ -284,7 +328,9 @@ class StoreWriter:
         rows = [_row(r, self.header) for r in results]
         self._seq += 1
         name = f"part-{self._seq:06d}-{secrets.token_hex(4)}.safetensors"
-        atomic_write(self.path / name, lambda tmp: save_file(tensors, str(tmp), metadata={"rows": json.dumps(rows)}))
+        rows_json = json.dumps(rows)
+        metadata = {"rows": rows_json, "sha256": part_checksum(tensors, rows_json)}
+        atomic_write(self.path / name, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     def __enter__(self) -> "StoreWriter":
         return self
@@ -309,6 +355,10 @@ def merge_stores(out: str | os.PathLike[str], stores: Sequence[str | os.PathLike
     if not stores:
         raise UsageError("nothing to merge")
     loaded = [read_store(s, frames=True) for s in stores]
+    damaged = [message for store in loaded for message in store.damaged]
+    if damaged:
+        raise StoreError(f"cannot merge: {damaged[0]}" + (f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""),
+                         hint="echoclip store repair SHARD sets damaged parts aside; embed again into it to refill it")
     first = loaded[0]
     for other in loaded[1:]:
         _check_compatible(other.path, other.header, first.header)
@@ -331,4 +381,4 @@ def merge_stores(out: str | os.PathLike[str], stores: Sequence[str | os.PathLike
     return read_store(out)
 
 
-__all__ = ["Store", "StoreError", "StoreWriter", "merge_stores", "read_store"]
+__all__ = ["Store", "StoreError", "StoreWriter", "check_parts", "merge_stores", "read_store", "set_aside"]

@@ -58,6 +58,8 @@ def search(
         _check(query, index, template_vocab)
         model = open_model(api.weights_for(weights, index, SEARCH_WEIGHTS), device=device, precision=precision)
         result = api.search(query, index, model=model, k=top_k, level=level.value, template_vocab=template_vocab)
+        for message in result.warnings:
+            warn(message)
         if explain:
             for line in result.plan.explain():
                 info(line)
