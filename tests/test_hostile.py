@@ -210,3 +210,52 @@ def test_workers_die_with_a_killed_parent(tiny_bundle, tmp_path):
     while time.time() < deadline and any(_alive(pid) for pid in children):
         time.sleep(0.2)
     assert not [pid for pid in children if _alive(pid)], "processes outlived the killed run"
+
+
+def test_preprocess_goes_on_after_a_failed_write(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    import echoclip_cli.media.batch as batch
+
+    videos = [make_video(tmp_path / f"v{i}.avi", echo_frames(6, 48, 64, seed=i)) for i in range(3)]
+    real, calls = batch.write_clip_file, []
+
+    def full_disk_once(path, frames, meta):
+        calls.append(path)
+        if len(calls) == 1:
+            raise SafetensorError("Error while serializing: No space left on device (os error 28)")
+        return real(path, frames, meta)
+
+    monkeypatch.setattr(batch, "write_clip_file", full_disk_once)
+    result = run_cli("preprocess", *videos, "--out", tmp_path / "out", "-f", "jsonl")
+    assert result.exit_code == 1 and "internal error" not in result.stderr
+    statuses = [r["status"] for r in _jsonl(result.stdout)]
+    assert statuses.count("ok") == 2 and statuses.count("error") == 1  # the later inputs were still tried
+    (tmp_path / "file").write_text("x")
+    assert run_cli("preprocess", videos[0], "--out", tmp_path / "file").exit_code == 2
+
+
+def test_a_truncated_jpeg_frame_fails_its_file_instead_of_decoding_made_up_rows(tiny_bundle, tmp_path):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from tests.media_factory import base_dataset, jpeg_frames
+
+    frames = echo_frames(6, 48, 64, seed=4)
+    streams = jpeg_frames(frames)
+    streams[2] = streams[2][: len(streams[2]) // 3]  # frame 2 cut to a third (sampled: 0, 2, 4)
+    ds = base_dataset(n_frames=6, rows=48, cols=64, seed=11)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PhotometricInterpretation, ds.SamplesPerPixel, ds.PlanarConfiguration = "YBR_FULL_422", 3, 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = encapsulate(streams)
+    ds["PixelData"].is_undefined_length = True
+    path = tmp_path / "cut.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    good = make_video(tmp_path / "ok.avi", echo_frames(6, 48, 64, seed=5))
+    result = run_cli("embed", path, good, "-w", "tiny", "-f", "jsonl")
+    assert result.exit_code == 1
+    records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
+    assert "frame 2's JPEG data is truncated" in records["cut.dcm"]["error"]
+    assert records["ok.avi"]["error"] is None

@@ -80,6 +80,7 @@ class VideoRecord(Record):
     clip_type: str | None = None  # media.classify: 2d, 2d_colour, spectral_doppler, m_mode, still, not_ultrasound
     clip_reason: str | None = None
     skipped: str | None = None  # why this clip has no numbers although it was read (its type)
+    warning: str | None = None  # a decoder's note on a result that stands (e.g. a damaged video tail)
     error: str | None = None
     identity: str = field(default="", metadata={"internal": True})  # SOP instance or content hash
 
@@ -127,6 +128,7 @@ class EmbeddingRecord(VideoRecord):
                    weights=model.bundle.name, weights_sha256=model.weights_sha256,
                    preprocess=meta.get("preprocess_digest") or model.preprocess.digest(), error=result.error,
                    clip_type=meta.get("clip_type"), clip_reason=meta.get("clip_reason"), skipped=result.skipped,
+                   warning=meta.get("decode_warning"),
                    identity=identity(meta, result.source),
                    **{k: meta.get(k) or None for k in ("study_uid", "series_uid", "sop_uid", "study_date",
                                                        "patient_key")},

@@ -223,6 +223,7 @@ def _video(cls: type, fs: FrameSet, model: EchoClip, **values: Any) -> Any:
                n_frames=int(fs.frames.shape[0]) if fs.frames is not None else 0,
                weights=model.bundle.name, weights_sha256=model.weights_sha256, error=fs.error, skipped=fs.skipped,
                clip_type=fs.meta.get("clip_type"), clip_reason=fs.meta.get("clip_reason"),
+               warning=fs.meta.get("decode_warning"),
                identity=identity(fs.meta, fs.source), **values)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from ..errors import MediaError
+from ..errors import MediaError, UsageError
 from ..preprocess_config import PreprocessConfig
 from .common import FormatOpt, OutputFormat, emit_records, err_console, info, resolve_format, warn
 from .inputs import MaskMode
@@ -73,6 +73,8 @@ def preprocess(
     """
     from ..media import find_inputs, preprocess_files
 
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
     cfg = _config(weights, frames, stride, start, mask)
     files, notes = find_inputs(inputs, recursive=recursive)
     files = [f for f in files if not f.resolve().is_relative_to(out.resolve())]  # not our own outputs

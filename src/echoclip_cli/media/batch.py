@@ -173,6 +173,10 @@ def preprocess_files(
 ) -> Iterator[PreprocessRecord]:
     """Prepare each input and write ``out_dir/<name>.safetensors``; yield one record per input."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        from ..errors import UsageError
+
+        raise UsageError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     used: dict[str, str] = {}
     for path, result in iter_clips(paths, cfg, workers=workers, keep_phi=keep_phi, salt=salt):
@@ -182,8 +186,11 @@ def preprocess_files(
         meta = result.meta
         try:
             written = _write(result, out, used)
-        except OSError as exc:
-            yield PreprocessRecord(source=str(path), status="error", error=f"{path}: cannot write output ({exc})")
+        except Exception as exc:  # OSError, or safetensors' own error for a full disk: this input fails, the next is tried
+            if not isinstance(exc, OSError) and type(exc).__name__ != "SafetensorError":
+                raise
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:160]
+            yield PreprocessRecord(source=str(path), status="error", error=f"{path}: cannot write output ({reason})")
             continue
         height, width = meta["original_size"]
         yield PreprocessRecord(

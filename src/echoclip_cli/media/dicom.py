@@ -223,6 +223,10 @@ def jpeg_codestreams(ds: Any, indices: Sequence[int], n_frames: int) -> list[byt
     out = []
     for index, data in enumerate(generate_frames(ds.PixelData, number_of_frames=n_frames, extended_offsets=extended)):
         if index in wanted:
+            if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+                # decoders fill a cut image with grey or repeated rows and return it as if whole
+                raise MediaError(f"{getattr(ds, 'filename', 'DICOM')}: frame {index}'s JPEG data is truncated "
+                                 "(no end-of-image marker): its pixels would be partly made up")
             out.append(data)
         if index >= last:
             break
