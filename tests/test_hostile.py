@@ -160,6 +160,10 @@ def test_a_deflate_bomb_is_refused_without_inflating_it(tiny_bundle, tmp_path, m
     result = run_cli("embed", path, "-w", "tiny", "-f", "jsonl")
     assert result.exit_code == 1
     assert "its deflated dataset would need" in _jsonl(result.stdout)[0]["error"]
+    monkeypatch.setenv("ECHOCLIP_DECODE_MB", "100")  # under the budget: inflated to its end (and padding) once
+    done = _cli(["embed", path, "-w", "tiny", "-f", "jsonl"], tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert _jsonl(done.stdout)[0]["clip_type"] == "still"  # zeros do not move
 
 
 def _descendants(pid: int) -> set[int]:

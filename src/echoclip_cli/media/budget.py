@@ -55,11 +55,13 @@ def check_deflated(path: Path, offset: int) -> None:
     total = 0
     with open(path, "rb") as fh:
         fh.seek(offset)
-        while chunk := fh.read(1 << 20):
+        while not inflater.eof and (chunk := fh.read(1 << 20)):
             data = chunk
-            while data:
+            while data and not inflater.eof:  # after the stream's end only padding is left
                 out = inflater.decompress(data, 1 << 22)  # at most 4 MB held at once
                 total += len(out)
                 if total > budget:
                     check(str(path), "its deflated dataset", total)
+                if not out and inflater.unconsumed_tail == data:
+                    return  # no progress: a damaged stream; pydicom reports it
                 data = inflater.unconsumed_tail
