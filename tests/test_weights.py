@@ -87,7 +87,8 @@ def test_pickle_with_code_is_refused(tmp_path):
     torch.save({"state_dict": _state(), "evil": print}, source / "open_clip_pytorch_model.bin")
     result = run_cli("weights", "import", source, "--name", "evil")
     assert result.exit_code == 1
-    assert "cannot read checkpoint" in one_error_line(result)
+    line = one_error_line(result)
+    assert "cannot read checkpoint" in line and "never unpickled" in line and line.endswith(")")
 
 
 def test_released_name_with_other_checksum_is_refused(tiny_checkpoint):

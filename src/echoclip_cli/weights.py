@@ -184,9 +184,17 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise WeightsNotFoundError(f"{path}: no such file") from None
     except Exception as exc:  # torch and safetensors raise many types for a damaged file
+        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+            raise WeightsError(
+                f"{path}: cannot read checkpoint (it holds Python objects besides tensors, which are never "
+                "unpickled: a checkpoint can run code when loaded that way)",
+                hint="save the state dict alone (torch.save(model.state_dict(), ...)) or as .safetensors",
+            ) from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if len(reason) > 160:
+            reason = reason[:157].rsplit(" ", 1)[0] + " …"
         raise WeightsError(
-            f"{path}: cannot read checkpoint ({reason[:160]})",
+            f"{path}: cannot read checkpoint ({reason})",
             hint="the file may be truncated or not a checkpoint; pickles are read with weights_only=True only",
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
