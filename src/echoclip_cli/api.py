@@ -22,7 +22,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
-from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTS, DEVICE_TASKS, RETRIEVAL_WEIGHTS, ZERO_SHOT_WEIGHTS
+from .defaults import (DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTS, DEVICE_TASKS, RETRIEVAL_WEIGHTS, ZERO_SHOT_WEIGHTS,
+                       batch_size_for)
 from .errors import EchoclipError, UsageError
 from .media.classify import ULTRASOUND_TYPES, VIDEO_TYPES, parse_clip_types
 from .preprocess_config import Sampling
@@ -168,7 +169,7 @@ def _model(model: "EchoClip | None", weights: str | None, store: PathLike | None
 
 
 def embed_files(model: "EchoClip", files: Sequence[Path], *, sampling: Sampling | None = None,
-                batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None, keep_frames: bool = False,
+                batch_size: int | None = DEFAULT_BATCH_SIZE, workers: int | None = None, keep_frames: bool = False,
                 keep_phi: bool = False, jpeg_decode: str | None = None, clip_types: Sequence[str] | None = None,
                 progress: Progress | None = None) -> Iterator["VideoEmbedding"]:
     """Pipeline results for ``files`` in order, reporting frames and finished inputs to ``progress``;
@@ -178,6 +179,7 @@ def embed_files(model: "EchoClip", files: Sequence[Path], *, sampling: Sampling 
     progress = progress or _Silent()
     cfg = (sampling or Sampling()).apply(model.preprocess)
     progress.start(len(files), cfg.frames)
+    batch_size = batch_size_for(model.device.type, batch_size)
     for result in embed_videos(files, model, cfg=cfg, batch_size=batch_size, workers=workers,
                                keep_frames=keep_frames, keep_phi=keep_phi, jpeg_decode=jpeg_decode,
                                on_frames=progress.frames, clip_types=clip_types):
@@ -195,7 +197,7 @@ def embed(
     keep_frames: bool = False,
     with_vectors: bool = True,
     flush_every: int = 256,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     jpeg_decode: str | None = None,
     keep_phi: bool = False,
@@ -251,7 +253,7 @@ def _nothing() -> Any:
 
 
 def _frame_sets(model: "EchoClip", files: list[Path] | None, store: PathLike | None, sampling: Sampling | None,
-                batch_size: int, workers: int | None, progress: Progress | None,
+                batch_size: int | None, workers: int | None, progress: Progress | None,
                 clip_types: Sequence[str], cache: bool) -> Iterator["FrameSet"]:
     """Per-video frame embeddings from a store that kept them, or from the embedding cache
     (:mod:`echoclip_cli.frame_cache`), or by embedding the files now (and caching them)."""
@@ -307,7 +309,7 @@ def predict_ef(
     sampling: Sampling | None = None,
     clip_types: Sequence[str] = VIDEO_TYPES,
     cache: bool = True,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",
@@ -342,7 +344,7 @@ def detect_devices(
     sampling: Sampling | None = None,
     clip_types: Sequence[str] = VIDEO_TYPES,
     cache: bool = True,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",
@@ -377,7 +379,7 @@ def zero_shot(
     sampling: Sampling | None = None,
     clip_types: Sequence[str] = VIDEO_TYPES,
     cache: bool = True,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",
@@ -419,7 +421,7 @@ def report(
     clip_types: Sequence[str] = VIDEO_TYPES,
     cache: bool = True,
     animations: bool = True,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",
@@ -490,7 +492,7 @@ def match_patients(
     settings: "MatchSettings | None" = None,
     sampling: Sampling | None = None,
     clip_types: Sequence[str] = PATIENT_TYPES,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",

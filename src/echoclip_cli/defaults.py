@@ -20,5 +20,17 @@ DROP_THRESHOLD = SAME_PATIENT_THRESHOLD  # timeline: below this against the refe
 DEFAULT_K = 5  # nearest studies listed per study
 
 DEVICE_TASKS = ("pacemaker", "tavr", "mitraclip", "impella")  # what detect-devices scores by default
-# Frames per model batch when the caller does not say (measured: docs/BENCHMARKS.md).
-DEFAULT_BATCH_SIZE = 64
+# Frames per model batch when the caller does not say (measured: docs/BENCHMARKS.md, "Batch size
+# on the CPU"): on a 2-core AMD EPYC batch 16 ran 4.9 frames/s and 64 ran 3.4-3.9; the Intel
+# AVX-512 figures were taken at 20. Small CPU batches also let progress and Ctrl-C see whole
+# videos finish every few seconds. GPUs want larger batches.
+CPU_BATCH_SIZE = 16
+GPU_BATCH_SIZE = 64
+DEFAULT_BATCH_SIZE = None  # None: CPU_BATCH_SIZE or GPU_BATCH_SIZE by the model's device
+
+
+def batch_size_for(device_type: str, batch_size: int | None) -> int:
+    """``batch_size`` as given, else the default for a model on ``device_type``."""
+    if batch_size is not None:
+        return batch_size
+    return GPU_BATCH_SIZE if device_type == "cuda" else CPU_BATCH_SIZE

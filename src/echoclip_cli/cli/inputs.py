@@ -34,7 +34,9 @@ MaskOpt = Annotated[
     Optional[MaskMode],
     typer.Option("--mask", help="auto (mask DICOM outside the moving sector, leave videos), sector (always) or none."),
 ]
-BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Frames per model batch.", min=1)]
+BatchOpt = Annotated[Optional[int], typer.Option(
+    "--batch-size", "-b", min=1, show_default=False,
+    help="Frames per model batch (default: 16 on the CPU, 64 on a GPU; measured, see docs/BENCHMARKS.md).")]
 WorkersOpt = Annotated[
     Optional[int],
     typer.Option("--workers", "-j", min=0,
