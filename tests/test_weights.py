@@ -247,3 +247,11 @@ def test_remove_deletes_only_an_installed_bundle(tiny_bundle):
     assert result.exit_code == 0, result.stderr
     assert not (w.weights_home() / "tiny").exists()
     assert not list(w.weights_home().glob("*.removing"))
+
+
+def test_an_installed_name_wins_over_a_same_named_folder_here(tiny_bundle, tmp_path, monkeypatch):
+    (tmp_path / "tiny").mkdir()  # e.g. a checkout's folder that happens to share the name
+    monkeypatch.chdir(tmp_path)
+    assert w.resolve("tiny", auto_pull=False).root == tiny_bundle.root
+    with pytest.raises(w.WeightsNotFoundError):
+        w.resolve("./tiny", auto_pull=False)  # the folder itself, asked for as a path

@@ -318,8 +318,14 @@ def _is_openclip(path: Path) -> bool:
 
 
 def resolve(spec: str | os.PathLike[str] | None = None, *, auto_pull: bool = True) -> Bundle:
-    """Find the bundle a ``--weights NAME|PATH`` names; pull a released one on first use."""
+    """Find the bundle a ``--weights NAME|PATH`` names; pull a released one on first use.
+
+    A bare name of an installed bundle wins over a same-named folder in the working directory
+    (``-w bench`` run from a checkout must not read ``./bench``); write ``./NAME`` for the folder.
+    """
     spec = str(spec or DEFAULT_WEIGHTS)
+    if os.sep not in spec and not spec.startswith((".", "~")) and (weights_home() / spec / BUNDLE_CONFIG).is_file():
+        return read_bundle(weights_home() / spec)
     path = Path(spec).expanduser()
     if path.exists():
         if path.is_file() and path.name == BUNDLE_CONFIG:
