@@ -299,3 +299,26 @@ def test_store_commands_use_the_store_weights(tiny_bundle, videos, tmp_path, tin
     import_openclip(write_openclip_checkpoint(tmp_path / "other_ckpt", state=other), "other")
     clash = run_cli("predict-ef", "--store", tmp_path / "s", "-w", "other")
     assert clash.exit_code == 2 and "leave out --weights" in clash.stderr
+
+
+def test_torchrun_ranks_split_the_cores_and_fp32_on_cuda_is_strict(monkeypatch):
+    import torch
+
+    from echoclip_cli.device import strict_fp32
+    from echoclip_cli.pipeline import default_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    cuda = torch.device("cuda")
+    assert default_workers(cuda, 100) == 15
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_workers(cuda, 100) == 3  # 16 cores / 4 ranks, one left for the rank itself
+    assert default_workers(torch.device("cpu"), 100) == 0
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        strict_fp32(cuda, torch.bfloat16)  # half precision: left as it is
+        assert torch.backends.cudnn.allow_tf32
+        strict_fp32(cuda, torch.float32)
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old

@@ -92,9 +92,11 @@ def test_report_renders_in_headless_chromium(tiny_bundle, archive, tmp_path):
     out = tmp_path / "report"
     run_cli("report", "--dir", archive, "-w", "tiny", "--out", out, "-f", "jsonl")
     for page in sorted(out.glob("*.html"))[:3]:
-        done = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
-                               "--v=0", f"--screenshot={tmp_path / (page.stem + '.png')}", "--window-size=1200,900",
-                               page.as_uri()], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                               "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                               "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                               "--enable-logging=stderr", "--v=0", f"--screenshot={tmp_path / (page.stem + '.png')}",
+                               "--window-size=1200,900", page.as_uri()], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         console_errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
         assert not console_errors, console_errors

@@ -141,12 +141,15 @@ def weights_for(weights: str | None, store: PathLike | None, default: str) -> st
 
 
 def device_for_rank(device: str) -> str:
-    """Under torchrun, ``auto`` means this process's own GPU (LOCAL_RANK)."""
-    if device == "auto" and "LOCAL_RANK" in os.environ:
+    """Under torchrun, ``auto`` and a bare ``cuda`` mean this process's own GPU (LOCAL_RANK modulo
+    the GPUs there are), made the current device so that every CUDA call of the rank lands on it."""
+    if device in ("auto", "cuda") and "LOCAL_RANK" in os.environ:
         import torch
 
         if torch.cuda.is_available():
-            return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+            index = int(os.environ["LOCAL_RANK"]) % max(1, torch.cuda.device_count())
+            torch.cuda.set_device(index)
+            return f"cuda:{index}"
     return device
 
 

@@ -75,6 +75,15 @@ def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
+def strict_fp32(device: torch.device, dtype: torch.dtype) -> None:
+    """On CUDA, fp32 means fp32: cuDNN (and, for some builds, cuBLAS) run fp32 convolutions and
+    matmuls in TF32 by default, 10-bit mantissas that move embeddings by ~1e-3. Half precisions
+    keep the defaults (their autocast decides)."""
+    if device.type == "cuda" and dtype is torch.float32:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
 def precision_name(dtype: torch.dtype) -> str:
     return next(name for name, d in PRECISIONS.items() if d is dtype)
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from . import weights as weights_mod
-from .device import autocast, precision_name, resolve_device, resolve_precision, set_deterministic
+from .device import autocast, precision_name, resolve_device, resolve_precision, set_deterministic, strict_fp32
 from .model import EchoClipModel, build_model
 from .preprocess_config import PreprocessConfig
 from .weights import Bundle
@@ -100,6 +100,7 @@ def load_model(
     bundle = weights if isinstance(weights, Bundle) else weights_mod.resolve(weights)
     torch_device = resolve_device(device)
     dtype = resolve_precision(precision, torch_device)
+    strict_fp32(torch_device, dtype)
     set_deterministic(deterministic)
     weights_mod.ensure_verified(bundle)
     build = functools.partial(_build, bundle, torch_device, compile)

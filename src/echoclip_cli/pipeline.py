@@ -63,7 +63,8 @@ def default_workers(device: torch.device, n_inputs: int | None = None) -> int:
     core but one (at most 16), so decoding keeps up with the device."""
     if device.type != "cuda" or (n_inputs is not None and n_inputs <= 1):
         return 0
-    return max(1, min(16, (os.cpu_count() or 2) - 1))
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))  # torchrun: processes on this node share its cores
+    return max(1, min(16, (os.cpu_count() or 2) // ranks - 1))
 
 
 JPEG_DECODE_MODES = ("auto", "workers", "device")
