@@ -86,3 +86,12 @@ def test_eviction_keeps_the_cache_under_its_cap_least_recently_used_first(tiny_b
     info = run_cli("cache", "info", "-f", "jsonl")
     assert info.exit_code == 0 and json.loads(info.stdout)["clips"] == 1
     assert run_cli("cache", "clear").exit_code == 0 and not _parts()
+
+
+def test_a_fully_cached_run_never_loads_the_network_and_quiet_hides_the_note(tiny_bundle, clips):
+    _, first = _ef(*clips)
+    assert "loading weights tiny" in first.stderr  # built for the first batch, said above the bar
+    _, second = _ef(*clips)
+    assert "loading weights tiny (frames" not in second.stderr and "from the embedding cache" in second.stderr
+    quiet = run_cli("predict-ef", *clips, "-w", "tiny", "-f", "jsonl", "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == ""

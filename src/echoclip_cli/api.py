@@ -48,6 +48,7 @@ class Progress(Protocol):
     def frames(self, count: int) -> None: ...
     def item(self, n_frames: int) -> None: ...
     def note(self, message: str) -> None: ...
+    def warn(self, message: str) -> None: ...
 
 
 class _Silent:
@@ -61,6 +62,9 @@ class _Silent:
         pass
 
     def note(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
         pass
 
 
@@ -268,7 +272,7 @@ def _frame_sets(model: "EchoClip", files: list[Path] | None, store: PathLike | N
 
         loaded = read_store(store, frames=True)
         for message in _damage_notes(loaded):
-            (progress or _Silent()).note(f"warning: {message}")
+            (progress or _Silent()).warn(message)
         yield from T.frame_sets_from_store(loaded, model, clip_types)
         return
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .common import info
 from .progress import status
 
 if TYPE_CHECKING:
     from ..inference import EchoClip
+    from ..model import EchoClipModel
 
 
 def open_model(weights: str, *, device: str, precision: str, deterministic: bool = False, compile: bool = False,
@@ -24,5 +26,14 @@ def open_model(weights: str, *, device: str, precision: str, deterministic: bool
     from ..inference import load_model
 
     with status(f"loading weights {weights}…", quiet):
-        return load_model(weights, device=device_for_rank(device), precision=precision, deterministic=deterministic,
-                          compile=compile, lazy=lazy)
+        model = load_model(weights, device=device_for_rank(device), precision=precision, deterministic=deterministic,
+                           compile=compile, lazy=lazy)
+    if lazy and not quiet and model._build is not None:
+        build = model._build
+
+        def announced() -> "EchoClipModel":
+            info(f"loading weights {weights} (frames or prompts not in the caches)…")  # above the bar
+            return build()
+
+        model._build = announced
+    return model

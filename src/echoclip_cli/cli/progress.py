@@ -6,7 +6,8 @@ terminal left ef.csv empty. Here the bar is drawn with stdout left alone. When s
 terminal too, a record line is written between two draws of the bar (``common.write_stdout``).
 
 :class:`Bar` is the CLI's side of the library's progress hook (``echoclip_cli.api.Progress``):
-the library says how many inputs it will read and reports frames and finished inputs; embedding
+the library says how many inputs it will read and reports frames, finished inputs, notes (hidden
+by ``--quiet``) and warnings (always shown); embedding
 runs advance per batch of frames, not per video (on a CPU one batch of 64 frames may hold every
 video of a small run, and a bar counting videos sat at 0/6 for minutes).
 """
@@ -20,7 +21,7 @@ from typing import Iterator
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import common
-from .common import err_console, info
+from .common import err_console, info, warn
 
 
 class Bar:
@@ -28,8 +29,9 @@ class Bar:
     ``items × frames_per_item`` and shrinks its total when an input turns out shorter (or fails),
     so the ETA is honest from the first batch. Without it the bar counts inputs."""
 
-    def __init__(self, progress: Progress | None, label: str) -> None:
+    def __init__(self, progress: Progress | None, label: str, quiet: bool = False) -> None:
         self._progress = progress
+        self._quiet = quiet
         self._label = label
         self._task = None
         self._total = self._items = self._frames = self._units = 0
@@ -57,7 +59,11 @@ class Bar:
             self._update(advance=1)
 
     def note(self, message: str) -> None:
-        info(message)  # printed above the bar when one is live
+        if not self._quiet:
+            info(message)  # printed above the bar when one is live
+
+    def warn(self, message: str) -> None:
+        warn(message)  # shown with --quiet too
 
     def _update(self, advance: int = 0, total_change: int = 0) -> None:
         self._units += total_change
@@ -74,7 +80,7 @@ class Bar:
 def progress_bar(quiet: bool, label: str = "videos") -> Iterator[Bar]:
     """A transient bar on stderr (drawn only when stderr is a terminal and not ``--quiet``)."""
     if quiet or not err_console.is_terminal:
-        yield Bar(None, label)
+        yield Bar(None, label, quiet)
         return
     progress = Progress(
         TextColumn(f"[bold]{label}[/bold]"), BarColumn(), TextColumn("{task.fields[items]}"),
