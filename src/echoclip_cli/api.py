@@ -288,11 +288,17 @@ def _frame_sets(model: "EchoClip", files: list[Path] | None, store: PathLike | N
     yield from T.frame_sets_from_results(through_cache(frame_cache, files or [], embed_now, clip_types, note))
 
 
-def _zero_shot_setup(task_names: Sequence[str], inputs: Sequence[PathLike] | None, store: PathLike | None,
-                     prompts: PathLike | None) -> tuple[dict[str, Any], list[Path] | None]:
+def check_tasks(task_names: Sequence[str], prompts: PathLike | None = None) -> dict[str, Any]:
+    """The named tasks of the prompt library (or of ``prompts``); a usage error for an unknown
+    name or a missing prompts file."""
     if prompts is not None and not Path(prompts).is_file():
         raise UsageError(f"no such prompts file: {prompts}")
-    return select_tasks(task_names, prompts), inputs_or_store(inputs, store)
+    return select_tasks(task_names, prompts)
+
+
+def _zero_shot_setup(task_names: Sequence[str], inputs: Sequence[PathLike] | None, store: PathLike | None,
+                     prompts: PathLike | None) -> tuple[dict[str, Any], list[Path] | None]:
+    return check_tasks(task_names, prompts), inputs_or_store(inputs, store)
 
 
 def _zero_shot_model(model: "EchoClip | None", weights: str | None, store: PathLike | None, force: bool,
@@ -566,12 +572,7 @@ def search(
 ) -> "SearchResult":
     """Rank a store's videos and studies by report text; ``result.records`` are the hits
     (``level`` video or study, best first) and ``result.plan`` says what was embedded."""
-    if not query.strip():
-        raise UsageError("the query is empty")
-    if level not in ("video", "study", "both"):
-        raise UsageError(f"level must be video, study or both, not {level!r}")
-    _check_vocab(template_vocab)
-    store_header(store)
+    check_search(query, store, level=level, template_vocab=template_vocab)
     from .retrieval import search_store
     from .store import read_store
     from .tokenizer import tokenizer_for
@@ -586,6 +587,16 @@ def search(
 def _damage_notes(store: Any) -> list[str]:
     """What a reader says about a store's damaged parts (left out; ``echoclip store verify``)."""
     return [f"{message}; its videos are left out (echoclip store verify / repair)" for message in store.damaged]
+
+
+def check_search(query: str, store: PathLike, *, level: str = "both", template_vocab: PathLike | None = None) -> None:
+    """Everything :func:`search` refuses, checked without loading anything heavy."""
+    if not query.strip():
+        raise UsageError("the query is empty")
+    if level not in ("video", "study", "both"):
+        raise UsageError(f"level must be video, study or both, not {level!r}")
+    _check_vocab(template_vocab)
+    store_header(store)
 
 
 def search_reports(
@@ -623,6 +634,6 @@ def _check_vocab(template_vocab: PathLike | None) -> None:
 
 
 __all__ = [
-    "DEVICE_TASKS", "Found", "Progress", "detect_devices", "embed", "embed_files", "find", "inputs_or_store",
+    "DEVICE_TASKS", "Found", "Progress", "check_search", "check_tasks", "detect_devices", "embed", "embed_files", "find", "inputs_or_store",
     "match_patients", "predict_ef", "report", "search", "search_reports", "store_header", "weights_for", "zero_shot",
 ]

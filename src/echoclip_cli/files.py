@@ -14,7 +14,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Container, Sequence
 
 HASH_CHUNK = 8 << 20  # bytes read per step while hashing: large enough for disk throughput
 DICOM_MAGIC_AT = 128  # the DICOM preamble: 128 bytes, then "DICM"
@@ -49,6 +49,39 @@ def input_key(path: str | os.PathLike[str]) -> str:
         if recorded:
             return recorded
     return sha256_file(path)  # anything else, ours without a recorded original included
+
+
+def recognise(files: Sequence[Path], stat_keys: Container[str], contents: Container[str]) -> dict[Path, str]:
+    """The files a store (or cache) already holds, each with the key that matched: its stat key
+    when the file is unchanged (nothing read), else its content sha256 (hashed on a few threads:
+    hashing costs far less than embedding). Files gone or unreadable are left out: the pipeline
+    reports them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    found: dict[Path, str] = {}
+    changed = []
+    for path in files:
+        try:
+            key = stat_key(path)
+        except OSError:
+            continue
+        if key in stat_keys:
+            found[path] = key
+        else:
+            changed.append(path)
+
+    def content(path: Path) -> str | None:
+        try:
+            return input_key(path)
+        except OSError:
+            return None
+
+    if changed:
+        with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+            for path, key in zip(changed, pool.map(content, changed), strict=True):
+                if key is not None and key in contents:
+                    found[path] = key
+    return found
 
 
 @functools.lru_cache(maxsize=1)

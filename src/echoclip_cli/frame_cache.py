@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .files import input_key, stat_key
+from .files import recognise
 from .preprocess_config import PreprocessConfig
 from .records import VideoEmbedding
 
@@ -92,15 +92,7 @@ class FrameCache:
         index = self._load_index()
         if not index:
             return {}
-        found: dict[Path, _Hit] = {}
-        for path in files:
-            try:
-                hit = index.get(stat_key(path)) or index.get(input_key(path))
-            except OSError:
-                continue  # gone or unreadable: the pipeline reports it
-            if hit is not None:
-                found[path] = hit
-        return found
+        return {path: index[key] for path, key in recognise(files, index, index).items()}
 
     def read(self, hits: dict[Path, _Hit]) -> dict[Path, VideoEmbedding]:
         """Load the hit clips (only the parts holding them), marking those parts recently used."""

@@ -271,31 +271,13 @@ class StoreWriter:
         stored are known by path, size and modification time, without reading them; any other file
         is hashed (a few threads; hashing costs far less than embedding) and skipped when its
         content is stored already, e.g. the same study exported again."""
-        from concurrent.futures import ThreadPoolExecutor
-
         from . import files as F
 
         stats, contents = self.resume_index()
         if not contents:
             return list(files)
-
-        def unchanged(path: Path) -> bool:
-            try:
-                return F.stat_key(path) in stats
-            except OSError:
-                return False
-
-        def content(path: Path) -> str | None:
-            try:
-                return F.input_key(path)
-            except OSError:
-                return None  # gone or unreadable since it was found: the pipeline reports it
-
-        changed = [f for f in files if not unchanged(f)]
-        with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-            hashes = zip(changed, pool.map(content, changed), strict=True)
-            known = {f for f, key in hashes if key is not None and key in contents}
-        return [f for f in changed if f not in known]
+        known = F.recognise(files, stats, contents)
+        return [f for f in files if f not in known]
 
     def add(self, result: VideoEmbedding) -> None:
         """Queue a result for the next part; failures, and content the store already holds (a

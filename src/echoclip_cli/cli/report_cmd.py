@@ -9,11 +9,11 @@ import typer
 
 from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS
 from ..media.classify import VIDEO_TYPES, parse_clip_types
-from ..prompts import load_thresholds, select_tasks
+from ..prompts import load_thresholds
 from .common import DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, report_failure
 from .inputs import BatchOpt, ClipTypesOpt, DirOpt, InputsArg, QuietOpt, WorkersOpt, discovery_failed, inputs_or_store
 from .progress import progress_bar
-from .zeroshot_cmd import ForceOpt, NoCacheOpt, StoreOpt, ThresholdsOpt, WeightsZS, _model
+from .zeroshot_cmd import ForceOpt, NoCacheOpt, StoreOpt, ThresholdsOpt, WeightsZS, zero_shot_model
 
 
 def report(
@@ -54,11 +54,11 @@ def report(
     from .. import api
 
     tasks = list(devices or DEVICE_TASKS)
-    select_tasks(["ejection_fraction", *tasks])
+    api.check_tasks(["ejection_fraction", *tasks])
     user_thresholds = load_thresholds(thresholds)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
     files = inputs_or_store(inputs, folder, store)
-    model = _model(weights, store, device, precision, False, quiet)
+    model = zero_shot_model(weights, store, device, precision, False, quiet)
     with progress_bar(quiet) as bar:
         studies = api.report(files, out=out, store=store, model=model, devices=tasks, thresholds=user_thresholds,
                              force=force, clip_types=types, cache=not no_cache, animations=animations,

@@ -55,7 +55,7 @@ def search(
     from .. import api
 
     if query is not None and index is not None and video is None:
-        _check(query, index, template_vocab)
+        api.check_search(query, index, level=level.value, template_vocab=template_vocab)
         model = open_model(api.weights_for(weights, index, SEARCH_WEIGHTS), device=device, precision=precision)
         result = api.search(query, index, model=model, k=top_k, level=level.value, template_vocab=template_vocab)
         for message in result.warnings:
@@ -78,14 +78,3 @@ def search(
     else:
         raise UsageError("give a QUERY with --index STORE, or --video FILE with --reports FILE",
                          hint='e.g. echoclip search "severe MR" --index archive.store')
-
-
-def _check(query: str, index: Path, template_vocab: Optional[Path]) -> None:
-    """Everything the search call would refuse, checked before the model loads."""
-    from ..api import store_header
-
-    if not query.strip():
-        raise UsageError("the query is empty")
-    if template_vocab is not None and not template_vocab.is_file():
-        raise UsageError(f"no such template vocabulary: {template_vocab}")
-    store_header(index)

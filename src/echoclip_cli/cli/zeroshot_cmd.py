@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Iterable, Optional
 import typer
 
 from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS, ZERO_SHOT_WEIGHTS
-from ..errors import UsageError
 from ..media.classify import VIDEO_TYPES, parse_clip_types
-from ..prompts import load_thresholds, select_tasks
+from ..prompts import load_thresholds
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
                      info, report_failure, weights_option)
 from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt,
@@ -40,14 +39,7 @@ ThresholdsOpt = Annotated[Optional[Path], typer.Option("--thresholds", help="JSO
 WeightsZS = weights_option(ZERO_SHOT_WEIGHTS)
 
 
-def _checked(prompts: Optional[Path], names: list[str]) -> None:
-    """The tasks exist (an unknown name or unreadable prompts file exits 2 before any model loads)."""
-    if prompts is not None and not prompts.is_file():
-        raise UsageError(f"no such prompts file: {prompts}")
-    select_tasks(names, prompts)
-
-
-def _model(weights: Optional[str], store: Optional[Path], device: str, precision: str, deterministic: bool,
+def zero_shot_model(weights: Optional[str], store: Optional[Path], device: str, precision: str, deterministic: bool,
            quiet: bool) -> "EchoClip":
     from ..api import weights_for
 
@@ -111,10 +103,10 @@ def predict_ef(
     """
     from .. import api
 
-    _checked(prompts, ["ejection_fraction"])
+    api.check_tasks(["ejection_fraction"], prompts)
     files = inputs_or_store(inputs, folder, store)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
-    model = _model(weights, store, device, precision, deterministic, quiet)
+    model = zero_shot_model(weights, store, device, precision, deterministic, quiet)
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
@@ -162,11 +154,11 @@ def detect_devices(
     """
     from .. import api
 
-    _checked(prompts, list(devices or DEVICE_TASKS))
+    api.check_tasks(list(devices or DEVICE_TASKS), prompts)
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
-    model = _model(weights, store, device, precision, deterministic, quiet)
+    model = zero_shot_model(weights, store, device, precision, deterministic, quiet)
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
@@ -223,12 +215,11 @@ def zero_shot(
         raise typer.BadParameter("name a task (see --list)", param_hint="--task")
     from .. import api
 
-    _checked(prompts, [task])
-    mode = select_tasks([task], prompts)[task].mode
+    mode = api.check_tasks([task], prompts)[task].mode
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
-    model = _model(weights, store, device, precision, deterministic, quiet)
+    model = zero_shot_model(weights, store, device, precision, deterministic, quiet)
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
