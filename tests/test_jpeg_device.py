@@ -28,9 +28,9 @@ def model(tiny_bundle):
     return echoclip_cli.load_model("tiny", device="cpu", precision="fp32")
 
 
-def _colour_frames(n: int) -> np.ndarray:
+def _colour_frames(n: int, height: int = 48, width: int = 64) -> np.ndarray:
     """Frames that are mostly colour (a Doppler-heavy clip): not the B-mode grey."""
-    frames = echo_frames(n, 48, 64, seed=5).copy()
+    frames = echo_frames(n, height, width, seed=5).copy()
     frames[..., 0] = np.clip(frames[..., 0].astype(int) + 90, 0, 255)
     frames[..., 2] = frames[..., 2] // 3
     return frames
@@ -216,20 +216,123 @@ def test_cuda_pipeline_with_nvjpeg_matches_the_cpu(tiny_bundle, tmp_path):
         assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.999
 
 
-def test_an_error_on_the_device_falls_back_to_the_cpu_path(model, tmp_path, monkeypatch):
-    import echoclip_cli.media.clip as clip_module
+class _Said:
+    """A progress hook that keeps what it is told (api.Progress)."""
 
-    paths = [make_dicom(tmp_path / f"{i}.dcm", echo_frames(8, 48, 64, seed=i), "jpeg", seed=i) for i in range(2)]
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+        self.notes: list[str] = []
+
+    def start(self, total, frames_per_item):
+        pass
+
+    def frames(self, count):
+        pass
+
+    def item(self, n_frames):
+        pass
+
+    def note(self, message):
+        self.notes.append(message)
+
+    def warn(self, message):
+        self.warnings.append(message)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_error_on_the_device_falls_back_to_the_cpu_path_and_is_said_once(model, tmp_path, monkeypatch, workers):
+    import echoclip_cli.media.clip as clip_module
+    from echoclip_cli.api import embed_files
+
+    paths = [make_dicom(tmp_path / f"{i}.dcm", echo_frames(8, 48, 64, seed=i), "jpeg", seed=i) for i in range(5)]
     want = _embed(model, paths, batch_size=4, jpeg_decode="workers")
 
     def out_of_memory(*args, **kwargs):
-        raise RuntimeError("CUDA out of memory (simulated)")
+        raise RuntimeError("CUDA out of memory (simulated)\nmore detail")
 
-    monkeypatch.setattr(clip_module, "finish_codestreams", out_of_memory)
-    got = _embed(model, paths, batch_size=4, jpeg_decode="device")
+    monkeypatch.setattr(clip_module, "finish_codestream_group", out_of_memory)
+    said = _Said()
+    got = {r.source: r for r in embed_files(model, paths, batch_size=4, workers=workers, jpeg_decode="device",
+                                            progress=said)}
+    assert list(got) == [str(p) for p in paths]  # every input, in order
     for source, result in got.items():
         assert result.ok and result.meta["decoder"] == want[source].meta["decoder"]
         np.testing.assert_array_equal(result.embedding, want[source].embedding)
+    cause = "RuntimeError: CUDA out of memory (simulated)"
+    assert len(said.warnings) == 2 and cause in said.warnings[0]  # the first error, once; then the summary
+    assert "0 clips prepared" in said.warnings[1] and "5 decoded on the CPU instead (5 prepare error)" in said.warnings[1]
+
+
+def test_a_failing_device_decoder_is_said_once_and_counted(model, tmp_path, monkeypatch):
+    import echoclip_cli.media.jpeg_device as jpeg_device
+    from echoclip_cli.pipeline import DeviceReport
+
+    paths = [make_dicom(tmp_path / f"{i}.dcm", echo_frames(8, 48, 64, seed=i), "jpeg", seed=i) for i in range(3)]
+    want = _embed(model, paths, batch_size=64, jpeg_decode="workers")
+
+    def broken(streams, device):
+        raise jpeg_device.JpegDecodeError("RuntimeError: nvjpegDecode failed (simulated)")
+
+    monkeypatch.setattr(jpeg_device, "decode_jpegs", broken)
+    warnings: list[str] = []
+    report = DeviceReport(warn=warnings.append)
+    got = _embed(model, paths, batch_size=64, jpeg_decode="device", device_report=report)
+    assert all(got[str(p)].ok for p in paths) and list(got) == [str(p) for p in paths]
+    np.testing.assert_array_equal(got[str(paths[1])].embedding, want[str(paths[1])].embedding)
+    assert report.given_back == {"decode error": 3} and report.fallbacks == 3 and report.prepared == 0
+    assert len(warnings) == 1 and "nvjpegDecode failed (simulated)" in warnings[0]
+
+
+def test_a_group_prepared_together_equals_each_clip_alone(tmp_path):
+    from echoclip_cli.media.clip import finish_codestream_group
+    from echoclip_cli.preprocess import host_syncs
+
+    cfg = PreprocessConfig()
+    items = [load_codestreams(make_dicom(tmp_path / f"{i}.dcm", echo_frames(12, 60, 80, seed=i), "jpeg", seed=i,
+                                         regions=[region_item([4, 2, 75, 57])] if i % 2 else None), cfg)
+             for i in range(5)]
+    items.insert(2, load_codestreams(make_dicom(tmp_path / "colour.dcm", _colour_frames(12, 60, 80), "jpeg"), cfg))
+    frames = torch.stack([torch.stack(decode_jpegs(item.streams, CPU)) for item in items])
+    before = host_syncs()
+    together = finish_codestream_group(items, frames, cfg, "pillow")
+    assert host_syncs() - before == 3  # the colour samples once, then the block grids once per region
+    assert together[2] is None and finish_codestreams(items[2], frames[2], cfg, "pillow") is None  # colour: the CPU's
+    for item, decoded, clip in zip(items[:2] + items[3:], torch.cat([frames[:2], frames[3:]]),
+                                   together[:2] + together[3:], strict=True):
+        alone = finish_codestreams(item, decoded, cfg, "pillow")
+        assert torch.equal(clip.frames, alone.frames) and clip.meta == alone.meta
+        assert torch.equal(clip.frames, load_clip(item.source, cfg).frames)
+
+
+def test_host_synchronisations_per_batch_do_not_grow_with_the_batch(tmp_path):
+    from echoclip_cli.pipeline import ClipSource, DeviceReport
+
+    per_batch = []
+    for n in (2, 6):
+        paths = [str(make_dicom(tmp_path / f"{n}-{i}.dcm", echo_frames(8, 48, 64, seed=i), "jpeg", seed=i))
+                 for i in range(n)]
+        report = DeviceReport()
+        out = list(ClipSource(paths, PreprocessConfig(), jpeg_device=CPU, group_frames=1000, report=report))
+        assert len(out) == n and all(item.frames is not None for item in out)
+        assert report.batches == 1 and report.prepared == n
+        per_batch.append(report.host_syncs)
+    assert per_batch[0] == per_batch[1] <= 3
+
+
+def test_the_reason_jpeg_cannot_be_decoded_on_cuda_is_kept(monkeypatch):
+    import echoclip_cli.media.jpeg_device as jpeg_device
+
+    monkeypatch.setattr(jpeg_device, "_torchvision_probe", lambda: (None, "torchvision's JPEG decoder does not load "
+                                                                        "(OSError: libnvjpeg.so.12: not found)"))
+    jpeg_device._nvjpeg_probe.cache_clear()
+    try:
+        cuda = torch.device("cuda")
+        assert backend(cuda) is None
+        assert "libnvjpeg.so.12" in jpeg_device.unavailable_reason(cuda)
+        with pytest.raises(UsageError, match="libnvjpeg.so.12: not found"):
+            resolve_jpeg_decode("device", cuda)
+    finally:
+        jpeg_device._nvjpeg_probe.cache_clear()
 
 
 def test_other_inputs_are_not_held_back_waiting_for_jpeg_frames(tmp_path):

@@ -10,9 +10,12 @@ from echoclip_cli.errors import UsageError
 from echoclip_cli.preprocess import (
     clip_region,
     convex_hull,
+    host_syncs,
     largest_component,
+    largest_components,
     motion_mask,
     polygon_mask,
+    prepare_frame_group,
     prepare_frames,
     resize_bicubic,
     square_zoom_box,
@@ -170,6 +173,68 @@ def test_largest_component_and_hull_helpers():
     assert sorted(map(tuple, hull.tolist())) == [(0, 0), (0, 4), (4, 0), (4, 4)]
     filled = polygon_mask(hull, 6, 6)
     assert filled[:4, :4].all() and not filled[5, 5]
+
+
+def _flood_largest(grid: np.ndarray) -> np.ndarray:
+    """Reference: the largest 8-connected group by breadth-first flood fill, the first met in
+    raster order on a tie."""
+    seen = np.zeros_like(grid, dtype=bool)
+    best: list[tuple[int, int]] = []
+    for start in zip(*np.nonzero(grid)):
+        if seen[start]:
+            continue
+        seen[start] = True
+        group, todo = [], [start]
+        while todo:
+            y, x = todo.pop()
+            group.append((y, x))
+            for ny in range(max(0, y - 1), min(grid.shape[0], y + 2)):
+                for nx in range(max(0, x - 1), min(grid.shape[1], x + 2)):
+                    if grid[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        todo.append((ny, nx))
+        if len(group) > len(best):
+            best = group
+    keep = np.zeros_like(grid, dtype=bool)
+    for cell in best:
+        keep[cell] = True
+    return keep
+
+
+def test_largest_components_match_a_flood_fill_and_batch_independently():
+    rng = np.random.default_rng(3)
+    grids = [rng.random((int(h), int(w))) < p for h, w, p in zip(rng.integers(1, 30, 60), rng.integers(1, 30, 60),
+                                                                 rng.random(60), strict=True)]
+    for grid in grids:
+        np.testing.assert_array_equal(largest_components(grid[None])[0], _flood_largest(grid))
+    same = np.stack([rng.random((17, 23)) < p for p in np.linspace(0.1, 0.9, 9)])
+    together = largest_components(same)
+    for grid, kept in zip(same, together, strict=True):
+        np.testing.assert_array_equal(kept, _flood_largest(grid))  # no group spills into the next grid
+
+
+def test_a_group_of_clips_prepares_as_each_clip_alone():
+    clips = np.stack([echo_frames(8, 96, 128, seed=s) for s in range(4)])
+    clips[2] = np.repeat(clips[2][:1], 8, axis=0)  # a still clip: no sector found, not masked
+    cfg = PreprocessConfig()
+    for region in (None, [6, 4, 120, 90]):
+        out, geometries = prepare_frame_group(torch.from_numpy(clips), cfg, region=region)
+        assert out.shape == (4, 8, 3, cfg.image_size, cfg.image_size)
+        for clip, frames, geometry in zip(clips, out, geometries, strict=True):
+            alone, alone_geometry = prepare_frames(clip, cfg, region=region)
+            assert torch.equal(frames, alone) and geometry == alone_geometry
+        assert [g["mask"]["applied"] for g in geometries] == [True, True, False, True]
+
+
+def test_a_group_copies_to_the_host_a_fixed_number_of_times():
+    cfg = PreprocessConfig()
+    counts = []
+    for n in (1, 3, 6):
+        clips = torch.from_numpy(np.stack([echo_frames(6, 64, 80, seed=s) for s in range(n)]))
+        before = host_syncs()
+        prepare_frame_group(clips, cfg)
+        counts.append(host_syncs() - before)
+    assert counts == [1, 1, 1]  # the block grids of every clip, in one copy
 
 
 def test_prepare_frames_rejects_wrong_input():

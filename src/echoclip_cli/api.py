@@ -181,17 +181,21 @@ def embed_files(model: "EchoClip", files: Sequence[Path], *, sampling: Sampling 
                 progress: Progress | None = None) -> Iterator["VideoEmbedding"]:
     """Pipeline results for ``files`` in order, reporting frames and finished inputs to ``progress``;
     clips whose type is not in ``clip_types`` come back ``skipped`` (read, classified, not embedded)."""
-    from .pipeline import embed_videos
+    from .pipeline import DeviceReport, embed_videos
 
     progress = progress or _Silent()
     cfg = (sampling or Sampling()).apply(model.preprocess)
     progress.start(len(files), cfg.frames)
     batch_size = batch_size_for(model.device.type, batch_size)
+    report = DeviceReport(warn=progress.warn)
     for result in embed_videos(files, model, cfg=cfg, batch_size=batch_size, workers=workers,
                                keep_frames=keep_frames, keep_phi=keep_phi, jpeg_decode=jpeg_decode,
-                               on_frames=progress.frames, clip_types=clip_types):
+                               on_frames=progress.frames, clip_types=clip_types, device_report=report):
         progress.item(result.n_frames)
         yield result
+    summary = report.summary()
+    if summary is not None:  # errors on the device show with --quiet too
+        (progress.warn if report.first_error else progress.note)(summary)
 
 
 def embed(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -76,7 +76,7 @@ def resolve_jpeg_decode(mode: str | None, device: torch.device) -> torch.device 
     on the GPU when the model runs on CUDA and torchvision's nvJPEG works there, else in the
     workers; ``"workers"``; or ``"device"``, which fails when the device cannot decode JPEG."""
     from .errors import UsageError
-    from .media.jpeg_device import backend
+    from .media.jpeg_device import backend, unavailable_reason
 
     mode = (mode or os.environ.get("ECHOCLIP_JPEG_DECODE") or "auto").strip().lower()
     if mode not in JPEG_DECODE_MODES:
@@ -88,10 +88,57 @@ def resolve_jpeg_decode(mode: str | None, device: torch.device) -> torch.device 
         return device if device.type == "cuda" and found == "nvjpeg" else None
     if found is None:
         raise UsageError(
-            f"cannot decode JPEG on {device}: install torchvision built for this torch "
-            "(pip install 'echoclip[gpu]'), or use --jpeg-decode workers"
+            f"cannot decode JPEG on {device}: {unavailable_reason(device)}. Install torchvision built for "
+            "this torch (pip install 'echoclip[gpu]'), or use --jpeg-decode workers"
         )
     return device
+
+
+@dataclass
+class DeviceReport:
+    """What preparing JPEG frames on a device (``jpeg_decode``) did in one run: clips prepared
+    there, clips given back to the CPU path by reason, batches and host synchronisations. The
+    first failure on the device is kept with its cause and said once through ``warn``, in the
+    consumer's thread (:func:`embed_videos`); :meth:`summary` is the run's line about it."""
+
+    warn: Callable[[str], None] | None = None
+    prepared: int = 0
+    batches: int = 0  # groups of same-size clips prepared together
+    host_syncs: int = 0
+    given_back: dict[str, int] = field(default_factory=dict)  # reason → clips
+    first_error: str | None = None
+    _unsaid: list[str] = field(default_factory=list)
+
+    @property
+    def fallbacks(self) -> int:
+        """Clips the device gave back to the CPU path, whatever the reason."""
+        return sum(self.given_back.values())
+
+    def give_back(self, reason: str, clips: int = 1) -> None:
+        self.given_back[reason] = self.given_back.get(reason, 0) + clips
+
+    def failed(self, what: str, cause: str, clips: int) -> None:
+        """Clips lost to an error on the device (``what``: the step): counted, the first said."""
+        self.give_back(f"{what} error", clips)
+        if self.first_error is None:
+            self.first_error = f"{what}: {cause}"
+            self._unsaid.append(f"JPEG frames could not be {what}d on the device ({cause}); such clips are "
+                                "decoded on the CPU instead (said once; the run's summary counts them)")
+
+    def say(self) -> None:
+        """Pass what is still unsaid to ``warn``."""
+        while self._unsaid and self.warn is not None:
+            self.warn(self._unsaid.pop(0))
+
+    def summary(self) -> str | None:
+        """One line for the end of a run, or None when no JPEG went the device way."""
+        if not self.prepared and not self.fallbacks:
+            return None
+        line = f"JPEG on the device: {self.prepared} clips prepared in {self.batches} batches"
+        if self.fallbacks:
+            why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.given_back.items()))
+            line += f"; {self.fallbacks} decoded on the CPU instead ({why})"
+        return line + (f"; first error: {self.first_error}" if self.first_error else "")
 
 
 class ClipSource:
@@ -101,8 +148,11 @@ class ClipSource:
 
     With ``jpeg_device`` set, JPEG Baseline DICOM inputs arrive from the workers as undecoded
     codestreams; those of consecutive inputs are decoded together, about ``group_frames`` frames
-    per call, on that device, and prepared there (:mod:`echoclip_cli.media.jpeg_device`). Their
-    frames stay on the device; so do those of other inputs, moved there as they arrive.
+    per call, on that device, and clips of one frame size prepared there together
+    (:func:`echoclip_cli.media.clip.finish_codestream_group`). Their frames stay on the device;
+    so do those of other inputs, moved there as they arrive. A clip the device cannot take
+    (colour, a size the header did not promise, a codestream it refuses, an error on the device)
+    goes back to the ordinary path, in the workers when there are some; ``report`` counts them.
     """
 
     def __init__(
@@ -116,26 +166,32 @@ class ClipSource:
         salt: str | None = None,
         jpeg_device: torch.device | None = None,
         group_frames: int = 256,
+        report: DeviceReport | None = None,
     ) -> None:
         self.sources = iter(sources)
         self.cfg, self.keep_phi, self.salt = cfg, keep_phi, salt
         self.workers = workers
         self.prefetch = max(prefetch, workers * 2, 1)
         self.jpeg_device, self.group_frames = jpeg_device, max(1, group_frames)
+        self.report = report if report is not None else DeviceReport()
+        self._again: deque[tuple[int, str]] = deque()  # (index, path) the device gave back
+
+    def _clips(self, sources: Iterable[str], workers: int) -> Iterator[tuple[int, Path, Any]]:
+        from .media.batch import iter_clips_as_ready
+
+        return iter_clips_as_ready(sources, self.cfg, workers=workers, keep_phi=self.keep_phi, salt=self.salt,
+                                   window=self.prefetch, codestreams=self.jpeg_device is not None, again=self._again)
 
     def __iter__(self) -> Iterator[_Decoded]:
-        from .media.batch import iter_clips_as_ready
         from .media.clip import Codestreams
 
-        clips = iter_clips_as_ready(self.sources, self.cfg, workers=self.workers, keep_phi=self.keep_phi,
-                                    salt=self.salt, window=self.prefetch, codestreams=self.jpeg_device is not None)
         if self.jpeg_device is None:
-            for index, path, result in clips:
+            for index, path, result in self._clips(self.sources, self.workers):
                 yield _decoded(index, str(path), result)
             return
         group: list[Any] = []  # finished _Decoded and (index, Codestreams) still to decode
         waiting = held = 0  # frames still to decode; frames already decoded, held behind them
-        for index, path, result in clips:
+        for index, path, result in self._clips(self.sources, self.workers):
             if isinstance(result, Codestreams):
                 group.append((index, result))
                 waiting += len(result.streams)
@@ -150,78 +206,106 @@ class ClipSource:
                 yield from self._flush(group)
                 group, waiting, held = [], 0, 0
         yield from self._flush(group)
+        while self._again:  # given back after the last input was read: the ordinary path, once more
+            for index, path, result in self._clips((), min(self.workers, len(self._again))):
+                yield from self._flush([_decoded(index, str(path), result)])
 
     def _flush(self, group: list[Any]) -> Iterator[_Decoded]:
-        """Decode the group's codestreams in one call on the device; yield the group in order."""
+        """Decode and prepare the group's codestreams on the device; yield the group in order,
+        less the clips given back (they come again from the ordinary path)."""
         jobs = [item[1] for item in group if isinstance(item, tuple)]
-        frames = self._decode_all(jobs)
+        clips = self._prepare(jobs) if jobs else {}
         for item in group:
             if isinstance(item, tuple):
                 index, job = item
-                decoded = self._finish(job, frames.get(id(job)))
-                decoded.index = index
+                clip = clips.get(id(job))
+                if clip is None:
+                    self._again.append((index, job.source))
+                    continue
+                decoded = _Decoded(job.source, clip.frames, clip.meta, index=index)
+                if clip.frames.shape[0] == 0:
+                    decoded = _Decoded(job.source, None, {}, f"{job.source}: no frames", index=index)
                 yield decoded
             else:
                 if item.frames is not None:
                     item.frames = item.frames.to(self.jpeg_device)
                 yield item
 
+    def _prepare(self, jobs: list[Any]) -> dict[int, Any]:
+        """Prepared clips by job id, for the jobs the device takes; clips of one frame count and
+        size are prepared together (one batch: a fixed number of host synchronisations)."""
+        from .media.clip import finish_codestream_group
+        from .media.jpeg_device import backend
+        from .media.phi import safe_reason
+        from .preprocess import host_syncs
+
+        syncs = host_syncs()
+        frames = self._decode_all(jobs)
+        batches: dict[tuple[int, ...], list[Any]] = {}
+        for job in jobs:
+            got = frames.get(id(job))
+            if got is None:
+                continue
+            shapes = {tuple(f.shape) for f in got}
+            shape = shapes.pop() if len(shapes) == 1 else None
+            if shape is None or shape != (3, *job.size):
+                self.report.give_back("frame size")
+                continue
+            batches.setdefault((len(got), *shape), []).append(job)
+        out: dict[int, Any] = {}
+        for shape, members in batches.items():
+            self.report.batches += 1
+            try:
+                stacked = torch.stack([f for job in members for f in frames.pop(id(job))]).view(len(members), *shape)
+                clips = finish_codestream_group(members, stacked, self.cfg, backend(self.jpeg_device) or "")
+            except Exception as exc:  # noqa: BLE001 - out of GPU memory, a driver error: said once, counted; the CPU path takes these clips
+                self.report.failed("prepare", f"{type(exc).__name__}: {safe_reason(exc)}", len(members))
+                continue
+            for job, clip in zip(members, clips, strict=True):
+                if clip is None:
+                    self.report.give_back("colour")
+                else:
+                    out[id(job)] = clip
+                    self.report.prepared += 1
+        self.report.host_syncs += host_syncs() - syncs
+        return out
+
     def _decode_all(self, jobs: list[Any]) -> dict[int, list[torch.Tensor] | None]:
         """Decoded frames per job (by id); ``None`` for a job whose codestreams fail to decode."""
         from .media.jpeg_device import JpegDecodeError, decode_jpegs
+        from .preprocess import count_host_sync
 
         device = self.jpeg_device
         assert device is not None
+        if device.type == "cuda":  # nvJPEG's output must not take memory that queued work on this stream still uses
+            count_host_sync()
+            torch.cuda.current_stream(device).synchronize()
         streams = [data for job in jobs for data in job.streams]
         try:
             decoded = decode_jpegs(streams, device)
         except JpegDecodeError:  # one damaged codestream fails the batch: find whose, per input
-            out: dict[int, list[torch.Tensor] | None] = {}
-            for job in jobs:
-                try:
-                    out[id(job)] = decode_jpegs(job.streams, device)
-                except JpegDecodeError:
-                    out[id(job)] = None
-            return out
+            return {id(job): self._decode_one(job) for job in jobs}
         out, start = {}, 0
         for job in jobs:
             out[id(job)] = decoded[start : start + len(job.streams)]
             start += len(job.streams)
         return out
 
-    def _finish(self, item: Any, frames: list[torch.Tensor] | None) -> _Decoded:
-        """Prepare one input's decoded frames on the device; anything unusual (a codestream the
-        device refused, frames of another size, colour that needs pydicom's view, an error on the
-        device) is decoded again on the CPU by the ordinary path, which also gives the error
-        record if that fails too."""
-        from .media.batch import load_outcome, outcome_result
-        from .media.clip import finish_codestreams
-        from .media.jpeg_device import backend
+    def _decode_one(self, job: Any) -> list[torch.Tensor] | None:
+        from .media.jpeg_device import JpegDecodeError, decode_jpegs
 
-        device = self.jpeg_device
-        assert device is not None
-        clip = None
-        if frames is not None and len({tuple(f.shape) for f in frames}) == 1:
-            try:
-                clip = finish_codestreams(item, torch.stack(frames), self.cfg, backend(device) or "")
-            except Exception:  # noqa: BLE001 - e.g. out of GPU memory: the CPU path below decides
-                clip = None
-        if clip is None:
-            result = outcome_result(Path(item.source), load_outcome(item.source, self.cfg, self.keep_phi, self.salt))
-            if isinstance(result, MediaError):
-                return _Decoded(item.source, None, {}, result.message)
-            clip = result
-            clip.frames = clip.frames.to(device)
-        if clip.frames.shape[0] == 0:
-            return _Decoded(item.source, None, {}, f"{item.source}: no frames")
-        return _Decoded(item.source, clip.frames, clip.meta)
+        try:
+            return decode_jpegs(job.streams, self.jpeg_device)
+        except JpegDecodeError as exc:  # a damaged file (the CPU path gives its error record), or the decoder
+            self.report.failed("decode", str(exc), 1)
+            return None
 
 
 def in_background(items: Iterable[_Decoded], device: torch.device, depth: int) -> Iterator[_Decoded]:
     """Iterate ``items`` in a thread, at most ``depth`` ahead of the consumer.
 
-    Preparing frames on the device costs the CPU some Python per video (the mask's component and
-    hull); in a thread it overlaps the model, which waits on the GPU with the GIL released. On
+    Preparing frames on the device costs the CPU some Python per batch and per video (the mask's
+    components and hull); in a thread it overlaps the model, which waits on the GPU with the GIL released. On
     CUDA the thread queues its GPU work on a stream of its own and each item carries an event;
     the consumer's stream waits for that event before using the frames, and the frames are
     marked as used on the consumer's stream so their memory is not reused early. Exceptions in
@@ -328,6 +412,7 @@ def embed_videos(
     prepare_thread: bool | None = None,
     on_frames: Callable[[int], None] | None = None,
     clip_types: Sequence[str] | None = None,
+    device_report: DeviceReport | None = None,
 ) -> Iterator[VideoEmbedding]:
     """Embed videos in input order; bad inputs come out as records with ``error`` set.
 
@@ -339,14 +424,18 @@ def embed_videos(
 
     ``jpeg_decode`` says where JPEG Baseline DICOM frames are decoded (:func:`resolve_jpeg_decode`).
     When they are decoded on the device, frames are prepared in a background thread
-    (:func:`in_background`) on CUDA; ``prepare_thread`` overrides that choice.
+    (:func:`in_background`) on CUDA; ``prepare_thread`` overrides that choice. ``device_report``
+    (:class:`DeviceReport`) counts what the device prepared and gave back; its first error is
+    passed to its ``warn`` from this thread.
     """
     cfg = cfg or model.preprocess
     if workers is None:
         workers = default_workers(model.device, len(sources) if isinstance(sources, Sequence) else None)
     jpeg_device = resolve_jpeg_decode(jpeg_decode, model.device)
+    report = device_report if device_report is not None else DeviceReport()
     decoded: Iterable[_Decoded] = ClipSource((str(s) for s in sources), cfg, workers=workers, keep_phi=keep_phi,
-                                             salt=salt, jpeg_device=jpeg_device, group_frames=batch_size)
+                                             salt=salt, jpeg_device=jpeg_device, group_frames=batch_size,
+                                             report=report)
     if prepare_thread if prepare_thread is not None else (jpeg_device is not None and jpeg_device.type == "cuda"):
         decoded = in_background(decoded, model.device, depth=2 * max(1, batch_size // 16))
     slots: dict[int, tuple[_Decoded, list[torch.Tensor | None]]] = {}  # by input index
@@ -355,6 +444,7 @@ def embed_videos(
 
     def videos() -> Iterator[tuple[int, torch.Tensor]]:
         for item in decoded:
+            report.say()
             if item.error is None and clip_types is not None and item.meta.get("clip_type") not in clip_types:
                 item.skipped = f"{item.meta.get('clip_type')} clip ({item.meta.get('clip_reason')}), not scored"
                 item.frames = None
@@ -383,6 +473,7 @@ def embed_videos(
         ready.extend(flush_finished())
         while ready:
             yield ready.popleft()
+    report.say()
     yield from flush_finished()  # every slot is finished now, failed ones included
 
 

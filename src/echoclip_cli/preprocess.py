@@ -31,6 +31,7 @@ Every box is ``[x0, y0, x1, y1)`` in pixels of the decoded frame, end exclusive.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
@@ -114,6 +115,16 @@ def _banded_pass(x: torch.Tensor, matrix: torch.Tensor, bands: list[tuple[int, i
 _BAND = 16  # output pixels per block of the CPU resize
 
 
+@lru_cache(maxsize=64)  # a run meets a handful of frame sizes; 64 pairs of operators are a few MB
+def _resize_operator(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, list | None]:
+    """The resize matrix of :func:`cubic_resize_matrix` on ``device`` and, on the CPU, its bands:
+    built once per size and device, not per clip (shared: never written to)."""
+    matrix = cubic_resize_matrix(in_size, out_size, device)
+    if device.type == "cuda":  # the copy may still be in flight; another stream may use it next
+        torch.cuda.current_stream(device).synchronize()
+    return matrix, _bands(matrix, _BAND) if device.type == "cpu" else None
+
+
 def resize_bicubic(images: torch.Tensor | np.ndarray, size: int | Sequence[int]) -> torch.Tensor:
     """Resize the last two dimensions (..., H, W) to ``size`` (int or (height, width)).
 
@@ -130,9 +141,8 @@ def resize_bicubic(images: torch.Tensor | np.ndarray, size: int | Sequence[int])
     is_uint8 = src.dtype == torch.uint8
     lead, (in_h, in_w) = src.shape[:-2], src.shape[-2:]
     on_cpu = src.device.type == "cpu"
-    rows = cubic_resize_matrix(in_h, out_h, src.device)  # (out_h, in_h)
-    cols = cubic_resize_matrix(in_w, out_w, src.device)  # (out_w, in_w)
-    row_bands, col_bands = (_bands(rows, _BAND), _bands(cols, _BAND)) if on_cpu else (None, None)
+    rows, row_bands = _resize_operator(in_h, out_h, src.device)  # (out_h, in_h)
+    cols, col_bands = _resize_operator(in_w, out_w, src.device)  # (out_w, in_w)
     planes = src.reshape(-1, in_h, in_w)
     out_dtype = torch.uint8 if is_uint8 else torch.float32
     result = torch.empty((planes.shape[0], out_h, out_w), dtype=out_dtype, device=src.device)
@@ -180,6 +190,28 @@ def clip_region(region: Sequence[int] | None, height: int, width: int) -> tuple[
 
 # --------------------------------------------------------------------------- mask
 
+_host_syncs = 0
+
+
+def to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` copied to the host. Frame preparation leaves the device only through here (or
+    :func:`count_host_sync`): on a GPU each copy makes the host wait for the device, so each is
+    counted, on every device alike, for benchmarks and tests to read (:func:`host_syncs`)."""
+    count_host_sync()
+    return tensor.cpu()
+
+
+def count_host_sync() -> None:
+    """Count one host synchronisation made while preparing frames."""
+    global _host_syncs
+    _host_syncs += 1
+
+
+def host_syncs() -> int:
+    """Host synchronisations made while preparing frames so far, in this process."""
+    return _host_syncs
+
+
 # A pixel is "live" (part of the moving image) when its grey level changes by more than
 # _MOTION_RANGE across the sampled frames and it is brighter than _DARK in at least
 # _LIT_FRACTION of them: pixels that never change (text, colour bars, black borders) or are dark
@@ -199,79 +231,117 @@ _MIN_MASK_SIDE = 16
 
 
 def _live_pixels(frames: torch.Tensor) -> torch.Tensor:
-    """(H, W) bool, on the frames' device: pixels that change across (T, H, W, 3) frames and are
-    not dark in most of them. (Integer arithmetic: numpy on the CPU, several times faster there
-    than torch's uint8 reductions; torch elsewhere; the same result either way.)"""
-    need = math.ceil(_LIT_FRACTION * frames.shape[0])
+    """(..., H, W) bool, on the frames' device: pixels that change across (..., T, H, W, 3) frames
+    and are not dark in most of them. (Integer arithmetic: numpy on the CPU, several times faster
+    there than torch's uint8 reductions; torch elsewhere; the same result either way.)"""
+    need = math.ceil(_LIT_FRACTION * frames.shape[-4])
     if frames.device.type == "cpu":
         array = frames.numpy()
-        grey = np.maximum(np.maximum(array[..., 0], array[..., 1]), array[..., 2])  # (T, H, W)
-        spread = grey.max(axis=0).astype(np.int16) - grey.min(axis=0).astype(np.int16)
-        lit = (grey > _DARK).sum(axis=0, dtype=np.int32) >= need
+        grey = np.maximum(np.maximum(array[..., 0], array[..., 1]), array[..., 2])  # (..., T, H, W)
+        spread = grey.max(axis=-3).astype(np.int16) - grey.min(axis=-3).astype(np.int16)
+        lit = (grey > _DARK).sum(axis=-3, dtype=np.int32) >= need
         return torch.from_numpy((spread > _MOTION_RANGE) & lit)
     grey = torch.maximum(torch.maximum(frames[..., 0], frames[..., 1]), frames[..., 2])
-    low, high = torch.aminmax(grey, dim=0)
-    lit = (grey > _DARK).sum(dim=0, dtype=torch.int32) >= need
+    low, high = torch.aminmax(grey, dim=-3)
+    lit = (grey > _DARK).sum(dim=-3, dtype=torch.int32) >= need
     return ((high.to(torch.int16) - low.to(torch.int16)) > _MOTION_RANGE) & lit
 
 
-def _block_grid(live: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Pool live pixels into square blocks; (grid of 0/1 float on the CPU, block side in pixels)."""
-    block = max(1, min(live.shape) // _GRID)
-    frac = F.avg_pool2d(live.float()[None, None], block, ceil_mode=True)
-    return (frac[0, 0] >= _BLOCK_LIVE).float().cpu(), block
+def _block_grid(live: torch.Tensor) -> tuple[np.ndarray, int]:
+    """Pool live pixels (..., H, W) into square blocks: ((N, h, w) bool grids on the host, block
+    side in pixels); one copy to the host however many clips."""
+    height, width = live.shape[-2:]
+    block = max(1, min(height, width) // _GRID)
+    frac = F.avg_pool2d(live.reshape(-1, 1, height, width).float(), block, ceil_mode=True)
+    return to_host(frac[:, 0] >= _BLOCK_LIVE).numpy(), block
 
 
-def _open3(grid: torch.Tensor) -> torch.Tensor:
-    """Morphological opening with a 3×3 square (erode, then dilate)."""
-    x = grid[None, None]
+def _open3(grids: np.ndarray) -> np.ndarray:
+    """Morphological opening of (N, h, w) bool grids with a 3×3 square (erode, then dilate)."""
+    x = torch.from_numpy(grids).float()[:, None]
     eroded = -F.max_pool2d(-x, 3, stride=1, padding=1)
-    return F.max_pool2d(eroded, 3, stride=1, padding=1)[0, 0]
+    return (F.max_pool2d(eroded, 3, stride=1, padding=1)[:, 0] > 0).numpy()
 
 
 def largest_component(grid: torch.Tensor) -> torch.Tensor:
-    """The largest 8-connected group of non-zero cells of a 2-D grid (bool tensor).
+    """The largest 8-connected group of non-zero cells of a 2-D grid (bool tensor); ties keep
+    the group met first in raster order (:func:`largest_components`)."""
+    return torch.from_numpy(largest_components((grid > 0).numpy()[None])[0])
 
-    Two-pass labelling over row runs with union-find: each row's runs of set cells are joined
-    to the runs of the row above that touch them (diagonals included). Ties keep the group met
-    first in raster order.
+
+def largest_components(grids: np.ndarray) -> np.ndarray:
+    """The largest 8-connected group of set cells of each (N, H, W) bool grid, with no Python
+    loop over cells or runs.
+
+    The cells of each row form runs; a run is linked to the runs of the row above that touch it
+    (diagonals included), never across grids; linked runs are grouped by label propagation
+    (:func:`_components`), each group named by its first run in raster order, which also
+    decides ties.
     """
-    on = (grid > 0).numpy()
-    runs: list[tuple[int, int, int]] = []  # (row, start, end) with end exclusive
-    parent: list[int] = []
+    n, height, width = grids.shape
+    rows, starts, ends = _row_runs(grids.reshape(n * height, width))
+    keep = np.zeros((n * height, width + 1), dtype=np.int32)
+    if rows.size == 0:
+        return keep[:, :width].astype(bool).reshape(grids.shape)
+    label = _components(rows.size, *_run_links(rows, starts, ends, width, height))
+    size = np.bincount(label, weights=ends - starts, minlength=rows.size)
+    roots = np.flatnonzero(label == np.arange(rows.size))
+    grid_of = rows[roots] // height
+    order = np.lexsort((roots, -size[roots], grid_of))  # by grid, then largest, then first met
+    firsts = order[np.r_[True, grid_of[order][1:] != grid_of[order][:-1]]]
+    chosen = np.zeros(rows.size, dtype=bool)
+    chosen[roots[firsts]] = True
+    take = chosen[label]
+    np.add.at(keep, (rows[take], starts[take]), 1)  # paint the kept runs: +1 at a start, -1 past the end
+    np.add.at(keep, (rows[take], ends[take]), -1)
+    return (np.cumsum(keep, axis=1)[:, :width] > 0).reshape(grids.shape)
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
-    above: list[int] = []
-    for y, row in enumerate(on):
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], row.astype(np.int8), [0]))))
-        current = []
-        for start, end in zip(edges[::2].tolist(), edges[1::2].tolist()):
-            index = len(runs)
-            runs.append((y, start, end))
-            parent.append(index)
-            for j in above:
-                if runs[j][1] <= end and start <= runs[j][2]:  # overlapping or diagonal neighbours
-                    a, b = root(index), root(j)
-                    parent[max(a, b)] = min(a, b)
-            current.append(index)
-        above = current
-    keep = np.zeros_like(on)
-    if not runs:
-        return torch.from_numpy(keep)
-    sizes: dict[int, int] = {}
-    for i, (_, start, end) in enumerate(runs):
-        r = root(i)
-        sizes[r] = sizes.get(r, 0) + end - start
-    best = max(sizes, key=lambda r: (sizes[r], -r))
-    for i, (y, start, end) in enumerate(runs):
-        if root(i) == best:
-            keep[y, start:end] = True
-    return torch.from_numpy(keep)
+def _row_runs(on: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of set cells of each row of a 2-D bool array, in raster order: (row, start, end), end exclusive."""
+    padded = np.zeros((on.shape[0], on.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = on
+    edges = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)
+    return rows, starts, ends
+
+
+def _run_links(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int,
+               height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (run, run of the row above) that touch, diagonals included; rows of different grids
+    (every ``height`` rows) are not linked. Found by binary search in raster order."""
+    stride = width + 2  # key = row * stride + column orders runs as raster order does
+    up = (rows - 1) * stride
+    first = np.searchsorted(rows * stride + ends, up + starts, "left")  # above ends at or past our start
+    past = np.searchsorted(rows * stride + starts, up + ends, "right")  # above starts at or before our end
+    count = np.where(rows % height == 0, 0, np.maximum(past - first, 0))
+    current = np.repeat(np.arange(rows.size), count)
+    offset = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    return current, np.repeat(first, count) + offset
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each of ``n`` nodes, the smallest node linked to it through the pairs ``(a[i], b[i])``.
+
+    Each round hooks every group's root under the smallest root it links to, then points every
+    node straight at its root; a round that changes nothing ends it (a few rounds for a scan
+    sector: its runs form a chain that pointer jumping shortens by halves)."""
+    label = np.arange(n)
+    while True:
+        la, lb = label[a], label[b]
+        low = np.minimum(la, lb)
+        hooked = label.copy()
+        np.minimum.at(hooked, la, low)
+        np.minimum.at(hooked, lb, low)
+        while True:
+            jumped = hooked[hooked]
+            if np.array_equal(jumped, hooked):
+                break
+            hooked = jumped
+        if np.array_equal(hooked, label):
+            return label
+        label = hooked
 
 
 def convex_hull(points: np.ndarray) -> np.ndarray:
@@ -296,10 +366,10 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
     return np.asarray(lower[:-1] + upper[:-1], dtype=np.int64)
 
 
-def _hull_of_cells(cells: torch.Tensor, block: int, height: int, width: int) -> np.ndarray:
+def _hull_of_cells(cells: np.ndarray, block: int, height: int, width: int) -> np.ndarray:
     """Hull polygon (pixel corners) around the first and last cell of each grid row: the outer
     corners of those cells (the inner ones lie on the row's span, inside the hull anyway)."""
-    on = cells.numpy().astype(bool)
+    on = cells.astype(bool)
     rows = np.flatnonzero(on.any(axis=1))
     first = on[rows].argmax(axis=1)
     last = on.shape[1] - 1 - on[rows, ::-1].argmax(axis=1)
@@ -331,18 +401,28 @@ def motion_mask(frames: np.ndarray | torch.Tensor) -> tuple[np.ndarray | None, d
     skipped — a single frame (no motion to see), a frame too small, or no moving region large
     enough to be a scan sector; ``info`` says which, and holds the hull polygon when one is found.
     """
-    frames = _as_frames(frames)
-    t, h, w = frames.shape[:3]
+    return motion_masks(_as_frames(frames)[None])[0]
+
+
+def motion_masks(frames: torch.Tensor) -> list[tuple[np.ndarray | None, dict[str, Any]]]:
+    """:func:`motion_mask` of each of N clips of one size, (N, T, H, W, 3) uint8 on any device,
+    found together: one pass over the frames, one copy of the small block grids to the host,
+    one labelling of all the grids; only the hull and its polygon are per clip."""
+    n, t, h, w = frames.shape[:4]
     if t < 2:
-        return None, {"applied": False, "reason": "single frame: no motion to find the scan sector"}
+        return [(None, {"applied": False, "reason": "single frame: no motion to find the scan sector"}) for _ in range(n)]
     if min(h, w) < _MIN_MASK_SIDE:
-        return None, {"applied": False, "reason": f"frame too small to mask ({w}×{h})"}
-    grid, block = _block_grid(_live_pixels(frames))
-    cells = largest_component(_open3(grid))
-    if cells.float().mean() < _MIN_MASK_FRACTION:
+        return [(None, {"applied": False, "reason": f"frame too small to mask ({w}×{h})"}) for _ in range(n)]
+    grids, block = _block_grid(_live_pixels(frames))
+    return [_sector_of(cells, block, h, w) for cells in largest_components(_open3(grids))]
+
+
+def _sector_of(cells: np.ndarray, block: int, height: int, width: int) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The mask and info of :func:`motion_mask` from a clip's largest group of live blocks."""
+    if torch.from_numpy(cells).float().mean() < _MIN_MASK_FRACTION:  # float32, as it always was
         return None, {"applied": False, "reason": "no moving region large enough for a scan sector"}
-    polygon = _hull_of_cells(cells, block, h, w)
-    mask = polygon_mask(polygon, h, w)
+    polygon = _hull_of_cells(cells, block, height, width)
+    mask = polygon_mask(polygon, height, width)
     return mask, {"applied": True, "kept_fraction": round(float(mask.mean()), 4), "polygon": polygon.tolist()}
 
 
@@ -360,19 +440,21 @@ def _as_frames(frames_rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
     return frames
 
 
-def _find_mask(frames: torch.Tensor, mask: str | np.ndarray | None) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """(keep, info) for ``mask`` = "auto"/"sector" (motion mask), "none", or an (H, W) bool array."""
+def _find_masks(frames: torch.Tensor, mask: str | np.ndarray | None) -> list[tuple[np.ndarray | None, dict[str, Any]]]:
+    """(keep, info) of each (N, T, H, W, 3) clip for ``mask`` = "auto"/"sector" (motion mask),
+    "none", or an (H, W) bool array."""
+    n = frames.shape[0]
     if mask is None or (isinstance(mask, str) and mask == "none"):
-        return None, {"mode": "none", "applied": False}
+        return [(None, {"mode": "none", "applied": False}) for _ in range(n)]
     if isinstance(mask, str):
         if mask not in ("auto", "sector"):
             raise UsageError(f"mask must be 'auto', 'sector', 'none' or an array, not {mask!r}")
-        keep, info = motion_mask(frames)
-        return keep, {"mode": mask, **info}
+        return [(keep, {"mode": mask, **info}) for keep, info in motion_masks(frames)]
     keep = np.asarray(mask, dtype=bool)
-    if keep.shape != tuple(frames.shape[1:3]):
-        raise UsageError(f"mask shape {keep.shape} differs from the frame size {tuple(frames.shape[1:3])}")
-    return keep, {"mode": "given", "applied": True, "kept_fraction": round(float(keep.mean()), 4)}
+    if keep.shape != tuple(frames.shape[2:4]):
+        raise UsageError(f"mask shape {keep.shape} differs from the frame size {tuple(frames.shape[2:4])}")
+    return [(keep, {"mode": "given", "applied": True, "kept_fraction": round(float(keep.mean()), 4)})
+            for _ in range(n)]
 
 
 def prepare_frames(
@@ -391,26 +473,53 @@ def prepare_frames(
     ``cfg.mask``. Returns the uint8 (T, 3, S, S) RGB frames and the geometry metadata recorded
     in outputs.
     """
-    frames = _as_frames(frames_rgb)
-    height, width = frames.shape[1:3]
+    out, geometries = prepare_frame_group(_as_frames(frames_rgb)[None], cfg, region=region, mask=mask)
+    return out[0], geometries[0]
+
+
+def prepare_frame_group(
+    frames: torch.Tensor,
+    cfg: PreprocessConfig,
+    *,
+    region: Sequence[int] | None = None,
+    mask: str | np.ndarray | None = None,
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """:func:`prepare_frames` of N clips of one size and region, (N, T, H, W, 3) uint8 on any
+    device, together: one pass of mask statistics, one copy of their block grids to the host,
+    one crop, mask and resize. Returns (N, T, 3, S, S) and each clip's geometry; each clip
+    comes out exactly as it would alone."""
+    if frames.ndim != 5 or frames.shape[-1] != 3 or frames.dtype != torch.uint8 or 0 in frames.shape:
+        raise UsageError(f"expected (N, T, H, W, 3) uint8 RGB clips, got {frames.dtype} {tuple(frames.shape)}")
+    height, width = frames.shape[2:4]
     box, region_note = clip_region(region, height, width)
     rx, ry = (box[0], box[1]) if box else (0, 0)
     if box:
-        frames = frames[:, box[1] : box[3], box[0] : box[2]]
-    keep, mask_info = _find_mask(frames, cfg.mask if mask is None else mask)
-    x0, y0, x1, y1 = square_zoom_box(frames.shape[1], frames.shape[2], cfg.zoom)
-    crop = frames[:, y0:y1, x0:x1].permute(0, 3, 1, 2).contiguous()  # one copy, of the kept pixels
-    if keep is not None:  # masking the crop equals cropping the masked frame
-        crop.mul_(torch.from_numpy(np.ascontiguousarray(keep[y0:y1, x0:x1])).to(crop.device))
-    out = resize_bicubic(crop, cfg.image_size)
-    geometry = {
+        frames = frames[:, :, box[1] : box[3], box[0] : box[2]]
+    found = _find_masks(frames, cfg.mask if mask is None else mask)
+    x0, y0, x1, y1 = square_zoom_box(frames.shape[2], frames.shape[3], cfg.zoom)
+    crop = frames[:, :, y0:y1, x0:x1].permute(0, 1, 4, 2, 3).contiguous()  # one copy, of the kept pixels
+    if any(keep is not None for keep, _ in found):  # masking the crop equals cropping the masked frame
+        keeps = np.stack([np.ones((y1 - y0, x1 - x0), bool) if keep is None else keep[y0:y1, x0:x1]
+                          for keep, _ in found])
+        crop.mul_(torch.from_numpy(keeps).to(crop.device)[:, None, None])
+    out = _resize_clips(crop, cfg.image_size)
+    geometries = [{
         "original_size": [int(height), int(width)],
         "region": list(box) if box else None,
         "region_note": region_note,
         "crop_box": [x0 + rx, y0 + ry, x1 + rx, y1 + ry],
-        "mask": _offset_polygon(mask_info, rx, ry),
-    }
-    return out.contiguous(), geometry
+        "mask": _offset_polygon(info, rx, ry),
+    } for _, info in found]
+    return out, geometries
+
+
+def _resize_clips(crop: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize (N, T, 3, h, w) clips: all in one product, except on the CPU, where each clip is
+    resized alone because the CPU's matrix products split their work by the number of planes
+    and so may round a plane differently in a larger stack."""
+    if crop.device.type != "cpu" or crop.shape[0] == 1:
+        return resize_bicubic(crop, size)
+    return torch.stack([resize_bicubic(clip, size) for clip in crop])
 
 
 def _offset_polygon(info: dict[str, Any], dx: int, dy: int) -> dict[str, Any]:

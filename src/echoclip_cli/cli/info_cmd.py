@@ -25,7 +25,7 @@ def collect() -> dict:
 
     from .. import weights as w
 
-    from ..media.jpeg_device import backend
+    from ..media.jpeg_device import backend, unavailable_reason
     from ..pipeline import resolve_jpeg_decode
 
     cuda = torch.cuda.is_available()
@@ -33,6 +33,9 @@ def collect() -> dict:
     try:
         jpeg_on = resolve_jpeg_decode(None, default)
         jpeg = f"{backend(default)} on {default}" if jpeg_on is not None else "CPU workers (Pillow)"
+        why = unavailable_reason(default)
+        if why:  # e.g. torchvision built for another torch, or without nvJPEG
+            jpeg += f"; no JPEG decoding on {default}: {why}"
     except Exception as exc:  # an invalid ECHOCLIP_JPEG_DECODE: say so rather than fail
         jpeg = f"invalid setting ({exc})"
     return {

@@ -11,6 +11,7 @@ a record, never an exception, and never a partial file.
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -68,6 +69,33 @@ def outcome_result(path: Path, outcome: Outcome) -> Clip | Codestreams | MediaEr
     return Clip(frames=torch.from_numpy(np.asarray(first)), meta=second, source=str(path))
 
 
+def _load_job(job: tuple[int, str, bool], cfg: PreprocessConfig, keep_phi: bool, salt: str | None,
+              codestreams: bool) -> Outcome:
+    """Load one ``(index, path, again)`` job: as codestreams when wanted, unless it comes ``again``."""
+    _, path, again = job
+    load = _codestream_outcome if codestreams and not again else load_outcome
+    return load(path, cfg, keep_phi, salt)
+
+
+def _crashed_job(job: tuple[int, str, bool]) -> Outcome:
+    return _crashed(job[1])
+
+
+def _jobs(paths: Iterable[str | Path], again: deque[tuple[int, str]] | None) -> Iterator[tuple[int, str, bool]]:
+    """``(index, path, again)`` for each input, read lazily; entries put in ``again`` meanwhile
+    come first, with their own index."""
+    inputs = enumerate(paths)
+    while True:
+        if again:
+            index, path = again.popleft()
+            yield index, str(path), True
+            continue
+        entry = next(inputs, None)
+        if entry is None:
+            return
+        yield entry[0], str(entry[1]), False
+
+
 def iter_clips_as_ready(
     paths: Iterable[str | Path],
     cfg: PreprocessConfig,
@@ -78,6 +106,7 @@ def iter_clips_as_ready(
     window: int | None = None,
     lead: int | None = None,
     codestreams: bool = False,
+    again: deque[tuple[int, str]] | None = None,
 ) -> Iterator[tuple[int, Path, Clip | Codestreams | MediaError]]:
     """Yield ``(index, path, Clip or MediaError)`` per input as each is ready, decoding in
     ``workers`` processes (``0``: inline, in this process, in input order).
@@ -86,17 +115,19 @@ def iter_clips_as_ready(
     ``window + lead`` places after the oldest unfinished one; a worker that crashes costs only
     the input it was decoding (:func:`echoclip_cli.parallel.completion_map`). With
     ``codestreams``, JPEG Baseline DICOM files come as undecoded :class:`Codestreams` instead
-    (for decoding on a GPU).
+    (for decoding on a GPU). ``(index, path)`` entries the consumer puts in ``again`` while it
+    iterates (inputs the GPU gave back) are loaded the ordinary way ahead of the next input;
+    entries put there after the last input was taken need another call (``paths`` empty).
     """
-    load = partial(_codestream_outcome if codestreams else load_outcome, cfg=cfg, keep_phi=keep_phi, salt=salt)
+    load = partial(_load_job, cfg=cfg, keep_phi=keep_phi, salt=salt, codestreams=codestreams)
+    jobs = _jobs(paths, again)
     if workers < 1:
-        for index, path in enumerate(paths):
-            yield index, Path(path), outcome_result(Path(path), load(str(path)))
+        for job in jobs:
+            yield job[0], Path(job[1]), outcome_result(Path(job[1]), load(job))
         return
-    items = (str(p) for p in paths)
-    for index, path, outcome in completion_map(load, items, workers=workers, window=window or 2 * workers,
-                                               on_crash=_crashed, lead=lead):
-        yield index, Path(path), outcome_result(Path(path), outcome)
+    for _, job, outcome in completion_map(load, jobs, workers=workers, window=window or 2 * workers,
+                                          on_crash=_crashed_job, lead=lead):
+        yield job[0], Path(job[1]), outcome_result(Path(job[1]), outcome)
 
 
 def iter_clips(

@@ -20,7 +20,7 @@ import torch
 from .. import __version__
 from ..errors import MediaError
 from ..files import sha256_file, stat_key
-from ..preprocess import prepare_frames
+from ..preprocess import prepare_frame_group, prepare_frames, to_host
 from ..preprocess_config import PreprocessConfig
 from . import classify
 from .colour import grey_sample_picks, mostly_grey
@@ -176,19 +176,42 @@ def finish_codestreams(item: Codestreams, frames: torch.Tensor, cfg: PreprocessC
     :func:`load_clip` would; the result stays on that device. ``None`` when the frames are not
     what the header promised, or not mostly grey: then :func:`load_clip` must decode the file,
     whose colour checks need pydicom (:mod:`.colour`)."""
-    if frames.ndim != 4 or frames.shape[1] != 3 or tuple(frames.shape[2:]) != item.size:
+    if frames.ndim != 4:
         return None
-    sample = frames[grey_sample_picks(frames.shape[0]), :, ::4, ::4].permute(0, 2, 3, 1).cpu().numpy()
-    if not mostly_grey(sample, sampled=True):  # only the sample leaves the device
-        return None
-    meta = dict(item.meta)
-    meta.update(classify.classify(_header_type(meta), sample))
-    mask = _effective_mask(cfg.mask, "dicom")
-    prepared, geometry = prepare_frames(frames.permute(0, 2, 3, 1), cfg, region=meta.get("region"), mask=mask)
-    meta.update(geometry)
-    meta["region_note"] = geometry.get("region_note") or meta.get("region_note")
-    meta["decoder"] = decoder
-    return Clip(frames=prepared, meta=meta, source=item.source)
+    return finish_codestream_group([item], frames[None], cfg, decoder)[0]
+
+
+def finish_codestream_group(items: Sequence[Codestreams], frames: torch.Tensor, cfg: PreprocessConfig,
+                            decoder: str) -> list[Clip | None]:
+    """:func:`finish_codestreams` of N inputs whose decoded frames have one shape, (N, T, 3, H, W)
+    on any device, prepared together (:func:`~echoclip_cli.preprocess.prepare_frame_group`, one
+    group per ultrasound region): the colour check's samples leave the device in one copy."""
+    out: list[Clip | None] = [None] * len(items)
+    if frames.ndim != 5 or frames.shape[2] != 3:
+        return out
+    picks = grey_sample_picks(frames.shape[1])
+    samples = to_host(frames[:, picks, :, ::4, ::4]).permute(0, 1, 3, 4, 2).numpy()  # only the samples leave
+    metas: dict[int, dict[str, Any]] = {}
+    for i, (item, sample) in enumerate(zip(items, samples, strict=True)):
+        if tuple(frames.shape[3:]) == item.size and mostly_grey(sample, sampled=True):
+            meta = dict(item.meta)
+            meta.update(classify.classify(_header_type(meta), sample))
+            metas[i] = meta
+    by_region: dict[tuple[int, ...] | None, list[int]] = {}
+    for i, meta in metas.items():
+        region = meta.get("region")
+        by_region.setdefault(None if region is None else tuple(region), []).append(i)
+    for region, chosen in by_region.items():
+        group = frames if len(chosen) == len(items) else frames[chosen]
+        prepared, geometries = prepare_frame_group(group.permute(0, 1, 3, 4, 2), cfg, region=region,
+                                                   mask=_effective_mask(cfg.mask, "dicom"))
+        for i, clip_frames, geometry in zip(chosen, prepared, geometries, strict=True):
+            meta = metas[i]
+            meta.update(geometry)
+            meta["region_note"] = geometry.get("region_note") or meta.get("region_note")
+            meta["decoder"] = decoder
+            out[i] = Clip(frames=clip_frames, meta=meta, source=items[i].source)
+    return out
 
 
 _VIDEO_MASK_REASON = "video files are taken as already masked (use --mask sector to mask them)"

@@ -35,25 +35,32 @@ class JpegDecodeError(RuntimeError):
 
 
 @lru_cache(maxsize=None)
-def _torchvision_decode() -> object | None:
-    """``torchvision.io.decode_jpeg`` when torchvision and its image extension load, else None."""
+def _torchvision_probe() -> tuple[object | None, str | None]:
+    """(``torchvision.io.decode_jpeg``, None) when torchvision and its image extension load,
+    else (None, why not)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # 0.29 deprecates its decoders in favour of TorchCodec
             from torchvision.io import decode_jpeg, encode_jpeg
 
             decode_jpeg(encode_jpeg(torch.zeros(3, 8, 8, dtype=torch.uint8)))
-    except Exception:  # not installed, or built for another torch: its extension does not load
-        return None
-    return decode_jpeg
+    except Exception as exc:  # not installed, or built for another torch: its extension does not load
+        return None, f"torchvision's JPEG decoder does not load ({_reason(exc)})"
+    return decode_jpeg, None
+
+
+def _torchvision_decode() -> object | None:
+    """``torchvision.io.decode_jpeg`` when torchvision and its image extension load, else None."""
+    return _torchvision_probe()[0]
 
 
 @lru_cache(maxsize=None)
-def _nvjpeg_works(device: str) -> bool:
-    """Whether torchvision decodes on this CUDA device (it may be built without nvJPEG)."""
-    decode = _torchvision_decode()
+def _nvjpeg_probe(device: str) -> str | None:
+    """Why torchvision cannot decode on this CUDA device (it may be built without nvJPEG), or
+    None when it can."""
+    decode, why = _torchvision_probe()
     if decode is None:
-        return False
+        return why
     try:
         from torchvision.io import encode_jpeg
 
@@ -61,9 +68,30 @@ def _nvjpeg_works(device: str) -> bool:
             warnings.simplefilter("ignore")
             sample = encode_jpeg(torch.zeros(3, 16, 16, dtype=torch.uint8))
             decode([sample], mode=_rgb_mode(), device=device)  # type: ignore[operator]
-    except Exception:
-        return False
-    return True
+    except Exception as exc:
+        return f"nvJPEG decoding on {device} failed its test ({_reason(exc)})"
+    return None
+
+
+def _nvjpeg_works(device: str) -> bool:
+    """Whether torchvision decodes on this CUDA device (:func:`unavailable_reason` says why not)."""
+    return _nvjpeg_probe(device) is None
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    from .phi import safe_reason
+
+    return f"{type(exc).__name__}: {safe_reason(exc)}"
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    """Why :func:`backend` finds no JPEG decoder for ``device`` (None when it finds one)."""
+    if device.type == "cuda":
+        return _nvjpeg_probe(str(device))
+    if device.type == "cpu":
+        return None
+    return f"no JPEG decoder runs on {device.type}"
 
 
 def _rgb_mode() -> object:
@@ -100,7 +128,7 @@ def decode_jpegs(streams: Sequence[bytes], device: torch.device) -> list[torch.T
     """
     name = backend(device)
     if name is None:
-        raise ValueError(f"no JPEG decoder for {device} (torchvision with nvJPEG is needed on CUDA)")
+        raise ValueError(f"no JPEG decoder for {device}: {unavailable_reason(device)}")
     if not streams:
         return []
     try:
@@ -113,4 +141,4 @@ def decode_jpegs(streams: Sequence[bytes], device: torch.device) -> list[torch.T
             out = decode(inputs, mode=_rgb_mode(), device=device)  # type: ignore[operator]
         return list(out)
     except Exception as exc:  # C decoders raise RuntimeError, Pillow OSError/ValueError/SyntaxError
-        raise JpegDecodeError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise JpegDecodeError(_reason(exc)) from None
