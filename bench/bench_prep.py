@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=16)
     parser.add_argument("--size", default="480x640", help="rows x columns")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--group", type=int, default=4, help="clips per device batch (group_frames)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one core, as one worker or the preparation thread has
     rows, cols = (int(v) for v in args.size.split("x"))
@@ -78,7 +79,7 @@ def main() -> None:
 
         def device_path() -> None:
             kw = {"report": report_type()} if report_type else {}
-            out = list(ClipSource(paths, cfg, jpeg_device=CPU, group_frames=cfg.frames * args.videos, **kw))
+            out = list(ClipSource(paths, cfg, jpeg_device=CPU, group_frames=cfg.frames * args.group, **kw))
             assert len(out) == args.videos and all(o.frames is not None for o in out)
             reports.append(kw.get("report"))
 
