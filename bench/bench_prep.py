@@ -31,14 +31,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.media_factory makes the cines
 
-from _machine import cpu_name  # noqa: E402
+from _machine import cpu_name
 
-from echoclip_cli.media import load_clip  # noqa: E402
-from echoclip_cli.media import clip as clip_module  # noqa: E402
-from echoclip_cli.media.jpeg_device import decode_jpegs  # noqa: E402
-from echoclip_cli.pipeline import ClipSource  # noqa: E402
-from echoclip_cli.preprocess_config import PreprocessConfig  # noqa: E402
-from tests.media_factory import echo_frames, make_dicom  # noqa: E402
+from echoclip_cli.media import load_clip
+from echoclip_cli.media import clip as clip_module
+from echoclip_cli.media.jpeg_device import decode_jpegs
+from echoclip_cli.pipeline import ClipSource
+from echoclip_cli.preprocess_config import PreprocessConfig
+from tests.media_factory import echo_frames, make_dicom
 
 CPU = torch.device("cpu")
 
