@@ -86,6 +86,9 @@ USAGE_MISTAKES = [
     ("search", "severe MR", "--index", "{clip}"),
     ("search", "severe MR"),
     ("embed",),
+    ("embed", "{clip}", "--backend", "tpu"),
+    ("predict-ef", "{clip}", "--backend", "torch", "--precision", "int8"),
+    ("detect-devices", "{clip}", "--backend", "onnx", "--precision", "bf16"),
     ("embed", "--text", "LV EJECTION FRACTION IS 50%.", "--out", "x.store"),
 ]
 

@@ -158,18 +158,54 @@ def device_for_rank(device: str) -> str:
 
 
 def _model(model: "EchoClip | None", weights: str | None, store: PathLike | None, default: str, *,
-           device: str, precision: str, deterministic: bool = False, compile: bool = False) -> "EchoClip":
-    """``model`` as given (checked against the store), or the weights loaded."""
+           device: str, precision: str, backend: str = "auto", task: str = "embed", deterministic: bool = False,
+           compile: bool = False) -> "EchoClip":
+    """``model`` as given (checked against the store), or the weights loaded; either way refused
+    when its backend failed ``task``'s tolerances on this CPU (:func:`check_numerics`)."""
     if model is not None:
         if store is not None:
             from .store import check_weights
 
             check_weights(Path(store), store_header(store), model.bundle.name, model.weights_sha256)
-        return model
-    from .inference import load_model
+    else:
+        from .inference import load_model
 
-    return load_model(weights_for(weights, store, default), device=device_for_rank(device), precision=precision,
-                      deterministic=deterministic, compile=compile)
+        model = load_model(weights_for(weights, store, default), device=device_for_rank(device), precision=precision,
+                           deterministic=deterministic, compile=compile, backend=backend)
+    check_numerics(model, task)
+    return model
+
+
+def check_backend(backend: str, precision: str) -> None:
+    """``--backend`` and ``--precision`` as words (no torch): a usage error before anything loads."""
+    import importlib.util
+
+    backend, precision = (backend or "auto").strip().lower(), (precision or "auto").strip().lower()
+    if backend not in ("auto", "torch", "onnx"):
+        raise UsageError(f"unknown backend {backend!r}: use auto, torch or onnx")
+    if precision not in ("auto", "fp32", "bf16", "fp16", "int8"):
+        raise UsageError(f"unknown precision {precision!r}: use auto, fp32, bf16, fp16 or int8")
+    if precision == "int8" and backend == "torch":
+        raise UsageError("int8 runs on the onnx backend only", hint="use --backend onnx")
+    if backend == "onnx" and precision in ("bf16", "fp16"):
+        raise UsageError(f"the onnx backend runs fp32 or int8, not {precision}")
+    if (backend == "onnx" or precision == "int8") and not all(
+            importlib.util.find_spec(m) for m in ("onnxruntime", "onnx")):
+        raise UsageError("the onnx backend needs onnxruntime and onnx", hint="pip install 'echoclip[cpu-fast]'")
+
+
+def check_numerics(model: "EchoClip", task: str) -> None:
+    """Refuse a use case on a backend whose check on this CPU failed that use case's tolerances
+    (:data:`echoclip_cli.onnx_backend.TOLERANCES`); the torch backend always passes."""
+    if model.backend == "torch":
+        return
+    from . import onnx_backend
+
+    result = onnx_backend.read_check(model.bundle)
+    reason = "no check of the ONNX backend on this CPU" if result is None else \
+        onnx_backend.refusal(result, model.precision, task)
+    if reason:
+        raise UsageError(reason, hint="use --backend torch" + (" or --precision fp32" if model.precision != "fp32" else ""))
 
 
 # --------------------------------------------------------------------------- embedding
@@ -192,6 +228,8 @@ def embed_files(model: "EchoClip", files: Sequence[Path], *, sampling: Sampling 
                                keep_frames=keep_frames, keep_phi=keep_phi, jpeg_decode=jpeg_decode,
                                on_frames=progress.frames, clip_types=clip_types, device_report=report):
         progress.item(result.n_frames)
+        if result.ok:
+            result.meta.update(model.numerics)
         yield result
     summary = report.summary()
     if summary is not None:  # errors on the device show with --quiet too
@@ -215,6 +253,7 @@ def embed(
     clip_types: Sequence[str] = ULTRASOUND_TYPES,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
     deterministic: bool = False,
     compile: bool = False,
     progress: Progress | None = None,
@@ -233,14 +272,15 @@ def embed(
 
     files = find(inputs)
     existing = out if out is not None and Path(out).exists() else None
-    model = _model(model, weights, existing, DEFAULT_WEIGHTS, device=device, precision=precision,
+    model = _model(model, weights, existing, DEFAULT_WEIGHTS, device=device, precision=precision, backend=backend,
                    deterministic=deterministic, compile=compile)
     progress = progress or _Silent()
     cfg = (sampling or Sampling()).apply(model.preprocess)
     writer = None
     if out is not None:
         writer = StoreWriter(out, weights_name=model.bundle.name, weights_sha256=model.weights_sha256, cfg=cfg,
-                             embed_dim=model.embed_dim, keep_frames=keep_frames, flush_every=flush_every)
+                             embed_dim=model.embed_dim, keep_frames=keep_frames, flush_every=flush_every,
+                             numerics=model.numerics)
         todo = writer.todo(files)
         if len(todo) < len(files):
             progress.note(f"{len(files) - len(todo)} inputs already in {writer.path}; embedding {len(todo)}")
@@ -287,7 +327,7 @@ def _frame_sets(model: "EchoClip", files: list[Path] | None, store: PathLike | N
     frame_cache = None
     if cache:
         cfg = (sampling or Sampling()).apply(model.preprocess)
-        frame_cache = FrameCache(model.bundle.name, model.weights_sha256, cfg, model.embed_dim)
+        frame_cache = FrameCache(model.bundle.name, model.weights_sha256, cfg, model.embed_dim, model.numerics)
     note = progress.note if progress is not None else None
     yield from T.frame_sets_from_results(through_cache(frame_cache, files or [], embed_now, clip_types, note))
 
@@ -330,6 +370,7 @@ def predict_ef(
     workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
     deterministic: bool = False,
     progress: Progress | None = None,
 ) -> Iterator["Record"]:
@@ -341,6 +382,7 @@ def predict_ef(
         raise UsageError(f"aggregation must be released or paper, not {aggregation!r}")
     chosen, files = _zero_shot_setup(["ejection_fraction"], inputs, store, prompts)
     model = _zero_shot_model(model, weights, store, force, device=device, precision=precision,
+                             backend=backend, task="predict-ef",
                              deterministic=deterministic)
     prepared = T.prepare(model, chosen["ejection_fraction"], _prompt_source(prompts))
     sets = _frame_sets(model, files, store, sampling, batch_size, workers, progress, _checked_types(clip_types),
@@ -365,6 +407,7 @@ def detect_devices(
     workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
     deterministic: bool = False,
     progress: Progress | None = None,
 ) -> Iterator["Record"]:
@@ -376,6 +419,7 @@ def detect_devices(
     chosen, files = _zero_shot_setup(list(devices or DEVICE_TASKS), inputs, store, prompts)
     user_thresholds = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
     model = _zero_shot_model(model, weights, store, force, device=device, precision=precision,
+                             backend=backend, task="detect-devices",
                              deterministic=deterministic)
     prepared = [T.prepare(model, task, _prompt_source(prompts)) for task in chosen.values()]
     sets = _frame_sets(model, files, store, sampling, batch_size, workers, progress, _checked_types(clip_types),
@@ -400,6 +444,7 @@ def zero_shot(
     workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
     deterministic: bool = False,
     progress: Progress | None = None,
 ) -> Iterator["Record"]:
@@ -410,6 +455,7 @@ def zero_shot(
     chosen, files = _zero_shot_setup([task], inputs, store, prompts)
     user_thresholds = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
     model = _zero_shot_model(model, weights, store, force, device=device, precision=precision,
+                             backend=backend, task="zero-shot",
                              deterministic=deterministic)
     spec = chosen[task]
     prepared = T.prepare(model, spec, _prompt_source(prompts))
@@ -442,6 +488,7 @@ def report(
     workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
     progress: Progress | None = None,
 ) -> "list[StudyReport]":
     """Score every clip for EF and devices in one embedding pass and write a static HTML report
@@ -454,7 +501,8 @@ def report(
     tasks = list(devices or DEVICE_TASKS)
     chosen, files = _zero_shot_setup(["ejection_fraction", *tasks], inputs, store, None)
     user_thresholds = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
-    model = _zero_shot_model(model, weights, store, force, device=device, precision=precision)
+    model = _zero_shot_model(model, weights, store, force, device=device, precision=precision,
+                             backend=backend, task="zero-shot")
     ef = T.prepare(model, chosen["ejection_fraction"])
     prepared = [T.prepare(model, chosen[t]) for t in tasks]
     cfg = (sampling or Sampling()).apply(model.preprocess)
@@ -513,6 +561,7 @@ def match_patients(
     workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
     progress: Progress | None = None,
 ) -> "PatientMatches":
     """Same-patient neighbours, groups, patient-key conflicts (and timelines) of the studies in
@@ -540,7 +589,8 @@ def match_patients(
         keep = [i for i, row in enumerate(loaded.rows) if row.get("clip_type") in (None, *clip_types)]
         embeddings, rows = loaded.embeddings[keep], [loaded.rows[i] for i in keep]
     else:
-        model = _model(model, weights, None, RETRIEVAL_WEIGHTS, device=device, precision=precision)
+        model = _model(model, weights, None, RETRIEVAL_WEIGHTS, device=device, precision=precision,
+                             backend=backend, task="match-patients")
         if model.bundle.tokenizer_kind != "template":
             warnings.append(P.NOT_R_WARNING.format(name=f"weights {model.bundle.name!r}"))
         vectors, rows = [], []
@@ -573,6 +623,7 @@ def search(
     template_vocab: PathLike | None = None,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
 ) -> "SearchResult":
     """Rank a store's videos and studies by report text; ``result.records`` are the hits
     (``level`` video or study, best first) and ``result.plan`` says what was embedded."""
@@ -581,7 +632,8 @@ def search(
     from .store import read_store
     from .tokenizer import tokenizer_for
 
-    model = _model(model, weights, store, RETRIEVAL_WEIGHTS, device=device, precision=precision)
+    model = _model(model, weights, store, RETRIEVAL_WEIGHTS, device=device, precision=precision,
+                             backend=backend, task="search")
     tokenizer = tokenizer_for(model.bundle, template_vocab=template_vocab)
     loaded = read_store(store)
     result = search_store(loaded, model, query, k=k, level=level, tokenizer=tokenizer)
@@ -613,6 +665,7 @@ def search_reports(
     template_vocab: PathLike | None = None,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
 ) -> "ReportRanking":
     """Rank report texts (CSV id,text / JSONL / one per line) by how well they describe ``video``."""
     for path in (video, reports):
@@ -623,7 +676,8 @@ def search_reports(
     from .retrieval import rank_reports, read_reports
     from .tokenizer import tokenizer_for
 
-    model = _model(model, weights, None, RETRIEVAL_WEIGHTS, device=device, precision=precision)
+    model = _model(model, weights, None, RETRIEVAL_WEIGHTS, device=device, precision=precision,
+                             backend=backend, task="search")
     tokenizer = tokenizer_for(model.bundle, template_vocab=template_vocab)
     corpus = read_reports(Path(reports))
     result = next(iter(embed_files(model, [Path(video)])))

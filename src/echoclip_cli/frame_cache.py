@@ -56,10 +56,16 @@ class _Hit:
 class FrameCache:
     """The cached frame embeddings of one (weights, preprocessing) pair."""
 
-    def __init__(self, weights_name: str, weights_sha256: str, cfg: PreprocessConfig, embed_dim: int) -> None:
-        self.path = cache_root() / f"{weights_sha256[:16]}-{cfg.digest()}"
+    def __init__(self, weights_name: str, weights_sha256: str, cfg: PreprocessConfig, embed_dim: int,
+                 numerics: dict[str, Any] | None = None) -> None:
+        numerics = numerics or {"backend": "torch"}
+        # torch embeddings of any precision share one cache (bf16 vs fp32 cosine 0.99999); another
+        # backend's are kept apart, per precision (int8 is not fp32)
+        other = "" if numerics["backend"] == "torch" else f"-{numerics['backend']}-{numerics['precision']}"
+        self.path = cache_root() / f"{weights_sha256[:16]}-{cfg.digest()}{other}"
         self._writer_args = {"weights_name": weights_name, "weights_sha256": weights_sha256, "cfg": cfg,
-                             "embed_dim": embed_dim, "keep_frames": True}
+                             "embed_dim": embed_dim, "keep_frames": True,
+                             "numerics": None if numerics["backend"] == "torch" else numerics}
         self._index: dict[str, _Hit] | None = None
 
     def _rows(self) -> Iterator[tuple[Path, int, dict[str, Any]]]:

@@ -38,6 +38,9 @@ class EchoClip:
     dtype: torch.dtype
     _tokenizer: Any = field(default=None, repr=False)
     _build: Callable[[], EchoClipModel] | None = field(default=None, repr=False)
+    backend: str = "torch"  # "torch", or "onnx": the image tower in ONNX Runtime (onnx_backend)
+    onnx_precision: str | None = None  # fp32 or int8 with the onnx backend
+    _tower: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def model(self) -> EchoClipModel:
@@ -60,7 +63,18 @@ class EchoClip:
 
     @property
     def precision(self) -> str:
+        """The image tower's precision: fp32, bf16, fp16, or int8 (ONNX MatMuls)."""
+        return self.onnx_precision or precision_name(self.dtype)
+
+    @property
+    def text_precision(self) -> str:
+        """The text tower's precision (always torch)."""
         return precision_name(self.dtype)
+
+    @property
+    def numerics(self) -> dict[str, str]:
+        """What produced this model's image embeddings (records and stores carry it)."""
+        return {"backend": self.backend, "precision": self.precision}
 
     @property
     def embed_dim(self) -> int:
@@ -69,6 +83,8 @@ class EchoClip:
     @torch.inference_mode()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Unnormalised image embeddings (N,E) in fp32 for normalised images (N,3,H,W)."""
+        if self._tower is not None:
+            return self._tower(images).float()
         images = images.to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
@@ -90,23 +106,82 @@ def load_model(
     deterministic: bool = False,
     compile: bool = False,
     lazy: bool = False,
+    backend: str = "auto",
+    note: Callable[[str], None] | None = None,
 ) -> EchoClip:
     """Load a bundle (name, path or :class:`Bundle`) strictly onto ``device`` in ``precision``.
 
     ``compile=True`` wraps the image tower in ``torch.compile`` (same results; a one-off warm-up
     of tens of seconds, then faster batches on GPU). ``lazy=True`` checks the weights' hash now and
     builds the network on first use.
+
+    ``backend``: ``torch``; ``onnx`` (CPU, the optional ``cpu-fast`` extra; ``precision`` fp32 or
+    int8), exported and checked on first use (:mod:`echoclip_cli.onnx_backend`); or ``auto``
+    (also ``ECHOCLIP_BACKEND``): onnx fp32 on the CPU where it is installed and this CPU's check
+    found it faster than torch, else torch. ``note`` hears what first use does (export, check).
     """
     bundle = weights if isinstance(weights, Bundle) else weights_mod.resolve(weights)
     torch_device = resolve_device(device)
-    dtype = resolve_precision(precision, torch_device)
+    backend, onnx_precision = resolve_backend(backend, precision, torch_device, bundle)
+    dtype = torch.float32 if backend == "onnx" else resolve_precision(precision, torch_device)
     strict_fp32(torch_device, dtype)
     set_deterministic(deterministic)
     weights_mod.ensure_verified(bundle)
     build = functools.partial(_build, bundle, torch_device, compile)
+    if backend == "onnx":
+        return _onnx_model(bundle, build, onnx_precision or "fp32", note or (lambda _: None))
     if lazy:
         return EchoClip(None, bundle=bundle, device=torch_device, dtype=dtype, _build=build)
     return EchoClip(build(), bundle=bundle, device=torch_device, dtype=dtype)
+
+
+def resolve_backend(spec: str, precision: str, device: torch.device, bundle: Bundle) -> tuple[str, str | None]:
+    """(backend, ONNX precision or None) for ``--backend`` and ``--precision`` on ``device``."""
+    from . import onnx_backend
+    from .errors import UsageError
+
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        spec = (os.environ.get("ECHOCLIP_BACKEND") or "auto").strip().lower()
+    precision = precision.strip().lower()
+    if spec not in onnx_backend.BACKENDS:
+        raise UsageError(f"unknown backend {spec!r}: use {', '.join(onnx_backend.BACKENDS)}")
+    if precision == "int8" and spec == "auto":
+        spec = "onnx"
+    if spec == "onnx":
+        if device.type != "cpu":
+            raise UsageError(f"the onnx backend runs on the CPU, not {device}", hint="use --device cpu")
+        if precision not in ("auto", *onnx_backend.ONNX_PRECISIONS):
+            raise UsageError(f"the onnx backend runs fp32 or int8, not {precision}")
+        reason = onnx_backend.missing()
+        if reason:
+            raise UsageError(reason)
+        return "onnx", "fp32" if precision == "auto" else precision
+    if precision == "int8":
+        raise UsageError("int8 runs on the onnx backend only", hint="use --backend onnx (pip install 'echoclip[cpu-fast]')")
+    if spec == "auto" and device.type == "cpu" and precision in ("auto", "fp32") and onnx_backend.missing() is None:
+        found = onnx_backend.read_check(bundle)  # measured on this CPU kind: used only where faster
+        if found and found["frames_per_s"].get("onnx-fp32", 0) > found["frames_per_s"]["torch-fp32"] \
+                and onnx_backend.model_file(bundle, "fp32").is_file():
+            return "onnx", "fp32"
+    return "torch", None
+
+
+def _onnx_model(bundle: Bundle, build: Callable[[], EchoClipModel], precision: str,
+                note: Callable[[str], None]) -> EchoClip:
+    """The onnx backend: export and check on first use (these need the torch tower), then a
+    model whose image tower is the ONNX Runtime session and whose text tower is built lazily."""
+    from . import onnx_backend
+
+    cpu = torch.device("cpu")
+    if not all(onnx_backend.model_file(bundle, p).is_file() for p in onnx_backend.ONNX_PRECISIONS) \
+            or onnx_backend.read_check(bundle) is None:
+        reference = EchoClip(build(), bundle=bundle, device=cpu, dtype=torch.float32)
+        onnx_backend.export(bundle, reference.model.visual, note)
+        onnx_backend.check(reference, note)
+    tower = onnx_backend.OnnxTower(onnx_backend.model_file(bundle, precision))
+    return EchoClip(None, bundle=bundle, device=cpu, dtype=torch.float32, _build=build, backend="onnx",
+                    onnx_precision=precision, _tower=tower)
 
 
 def _build(bundle: Bundle, torch_device: torch.device, compile: bool) -> EchoClipModel:

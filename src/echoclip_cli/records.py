@@ -62,6 +62,13 @@ def _public(obj: Any) -> list[Any]:
     return [f for f in fields(obj) if not f.metadata.get("internal")]
 
 
+def numerics(meta: Mapping[str, Any], model: Any) -> dict[str, Any]:
+    """Backend and precision of an embedding: as its store row recorded them, else the model's."""
+    if "backend" in meta:
+        return {"backend": meta["backend"], "precision": meta.get("precision")}
+    return dict(model.numerics)
+
+
 def identity(meta: Mapping[str, Any], source: str) -> str:
     """What makes two inputs the same object: the SOP Instance UID, else the content hash."""
     return str(meta.get("sop_uid") or meta.get("source_sha256") or source)
@@ -77,6 +84,8 @@ class VideoRecord(Record):
     n_frames: int = 0
     weights: str
     weights_sha256: str
+    backend: str = "torch"  # what made the image embeddings: torch, or onnx (the cpu-fast extra)
+    precision: str | None = None  # fp32, bf16, fp16, or int8 (onnx); None: a store that did not record it
     clip_type: str | None = None  # media.classify: 2d, 2d_colour, spectral_doppler, m_mode, still, not_ultrasound
     clip_reason: str | None = None
     skipped: str | None = None  # why this clip has no numbers although it was read (its type)
@@ -101,6 +110,8 @@ class StudyRecord(Record):
     n_duplicates: int = 0  # copies of a clip already counted (same SOP instance or content)
     weights: str
     weights_sha256: str
+    backend: str = "torch"
+    precision: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -125,7 +136,7 @@ class EmbeddingRecord(VideoRecord):
         vector = ([round(float(x), 6) for x in result.embedding]
                   if with_vector and result.embedding is not None else None)
         return cls(source=result.source, study=study_key(result.source, meta), n_frames=result.n_frames,
-                   weights=model.bundle.name, weights_sha256=model.weights_sha256,
+                   weights=model.bundle.name, weights_sha256=model.weights_sha256, **numerics(meta, model),
                    preprocess=meta.get("preprocess_digest") or model.preprocess.digest(), error=result.error,
                    clip_type=meta.get("clip_type"), clip_reason=meta.get("clip_reason"), skipped=result.skipped,
                    warning=meta.get("decode_warning"),

@@ -77,12 +77,22 @@ def check_weights(path: Path, header: dict[str, Any], name: str, sha256: str) ->
                          f"not {name!r}", hint="leave out --weights to use the store's own weights")
 
 
-def _header(weights_name: str, weights_sha256: str, cfg: PreprocessConfig, embed_dim: int) -> dict[str, Any]:
+TORCH_NUMERICS = {"backend": "torch", "precision": None}  # stores written before backends were recorded
+
+
+def numerics_of(header: dict[str, Any]) -> dict[str, Any]:
+    """Which backend and precision made a store's embeddings (precision None: not recorded)."""
+    return {**TORCH_NUMERICS, **header.get("numerics", {})}
+
+
+def _header(weights_name: str, weights_sha256: str, cfg: PreprocessConfig, embed_dim: int,
+            numerics: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "format": "echoclip-store",
         "format_version": FORMAT_VERSION,
         "weights": {"name": weights_name, "sha256": weights_sha256},
         "preprocess": {"digest": cfg.digest(), "config": cfg.to_dict()},
+        "numerics": {**TORCH_NUMERICS, **(numerics or {})},
         "embed_dim": embed_dim,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -114,6 +124,15 @@ def _check_compatible(path: Path, have: dict[str, Any], want: dict[str, Any]) ->
             f"{path} holds embeddings made with other preprocessing ({have['preprocess']['digest']} ≠ "
             f"{want['preprocess']['digest']})",
             hint="use the store's frame sampling and mask settings, or another --out store",
+        )
+    held, made = numerics_of(have), numerics_of(want)
+    if held["backend"] != made["backend"] or None not in (held["precision"], made["precision"]) \
+            and held["precision"] != made["precision"]:
+        raise StoreError(
+            f"{path} holds embeddings made by the {held['backend']} backend in {held['precision'] or 'unrecorded'} "
+            f"precision, not {made['backend']} {made['precision']}: one store never mixes them",
+            hint=f"use --backend {held['backend']}" + (f" --precision {held['precision']}" if held["precision"] else "")
+            + ", or another --out store",
         )
 
 
@@ -220,12 +239,13 @@ class StoreWriter:
         embed_dim: int,
         keep_frames: bool = False,
         flush_every: int = 256,
+        numerics: dict[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
         self.keep_frames = keep_frames
         self.flush_every = flush_every
         self._pending: list[VideoEmbedding] = []
-        want = _header(weights_name, weights_sha256, cfg, embed_dim)
+        want = _header(weights_name, weights_sha256, cfg, embed_dim, numerics)
         if not (self.path / HEADER).exists():
             # Several processes may create one store at once (torchrun ranks, array jobs): their
             # temporary files start with "." and their headers agree, so only other content stops us.
@@ -329,6 +349,9 @@ def _row(result: VideoEmbedding, header: dict[str, Any]) -> dict[str, Any]:
     )
     meta["weights_sha256"] = header["weights"]["sha256"]
     meta["preprocess_digest"] = header["preprocess"]["digest"]
+    for key, value in numerics_of(header).items():  # rows say what made them (the frame cache mixes torch precisions)
+        if meta.get(key) is None:
+            meta[key] = value
     return meta
 
 
@@ -348,7 +371,7 @@ def merge_stores(out: str | os.PathLike[str], stores: Sequence[str | os.PathLike
     keep_frames = all(s.frame_embeddings is not None for s in loaded)
     writer = StoreWriter(out, weights_name=first.header["weights"]["name"], weights_sha256=first.weights_sha256,
                          cfg=cfg, embed_dim=int(first.header["embed_dim"]), keep_frames=keep_frames,
-                         flush_every=1 << 30)
+                         flush_every=1 << 30, numerics=numerics_of(first.header))
     done = writer.done_keys()
     with writer:
         for store in loaded:

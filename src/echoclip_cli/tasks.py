@@ -18,7 +18,7 @@ from . import zeroshot
 from .errors import UsageError
 from .inference import EchoClip
 from .prompts import Task
-from .records import StudyRecord, VideoRecord, identity, study_key
+from .records import StudyRecord, VideoRecord, identity, numerics, study_key
 from .text_embed import TextEmbeddingCache, embed_token_ids
 from .tokenizer import tokenizer_for
 
@@ -171,7 +171,7 @@ class CategoricalStudy(StudyRecord):
 def _study_base(members: Sequence[Any]) -> dict[str, Any]:
     first = members[0]
     return {"study": first.study, "task": first.task, "n_videos": len(members), "weights": first.weights,
-            "weights_sha256": first.weights_sha256}
+            "weights_sha256": first.weights_sha256, "backend": first.backend, "precision": first.precision}
 
 
 @dataclass
@@ -221,7 +221,8 @@ def with_studies(records: Iterable[Any]) -> Iterator[Any]:
 def _video(cls: type, fs: FrameSet, model: EchoClip, **values: Any) -> Any:
     return cls(source=fs.source, study=study_key(fs.source, fs.meta),
                n_frames=int(fs.frames.shape[0]) if fs.frames is not None else 0,
-               weights=model.bundle.name, weights_sha256=model.weights_sha256, error=fs.error, skipped=fs.skipped,
+               weights=model.bundle.name, weights_sha256=model.weights_sha256, **numerics(fs.meta, model),
+               error=fs.error, skipped=fs.skipped,
                clip_type=fs.meta.get("clip_type"), clip_reason=fs.meta.get("clip_reason"),
                warning=fs.meta.get("decode_warning"),
                identity=identity(fs.meta, fs.source), **values)

@@ -109,7 +109,7 @@ def embed_token_ids(
     model: "EchoClip", ids: torch.Tensor, *, cache: TextEmbeddingCache | None = None, batch_size: int = 128
 ) -> torch.Tensor:
     """Unnormalised embeddings (N,E) for token ids (N,L), served from ``cache`` where present."""
-    keys = [_key(model.weights_sha256, model.precision, row) for row in ids]
+    keys = [_key(model.weights_sha256, model.text_precision, row) for row in ids]
     cached = cache.get(keys) if cache else {}
     missing = [i for i, k in enumerate(keys) if k not in cached]
     out = torch.empty(len(keys), model.embed_dim)

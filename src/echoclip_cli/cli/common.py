@@ -57,7 +57,12 @@ def weights_option(default: str, store: str = "--store") -> Any:
 
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 on CUDA and AMX CPUs, else fp32), fp32, bf16 or fp16.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="auto (bf16 on CUDA and AMX CPUs, else fp32), fp32, bf16, fp16, or int8 (--backend onnx).")]
+BackendOpt = Annotated[str, typer.Option(
+    "--backend", envvar="ECHOCLIP_BACKEND", show_envvar=False,
+    help="Image tower on the CPU: torch, onnx (pip install 'echoclip[cpu-fast]'; checked against torch on first "
+         "use) or auto (onnx fp32 where installed and measured faster on this CPU).")]
 DeterministicOpt = Annotated[bool, typer.Option("--deterministic", help="Use deterministic kernels (slower on GPU).")]
 FormatOpt = Annotated[
     OutputFormat,

@@ -10,7 +10,7 @@ import typer
 from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTS
 from ..errors import UsageError
 from ..media.classify import ULTRASOUND_TYPES, parse_clip_types
-from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
+from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, emit_records,
                      info, report_failure, resolve_format, weights_option)
 from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, JpegDecodeOpt, KeepPhiOpt, MaskOpt,
                      QuietOpt, StartOpt, StrideOpt, WorkersOpt, discovery_failed, gather_inputs, sampling,
@@ -45,6 +45,7 @@ def embed(
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    backend: BackendOpt = "auto",
     deterministic: DeterministicOpt = False,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the image tower (GPU: faster after a one-off warm-up).")] = False,
     keep_phi: KeepPhiOpt = False,
@@ -74,14 +75,14 @@ def embed(
                              hint="texts go to stdout; write them to a file with --format jsonl > FILE")
         if reports is not None and not reports.is_file():
             raise UsageError(f"no such reports file: {reports}")
-        model = open_model(weights or DEFAULT_WEIGHTS, device=device, precision=precision, quiet=quiet)
+        model = open_model(weights or DEFAULT_WEIGHTS, device=device, precision=precision, backend=backend, quiet=quiet)
         _embed_texts(model, list(text or []), reports, fmt)
         return
     types = parse_clip_types(clip_types, ULTRASOUND_TYPES)
     found = gather_inputs(inputs, folder)
     files = api.Found(shard_slice(found, shard), found.skipped)
     existing = out if out is not None and out.exists() else None
-    model = open_model(api.weights_for(weights, existing, DEFAULT_WEIGHTS), device=device, precision=precision,
+    model = open_model(api.weights_for(weights, existing, DEFAULT_WEIGHTS), device=device, precision=precision, backend=backend,
                        deterministic=deterministic, compile=compile_model, quiet=quiet)
     with_vectors = out is None and resolve_format(fmt) is OutputFormat.jsonl
     failures = done = 0

@@ -18,16 +18,18 @@ if TYPE_CHECKING:
 
 
 def open_model(weights: str, *, device: str, precision: str, deterministic: bool = False, compile: bool = False,
-               quiet: bool = False, lazy: bool = False) -> "EchoClip":
+               quiet: bool = False, lazy: bool = False, backend: str = "auto") -> "EchoClip":
     """Load ``weights`` (a status line on stderr meanwhile: loading takes seconds on a CPU). With
     ``lazy`` the weights are checked now and the network is built when first used: commands whose
     frames and prompts come from caches then never load it."""
-    from ..api import device_for_rank
+    from ..api import check_backend, device_for_rank
+
+    check_backend(backend, precision)
     from ..inference import load_model
 
     with status(f"loading weights {weights}…", quiet):
         model = load_model(weights, device=device_for_rank(device), precision=precision, deterministic=deterministic,
-                           compile=compile, lazy=lazy)
+                           compile=compile, lazy=lazy, backend=backend, note=None if quiet else info)
     if lazy and not quiet and model._build is not None:
         build = model._build
 

@@ -11,7 +11,7 @@ from .. import defaults as D
 from ..media.classify import parse_clip_types
 from ..defaults import DEFAULT_BATCH_SIZE
 from ..defaults import RETRIEVAL_WEIGHTS as PATIENT_WEIGHTS
-from .common import (DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, report_failure, warn,
+from .common import (DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, emit_records, info, report_failure, warn,
                      weights_option)
 from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt,
                      WorkersOpt, discovery_failed, inputs_or_store, sampling)
@@ -43,6 +43,7 @@ def match_patients(
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    backend: BackendOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Find studies that appear to belong to the same patient, and patient-key conflicts.
@@ -74,12 +75,12 @@ def match_patients(
                              drop_threshold=drop_threshold, window_days=window_days)
     model = None
     if store is None:
-        model = open_model(weights or PATIENT_WEIGHTS, device=device, precision=precision, quiet=quiet)
+        model = open_model(weights or PATIENT_WEIGHTS, device=device, precision=precision, backend=backend, quiet=quiet)
     with progress_bar(quiet) as bar:
         result = api.match_patients(files, store=store, weights=weights, model=model, settings=settings,
                                     sampling=sampling(frames, stride, start, mask), clip_types=types,
                                     batch_size=batch_size,
-                                    workers=workers, device=device, precision=precision, progress=bar)
+                                    workers=workers, device=device, precision=precision, backend=backend, progress=bar)
     for message in result.warnings:
         warn(message)
     for message in result.failures:

@@ -10,7 +10,7 @@ import typer
 from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS
 from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds
-from .common import DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, report_failure
+from .common import DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, emit_records, info, report_failure
 from .inputs import BatchOpt, ClipTypesOpt, DirOpt, InputsArg, QuietOpt, WorkersOpt, discovery_failed, inputs_or_store
 from .progress import progress_bar
 from .zeroshot_cmd import ForceOpt, NoCacheOpt, StoreOpt, ThresholdsOpt, WeightsZS, zero_shot_model
@@ -34,6 +34,7 @@ def report(
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    backend: BackendOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Write a self-contained HTML report: per study, what each clip is, what the model saw and said.
@@ -58,7 +59,7 @@ def report(
     user_thresholds = load_thresholds(thresholds)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
     files = inputs_or_store(inputs, folder, store)
-    model = zero_shot_model(weights, store, device, precision, False, quiet)
+    model = zero_shot_model(weights, store, device, precision, False, quiet, backend)
     with progress_bar(quiet) as bar:
         studies = api.report(files, out=out, store=store, model=model, devices=tasks, thresholds=user_thresholds,
                              force=force, clip_types=types, cache=not no_cache, animations=animations,

@@ -10,7 +10,7 @@ import typer
 
 from ..defaults import RETRIEVAL_WEIGHTS as SEARCH_WEIGHTS
 from ..errors import UsageError
-from .common import DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, emit_records, info, warn, weights_option
+from .common import DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, emit_records, info, warn, weights_option
 from .models import open_model
 
 class Level(str, Enum):
@@ -34,6 +34,7 @@ def search(
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    backend: BackendOpt = "auto",
 ) -> None:
     """Rank stored echo videos and studies by a text query, or report texts by a video.
 
@@ -56,7 +57,7 @@ def search(
 
     if query is not None and index is not None and video is None:
         api.check_search(query, index, level=level.value, template_vocab=template_vocab)
-        model = open_model(api.weights_for(weights, index, SEARCH_WEIGHTS), device=device, precision=precision)
+        model = open_model(api.weights_for(weights, index, SEARCH_WEIGHTS), device=device, precision=precision, backend=backend)
         result = api.search(query, index, model=model, k=top_k, level=level.value, template_vocab=template_vocab)
         for message in result.warnings:
             warn(message)
@@ -69,7 +70,7 @@ def search(
         for path in (video, reports):
             if not path.is_file():
                 raise UsageError(f"no such file: {path}")
-        model = open_model(weights or SEARCH_WEIGHTS, device=device, precision=precision)
+        model = open_model(weights or SEARCH_WEIGHTS, device=device, precision=precision, backend=backend)
         ranking = api.search_reports(video, reports, model=model, k=top_k, template_vocab=template_vocab)
         if ranking.skipped:
             warn(f"{len(ranking.skipped)} of {ranking.n_reports} reports hold no sentence the tokenizer knows and were left out "

@@ -15,7 +15,7 @@ import typer
 from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS, ZERO_SHOT_WEIGHTS
 from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds
-from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, PrecisionOpt, RecordSink, emit_records,
+from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, emit_records,
                      info, report_failure, weights_option)
 from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt,
                      WorkersOpt, discovery_failed, inputs_or_store, sampling)
@@ -40,10 +40,10 @@ WeightsZS = weights_option(ZERO_SHOT_WEIGHTS)
 
 
 def zero_shot_model(weights: Optional[str], store: Optional[Path], device: str, precision: str, deterministic: bool,
-           quiet: bool) -> "EchoClip":
+           quiet: bool, backend: str = "auto") -> "EchoClip":
     from ..api import weights_for
 
-    return open_model(weights_for(weights, store, ZERO_SHOT_WEIGHTS), device=device, precision=precision,
+    return open_model(weights_for(weights, store, ZERO_SHOT_WEIGHTS), device=device, precision=precision, backend=backend,
                       deterministic=deterministic, quiet=quiet, lazy=True)
 
 
@@ -84,6 +84,7 @@ def predict_ef(
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    backend: BackendOpt = "auto",
     deterministic: DeterministicOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -106,7 +107,7 @@ def predict_ef(
     api.check_tasks(["ejection_fraction"], prompts)
     files = inputs_or_store(inputs, folder, store)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
-    model = zero_shot_model(weights, store, device, precision, deterministic, quiet)
+    model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend)
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
@@ -137,6 +138,7 @@ def detect_devices(
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    backend: BackendOpt = "auto",
     deterministic: DeterministicOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -158,7 +160,7 @@ def detect_devices(
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
-    model = zero_shot_model(weights, store, device, precision, deterministic, quiet)
+    model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend)
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
@@ -191,6 +193,7 @@ def zero_shot(
     fmt: FormatOpt = OutputFormat.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    backend: BackendOpt = "auto",
     deterministic: DeterministicOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -219,7 +222,7 @@ def zero_shot(
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
-    model = zero_shot_model(weights, store, device, precision, deterministic, quiet)
+    model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend)
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:

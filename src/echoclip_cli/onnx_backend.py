@@ -1,0 +1,350 @@
+"""An optional CPU backend: the image tower run by ONNX Runtime (``pip install 'echoclip[cpu-fast]'``).
+
+The tower is exported once per bundle to ``$ECHOCLIP_HOME/onnx/<weights sha256>-v<N>/`` (never
+into the repository), in fp32 and with int8 MatMuls (ONNX Runtime's dynamic quantisation: weights
+int8 per tensor, activations quantised per batch; ConvNeXt's pointwise MLPs, most of its FLOPs,
+are MatMuls, so that is where int8 pays). Then, once per CPU kind, the backend is *checked* on
+that bundle's own weights against the torch fp32 tower (:func:`check`): a real echo cine shipped
+with pydicom and its mirror image go through the bundle's preprocessing, and the check records
+
+- per-frame and per-video embedding cosine against torch fp32,
+- EF (released protocol) and the four device scores, where the weights are zero-shot weights,
+- how many frames' five nearest neighbours change (retrieval),
+- frames/s of torch fp32 and of each ONNX precision on one batch.
+
+A task runs on the backend only where the check passed that task's tolerances
+(:data:`TOLERANCES`, README "CPU backends"); otherwise it is refused with the numbers. Nothing is
+assumed from another machine: the check file is named after the CPU, its instruction sets and the
+ONNX Runtime version, because int8 kernels differ between AVX2, AVX-512 VNNI and AMX.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .inference import EchoClip
+    from .weights import Bundle
+
+EXPORT_VERSION = 1
+OPSET = 17
+BACKENDS = ("auto", "torch", "onnx")
+ONNX_PRECISIONS = ("fp32", "int8")
+INSTALL_HINT = "pip install 'echoclip[cpu-fast]'"
+
+# What each use case needs of a backend's embeddings, as measured by `check` against torch fp32.
+# min_cosine: the lowest per-video cosine; max_ef_delta: EF points; max_score_delta: device/binary
+# scores (cosine units; published thresholds sit ~0.01 apart from typical scores); max_neighbour_changes:
+# share of frames whose five nearest neighbours (as a set) change.
+def _tolerances(min_cosine: float, max_neighbour_changes: float) -> dict[str, dict[str, float]]:
+    cosine = {"min_cosine": min_cosine}
+    ef, scores = {"max_ef_delta": 0.5}, {"max_score_delta": 0.002}
+    retrieval = {"max_neighbour_changes": max_neighbour_changes}
+    return {"embed": cosine, "predict-ef": {**cosine, **ef}, "detect-devices": {**cosine, **scores},
+            "zero-shot": {**cosine, **ef, **scores}, "search": {**cosine, **retrieval},
+            "match-patients": {**cosine, **retrieval}}
+
+
+TOLERANCES: dict[str, dict[str, dict[str, float]]] = {"fp32": _tolerances(0.999, 0.1), "int8": _tolerances(0.995, 0.25)}
+_MEASURED = {"min_cosine": "video_cosine_min", "max_ef_delta": "ef_delta", "max_score_delta": "score_delta_max",
+             "max_neighbour_changes": "neighbour_changes"}
+
+
+def missing() -> str | None:
+    """Why the backend cannot run here (None when it can)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        return f"the ONNX backend needs onnxruntime and onnx ({INSTALL_HINT}): {exc}"
+    return None
+
+
+def folder(bundle: "Bundle") -> Path:
+    from .weights import weights_home
+
+    return weights_home() / "onnx" / f"{bundle.weights_sha256[:16]}-v{EXPORT_VERSION}"
+
+
+def model_file(bundle: "Bundle", precision: str) -> Path:
+    return folder(bundle) / f"visual.{precision}.onnx"
+
+
+def cpu_kind() -> str:
+    """A short name for this CPU kind: model name, the instruction sets int8/fp32 kernels choose
+    between, and the ONNX Runtime version."""
+    from .device import cpu_flags
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
+    except OSError:
+        pass
+    isa = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16"})
+    try:
+        import onnxruntime
+
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = "none"
+    return f"{name} [{' '.join(isa) or 'baseline'}] ort {ort}"
+
+
+def _check_file(bundle: "Bundle") -> Path:
+    digest = hashlib.sha256(cpu_kind().encode()).hexdigest()[:12]
+    return folder(bundle) / f"check-{digest}.json"
+
+
+def read_check(bundle: "Bundle") -> dict[str, Any] | None:
+    """The check made on this CPU kind, if any."""
+    try:
+        return json.loads(_check_file(bundle).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None] = lambda _: None) -> Path:
+    """Write the fp32 and int8 ONNX image towers for ``bundle`` (once; atomic; a concurrent
+    exporter's finished folder wins)."""
+    target = folder(bundle)
+    if all(model_file(bundle, p).is_file() for p in ONNX_PRECISIONS):
+        return target
+    reason = missing()
+    if reason:
+        raise UsageError(reason)
+    import warnings
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from .files import staging_dir
+
+    note(f"exporting the image tower of {bundle.name} to ONNX (once per weights)…")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = staging_dir(target, ".export")
+    try:
+        size = int(bundle.model_cfg["vision_cfg"].get("image_size", 224))
+        example = torch.zeros(2, 3, size, size)
+        visual = visual.to("cpu", torch.float32).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(visual, (example,), str(stage / "visual.fp32.onnx"), dynamo=False,
+                              input_names=["images"], output_names=["embeddings"], opset_version=OPSET,
+                              dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}})
+        import logging
+
+        logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # quantize_dynamic's advice
+        quantize_dynamic(str(stage / "visual.fp32.onnx"), str(stage / "visual.int8.onnx"),
+                         op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+        (stage / "export.json").write_text(json.dumps({
+            "weights": bundle.name, "weights_sha256": bundle.weights_sha256, "export_version": EXPORT_VERSION,
+            "opset": OPSET, "torch": torch.__version__, "quantisation": "dynamic, MatMul only, int8 weights",
+        }, indent=1))
+        os.chmod(stage, 0o777 & ~_umask())
+        try:
+            os.replace(stage, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        if stage.exists():
+            import shutil
+
+            shutil.rmtree(stage, ignore_errors=True)
+    return target
+
+
+def _umask() -> int:
+    from .files import umask
+
+    return umask()
+
+
+# --------------------------------------------------------------------------- running
+
+
+class OnnxTower:
+    """The exported image tower in one ONNX Runtime session on the CPU: float images (N,3,S,S)
+    in, unnormalised embeddings (N,E) out, as torch tensors."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self.path = path
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {"images": x})[0])
+
+
+# --------------------------------------------------------------------------- the check
+
+
+@dataclass(frozen=True)
+class CheckClips:
+    """Model-ready frames of the check clips: pydicom's echo cine and its mirror image."""
+
+    videos: list[torch.Tensor]  # each (T,3,S,S) uint8
+
+
+def check_clips(model: "EchoClip") -> CheckClips:
+    from pydicom import examples
+
+    from .media import load_clip
+
+    clip = load_clip(examples.get_path("ybr_color"), model.preprocess)
+    return CheckClips([clip.frames, clip.frames.flip(-1)])
+
+
+def _frame_embeddings(encode: Callable[[torch.Tensor], torch.Tensor], videos: list[torch.Tensor],
+                      model: "EchoClip") -> list[np.ndarray]:
+    from .preprocess import to_model_input
+
+    out = []
+    for frames in videos:
+        images = to_model_input(frames, model.preprocess, device=torch.device("cpu"))
+        out.append(torch.nn.functional.normalize(encode(images).float(), dim=-1).numpy().astype(np.float64))
+    return out
+
+
+def _rate(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, rounds: int = 2) -> float:
+    encode(images)  # warm-up
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        encode(images)
+        best = min(best, time.perf_counter() - start)
+    return len(images) / best
+
+
+def _neighbours(frames: np.ndarray, k: int = 5) -> list[frozenset[int]]:
+    similarity = frames @ frames.T
+    np.fill_diagonal(similarity, -np.inf)
+    return [frozenset(np.argsort(-row, kind="stable")[:k].tolist()) for row in similarity]
+
+
+def _task_numbers(model: "EchoClip", per_video: list[np.ndarray]) -> dict[str, list[float]]:
+    """EF and device scores of each check video (zero-shot weights only)."""
+    from . import zeroshot
+    from .defaults import DEVICE_TASKS
+    from .prompts import select_tasks
+    from .tasks import prepare
+
+    out: dict[str, list[float]] = {}
+    tasks = select_tasks(["ejection_fraction", *DEVICE_TASKS])
+    for name, task in tasks.items():
+        prepared = prepare(model, task)
+        if task.mode == "regression":
+            assert prepared.prompts is not None and prepared.values is not None
+            out[name] = [zeroshot.regression(f, prepared.prompts, prepared.values).estimate for f in per_video]
+        elif task.mode == "binary":
+            assert prepared.prompts is not None
+            out[name] = [zeroshot.binary_score(f, prepared.prompts) for f in per_video]
+    return out
+
+
+def check(model: "EchoClip", note: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Measure both ONNX precisions against ``model``'s torch fp32 tower on this CPU; saved beside
+    the exported files and returned. ``model`` must be the torch backend in fp32."""
+    from .files import atomic_write_text
+
+    bundle = model.bundle
+    note(f"checking the ONNX backend of {bundle.name} against torch fp32 on this CPU (once)…")
+    clips = check_clips(model)
+    reference = _frame_embeddings(model.encode_image, clips.videos, model)
+    zero_shot = bundle.tokenizer_kind != "template"
+    ref_tasks = _task_numbers(model, reference) if zero_shot else {}
+    ref_neighbours = _neighbours(np.concatenate(reference))
+    size = int(model.preprocess.image_size)
+    from .preprocess import to_model_input
+
+    batch = to_model_input(torch.cat(clips.videos)[:16], model.preprocess, device=torch.device("cpu"))
+    assert batch.shape[-1] == size
+    result: dict[str, Any] = {"cpu": cpu_kind(), "weights": bundle.name, "weights_sha256": bundle.weights_sha256,
+                              "clips": "pydicom examples ybr_color and its mirror, frames as the bundle samples",
+                              "frames_per_s": {"torch-fp32": round(_rate(model.encode_image, batch), 3)},
+                              "precisions": {}}
+    for precision in ONNX_PRECISIONS:
+        tower = OnnxTower(model_file(bundle, precision))
+        frames = _frame_embeddings(tower, clips.videos, model)
+        frame_cos = min(float(np.min(np.sum(a * b, axis=1))) for a, b in zip(frames, reference, strict=True))
+        video_cos = []
+        for a, b in zip(frames, reference, strict=True):
+            va, vb = a.mean(axis=0), b.mean(axis=0)
+            video_cos.append(float(va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb))))
+        changed = sum(x != y for x, y in zip(_neighbours(np.concatenate(frames)), ref_neighbours, strict=True))
+        numbers: dict[str, Any] = {"frame_cosine_min": frame_cos, "video_cosine_min": min(video_cos),
+                                   "neighbour_changes": changed / len(ref_neighbours)}
+        if zero_shot:
+            tasks = _task_numbers(model_with(model, tower, precision), frames)
+            deltas = {name: max(abs(x - y) for x, y in zip(tasks[name], ref_tasks[name], strict=True)) for name in tasks}
+            numbers["ef_delta"] = deltas.pop("ejection_fraction", None)
+            numbers["score_delta_max"] = max(deltas.values()) if deltas else None
+            numbers["score_deltas"] = deltas
+        result["frames_per_s"][f"onnx-{precision}"] = round(_rate(tower, batch), 3)
+        result["precisions"][precision] = numbers
+    path = _check_file(bundle)
+    atomic_write_text(path, json.dumps(result, indent=1))
+    note(summary(result))
+    return result
+
+
+def model_with(model: "EchoClip", tower: OnnxTower, precision: str) -> "EchoClip":
+    """``model`` with its image tower replaced by ``tower`` (text tower unchanged)."""
+    import dataclasses
+
+    return dataclasses.replace(model, backend="onnx", onnx_precision=precision, _tower=tower)
+
+
+def summary(result: Mapping[str, Any]) -> str:
+    """One line per precision: the measured parity and speed."""
+    speed = result["frames_per_s"]
+    lines = [f"ONNX backend check on {result['cpu']} (torch fp32 {speed['torch-fp32']:.2f} frames/s):"]
+    for precision, n in result["precisions"].items():
+        parts = [f"video cosine {n['video_cosine_min']:.5f}", f"frame cosine {n['frame_cosine_min']:.5f}"]
+        if n.get("ef_delta") is not None:
+            parts.append(f"EF Δ {n['ef_delta']:.2f}")
+        if n.get("score_delta_max") is not None:
+            parts.append(f"device score Δ {n['score_delta_max']:.4f}")
+        parts.append(f"neighbours changed {100 * n['neighbour_changes']:.0f} %")
+        parts.append(f"{speed[f'onnx-{precision}']:.2f} frames/s")
+        lines.append(f"  {precision}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def refusal(result: Mapping[str, Any], precision: str, task: str) -> str | None:
+    """Why ``task`` may not use ``precision`` on this CPU (None: it may)."""
+    limits = TOLERANCES[precision].get(task, TOLERANCES[precision]["embed"])
+    numbers = result["precisions"][precision]
+    for limit, bound in limits.items():
+        value = numbers.get(_MEASURED[limit])
+        if value is None:
+            if limit in ("max_ef_delta", "max_score_delta"):
+                continue  # retrieval weights: no zero-shot numbers, and zero-shot tasks refuse them anyway
+            return f"the check has no {_MEASURED[limit]}"
+        ok = value >= bound if limit.startswith("min") else value <= bound
+        if not ok:
+            return (f"ONNX {precision} failed the {task} tolerance on this CPU: {_MEASURED[limit]} = {value:.4g} "
+                    f"({'≥' if limit.startswith('min') else '≤'} {bound} needed)")
+    return None
