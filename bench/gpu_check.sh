@@ -1,38 +1,108 @@
 #!/usr/bin/env bash
-# One script for a lent GPU machine: GPU tests, then GPU timings, in about 6 minutes.
+# One script for a lent GPU machine: what only a GPU can tell, most valuable first, in under 5 minutes.
 # Prepare here with `bash bench/gpu_wheels.sh`, then run there with carry [".whl"]:
-#   bash bench/gpu_check.sh            (results in $OUT or ./gpu-results)
-# The machine has no network: the project runs from src/ on its own torch/torchvision, with the
-# missing packages installed from the carried wheels. A dry run of the flow on a CPU machine:
+#   bash bench/gpu_check.sh            (results in $OUT, else ./gpu-results; one file per step + summary.txt)
+# Steps, each under its own `timeout` (on the GPU they add up to 290 s, under the 600 s a command
+# may run; a rerun on the warm machine reuses the wheels, cines and weights and is quicker):
+#   wheels (install, then bench/wheels_smoke.py) 20 | nvidia-smi 10 | versions 30 | info 20 | pytest -m gpu 60
+#   | embed: end to end from JPEG DICOM, workers vs nvJPEG, model only, cosine between the two 100
+#   | memory: GPU memory by batch size, one process 35 | search: the vector index on the GPU 15
+# A failed or timed-out step is recorded and the next one runs; the exit status is 1 if any failed.
+#
+# The machine has no network: the project runs from src/ on the image's Python 3.12, torch and
+# torchvision, with the packages it lacks installed from the carried wheels (bench/gpu_wheels.sh:
+# cp312 manylinux x86_64, pinned). That install was simulated here (see gpu_wheels.sh, "Checked"):
+# the carried cp312 wheels, installed by the command below into a Python 3.12.1 venv, import and
+# decode; and the whole dry run below passed in a Python 3.11 venv holding the image's versions of
+# numpy, safetensors, tokenizers, rich, pillow, pytest, opencv (no pydantic), torch 2.13.0 (CPU) and
+# the cp311 builds of the same pinned wheels, installed the same way (no CPU torch for 3.12 is on
+# this disk, and PyPI's is a CUDA build of several GB).
+#
+# Dry run of the whole flow on a CPU (timeouts x4, the upstream loop on 1 video, 100,000 vectors),
+# with a venv holding the project's dependencies on PATH or PYTHON=/path/to/python:
 #   DEVICE=cpu PRECISION=fp32 VIDEOS=4 UNIQUE=2 BATCH=8 NO_WHEELS=1 bash bench/gpu_check.sh
+# Knobs: DEVICE PRECISION VIDEOS UNIQUE BATCH WORKERS UPSTREAM ROWS WEIGHTS (a checkpoint instead
+# of random full-size weights) CACHE (cines and weights, kept between runs) OUT PYTHON TIME_SCALE SITE (where the
+# carried wheels go, /tmp/site).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
 out=${OUT:-gpu-results}
+cache=${CACHE:-/tmp/echoclip-gpu-cache}
 device=${DEVICE:-cuda} precision=${PRECISION:-bf16} videos=${VIDEOS:-640} unique=${UNIQUE:-24} batch=${BATCH:-256}
-workers=$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))
-mkdir -p "$out"
+cores=$(nproc)
+workers=${WORKERS:-$(( cores > 17 ? 16 : (cores > 1 ? cores - 1 : 1) ))}
+if [ "$device" = cpu ]; then  # a dry run: slower steps, less work
+  scale=${TIME_SCALE:-4} upstream=${UPSTREAM:-1} rows=${ROWS:-100000}
+else
+  scale=${TIME_SCALE:-1} upstream=${UPSTREAM:-8} rows=${ROWS:-1000000}
+fi
+weights=()
+[ -n "${WEIGHTS:-}" ] && weights=(--weights "$WEIGHTS")
+mkdir -p "$out" "$cache"
+: > "$out/summary.txt"
+export PYTHONUNBUFFERED=1
+failed=0
+
+step() {  # step NAME SECONDS COMMAND...: run it under its own timeout, show its output as it comes, keep it
+  local name=$1 limit=$(( $2 * scale )) began=$SECONDS rc why
+  shift 2
+  echo "## $name (limit $limit s)" | tee "$out/$name.txt"
+  timeout -k 5 "$limit" "$@" 2>&1 | tee -a "$out/$name.txt"
+  rc=${PIPESTATUS[0]}
+  case $rc in
+    0) why=ok ;;
+    124|137) why="FAILED: timed out after $limit s" ;;
+    *) why="FAILED: exit $rc" ;;
+  esac
+  [ "$rc" -eq 0 ] || failed=$(( failed + 1 ))
+  echo "## $name: $why ($(( SECONDS - began )) s)" | tee -a "$out/summary.txt"
+}
+
+install_wheels() {  # the carried wheels into $site (unless the same ones are there already), then try them
+  if [ "$(cat "$site/.carried" 2>/dev/null)" = "$(ls .whl)" ]; then
+    echo "carried wheels already installed in $site"
+  else
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
+      && ls .whl > "$site/.carried" || return 1
+  fi
+  "$py" bench/wheels_smoke.py
+}
+site=${SITE:-/tmp/site}
+export -f install_wheels
+export py site
+
 if [ -z "${NO_WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/src:$PWD
+  export PYTHONPATH=$site:$PWD/src:$PWD
+  step wheels 20 bash -c install_wheels
 else
   export PYTHONPATH=$PWD/src:$PWD
 fi
-export PYTHONUNBUFFERED=1
-py=${PYTHON:-python3}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$out/gpu.txt"
-$py -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$out/gpu.txt"
-$py -m echoclip_cli info 2>&1 | tee -a "$out/gpu.txt"
-timeout 150 $py -m pytest -m gpu -q -rs -p no:cacheprovider 2>&1 | tee "$out/pytest-gpu.txt"
-# End to end from compressed DICOM: JPEG decoded by CPU workers, then on the GPU (nvJPEG).
-timeout 240 $py bench/bench_embed.py --videos "$videos" --unique "$unique" --frames 60 --batch-size "$batch" \
-  --device "$device" --precision "$precision" --workers "$workers" --jpeg-decode workers,device --upstream-videos 8 \
-  2>&1 | tee "$out/bench_embed.txt"
-# GPU memory (device decode): the peak should follow the batch size, not the number of inputs.
-for run in "64 $(( videos / 2 ))" "512 $(( videos / 2 ))" "512 $(( videos / 8 ))"; do
-  set -- $run
-  timeout 60 $py bench/bench_embed.py --videos "$2" --unique 8 --frames 60 --batch-size "$1" \
-    --device "$device" --precision "$precision" --workers "$workers" --jpeg-decode device --upstream-videos 1 \
-    2>&1 | tee -a "$out/bench_memory_gpu.txt"
-done
-timeout 60 $py bench/bench_search.py --rows 1000000 --queries 20 2>&1 | tee "$out/bench_search.txt"
+echo "# $device, $precision, $videos videos ($unique distinct), batch $batch, $workers decode workers of $cores cores;" \
+  "cache $cache; results in $out"
+
+# (a) What the machine is.
+if [ "$device" != cpu ]; then
+  step nvidia-smi 10 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
+fi
+step versions 30 "$py" -c "import importlib.metadata as m, importlib.util, sys, torch
+print('python', sys.version.split()[0], '| torch', torch.__version__, 'CUDA', torch.version.cuda,
+      'available', torch.cuda.is_available(), '| torchvision', m.version('torchvision')
+      if importlib.util.find_spec('torchvision') else 'not installed')"
+step info 20 "$py" -m echoclip_cli info
+# (b) The GPU tests.
+step pytest-gpu 60 "$py" -m pytest -m gpu -q -rs -p no:cacheprovider
+# (c) End to end from compressed DICOM: JPEG decoded by CPU workers, then on the GPU (nvJPEG); the model
+# alone beside each; the cosine between the two decoders' embeddings. Inputs and weights are cached.
+embed=("$py" bench/bench_embed.py --frames 60 --device "$device" --precision "$precision" --workers "$workers"
+       --cache "$cache" "${weights[@]}")
+step embed 100 "${embed[@]}" --videos "$videos" --unique "$unique" --batch-size "$batch" \
+  --jpeg-decode workers,device --upstream-videos "$upstream"
+# (d) GPU memory by batch size (device decode), one process: the peak should follow the batch, not the inputs.
+step memory 35 "${embed[@]}" --videos $(( videos / 2 > 0 ? videos / 2 : 1 )) --unique "$unique" \
+  --batch-size "$batch" --jpeg-decode device --sweep-batch "$(( batch / 4 > 0 ? batch / 4 : 1 )),$batch,$(( batch * 2 ))"
+# (e) Exact top-k over a million vectors held on the GPU.
+step search 15 "$py" bench/bench_search.py --rows "$rows" --queries 20 --device "$device"
+
+echo "# summary" && cat "$out/summary.txt"
+[ "$failed" -eq 0 ] || { echo "# $failed step(s) failed"; exit 1; }
