@@ -73,7 +73,7 @@ def test_int8_is_close_to_fp32_and_its_check_is_what_refuses_it(tiny_bundle):
 
 def test_refusal_names_the_measured_number_and_the_bound():
     result = {"precisions": {"int8": {"video_cosine_min": 0.9999, "frame_cosine_min": 0.999, "ef_delta": 2.2,
-                                      "score_delta_max": 0.001, "neighbour_changes": 0.0}}}
+                                      "score_delta_max": 0.001, "neighbour_changes": 0.0, "neighbour_queries": 10}}}
     assert onnx_backend.refusal(result, "int8", "embed") is None
     assert onnx_backend.refusal(result, "int8", "detect-devices") is None
     reason = onnx_backend.refusal(result, "int8", "predict-ef")

@@ -2,8 +2,8 @@
 
 The tower is exported once per bundle to ``$ECHOCLIP_HOME/onnx/<weights sha256>-v<N>/`` (never
 into the repository), in fp32 and with int8 MatMuls (ONNX Runtime's dynamic quantisation: weights
-int8 per tensor, activations quantised per batch; ConvNeXt's pointwise MLPs, most of its FLOPs,
-are MatMuls, so that is where int8 pays). Then, once per CPU kind, the backend is *checked* on
+int8, activations quantised per batch; ConvNeXt's pointwise MLPs, most of its FLOPs,
+are MatMuls, so that is where int8 pays; weights are quantised per output channel). Then, once per CPU kind, the backend is *checked* on
 that bundle's own weights against the torch fp32 tower (:func:`check`): a real echo cine shipped
 with pydicom and its mirror image go through the bundle's preprocessing, and the check records
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .inference import EchoClip
     from .weights import Bundle
 
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: per-channel int8 weights (EF Δ 2.20 → 0.27 on the parity checkpoint)
 OPSET = 17
 BACKENDS = ("auto", "torch", "onnx")
 ONNX_PRECISIONS = ("fp32", "int8")
@@ -128,6 +128,7 @@ def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None
     reason = missing()
     if reason:
         raise UsageError(reason)
+    import shutil
     import warnings
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -150,22 +151,22 @@ def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None
 
         logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # quantize_dynamic's advice
         quantize_dynamic(str(stage / "visual.fp32.onnx"), str(stage / "visual.int8.onnx"),
-                         op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+                         op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=True)
         (stage / "export.json").write_text(json.dumps({
             "weights": bundle.name, "weights_sha256": bundle.weights_sha256, "export_version": EXPORT_VERSION,
-            "opset": OPSET, "torch": torch.__version__, "quantisation": "dynamic, MatMul only, int8 weights",
+            "opset": OPSET, "torch": torch.__version__, "quantisation": "dynamic, MatMul only, int8 weights per output channel",
         }, indent=1))
         os.chmod(stage, 0o777 & ~_umask())
         try:
             os.replace(stage, target)
-        except OSError:
-            if not target.is_dir():
-                raise
+        except OSError:  # the folder exists: a concurrent exporter finished first, or it is incomplete
+            if not all(model_file(bundle, p).is_file() for p in ONNX_PRECISIONS):
+                aside = target.with_name(f"{target.name}.old-{os.getpid()}")
+                os.replace(target, aside)
+                os.replace(stage, target)
+                shutil.rmtree(aside, ignore_errors=True)
     finally:
-        if stage.exists():
-            import shutil
-
-            shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
     return target
 
 
@@ -238,10 +239,26 @@ def _rate(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, 
     return len(images) / best
 
 
-def _neighbours(frames: np.ndarray, k: int = 5) -> list[frozenset[int]]:
+NEAR_TIE = 1e-3  # a query whose 5th and 6th neighbours are closer than this has no stable top 5 at all
+
+
+def _neighbours(frames: np.ndarray, k: int = 5) -> list[tuple[frozenset[int], float]]:
+    """Each frame's k nearest other frames, with the cosine gap between the k-th and the next."""
     similarity = frames @ frames.T
     np.fill_diagonal(similarity, -np.inf)
-    return [frozenset(np.argsort(-row, kind="stable")[:k].tolist()) for row in similarity]
+    out = []
+    for row in similarity:
+        order = np.argsort(-row, kind="stable")
+        out.append((frozenset(order[:k].tolist()), float(row[order[k - 1]] - row[order[k]])))
+    return out
+
+
+def _neighbour_changes(frames: np.ndarray, reference: list[tuple[frozenset[int], float]]) -> tuple[float, int]:
+    """(share of queries whose top 5 changed, number of queries compared), over the queries whose
+    reference top 5 is not a near-tie: frames of one cine are near-duplicates, and swapping two
+    neighbours 1e-4 apart is no retrieval change."""
+    stable = [(mine[0], ref[0]) for mine, ref in zip(_neighbours(frames), reference, strict=True) if ref[1] >= NEAR_TIE]
+    return (sum(a != b for a, b in stable) / len(stable) if stable else 0.0), len(stable)
 
 
 def _task_numbers(model: "EchoClip", per_video: list[np.ndarray]) -> dict[str, list[float]]:
@@ -293,9 +310,9 @@ def check(model: "EchoClip", note: Callable[[str], None] = lambda _: None) -> di
         for a, b in zip(frames, reference, strict=True):
             va, vb = a.mean(axis=0), b.mean(axis=0)
             video_cos.append(float(va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb))))
-        changed = sum(x != y for x, y in zip(_neighbours(np.concatenate(frames)), ref_neighbours, strict=True))
+        changed, compared = _neighbour_changes(np.concatenate(frames), ref_neighbours)
         numbers: dict[str, Any] = {"frame_cosine_min": frame_cos, "video_cosine_min": min(video_cos),
-                                   "neighbour_changes": changed / len(ref_neighbours)}
+                                   "neighbour_changes": changed, "neighbour_queries": compared}
         if zero_shot:
             tasks = _task_numbers(model_with(model, tower, precision), frames)
             deltas = {name: max(abs(x - y) for x, y in zip(tasks[name], ref_tasks[name], strict=True)) for name in tasks}
@@ -327,7 +344,7 @@ def summary(result: Mapping[str, Any]) -> str:
             parts.append(f"EF Δ {n['ef_delta']:.2f}")
         if n.get("score_delta_max") is not None:
             parts.append(f"device score Δ {n['score_delta_max']:.4f}")
-        parts.append(f"neighbours changed {100 * n['neighbour_changes']:.0f} %")
+        parts.append(f"top-5 neighbours changed {100 * n['neighbour_changes']:.0f} % of {n['neighbour_queries']}")
         parts.append(f"{speed[f'onnx-{precision}']:.2f} frames/s")
         lines.append(f"  {precision}: " + ", ".join(parts))
     return "\n".join(lines)
