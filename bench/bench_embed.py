@@ -191,7 +191,6 @@ def upstream_loop(model, files: list[Path]) -> int:
     return done
 
 
-
 @dataclass
 class Run:
     """One timed pass of the pipeline over the inputs."""
