@@ -15,3 +15,16 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def timed_process(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall seconds of one whole process, from start to exit; stops the bench if it fails."""
+    import subprocess
+    import time
+
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd[:8])} …\n{done.stderr[-2000:]}")
+    return elapsed

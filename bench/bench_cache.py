@@ -18,23 +18,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _machine import cpu_name  # noqa: E402
+from _machine import cpu_name, timed_process  # noqa: E402
 from bench_embed import random_weights  # noqa: E402
 
 
 def _run(args: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "echoclip_cli", *args, "-f", "jsonl", "-q"], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed: {done.stderr.strip()}")
-    return elapsed
+    return timed_process([sys.executable, "-m", "echoclip_cli", *args, "-f", "jsonl", "-q"], env)
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 """The upstream per-video loop on AVI files, as a whole process (run in the OpenCLIP venv):
 OpenCV decode of every frame, centre crop + 10 % zoom + INTER_CUBIC resize, frames 0-38 step 2,
 one OpenCLIP ``encode_image`` call per video. The baseline for echoclip's CPU speed on AVI.
+DICOM files (``.dcm``) are read the naive way upstream would have to: pydicom's ``pixel_array``
+(every frame decoded, RGB → BGR), then the same crop, resize and sampling.
 
     /path/to/openclip-venv/bin/python bench/upstream_avi_loop.py OPENCLIP_FOLDER VIDEO...
 
@@ -24,13 +26,29 @@ MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
 
-def frames_of(path: str) -> np.ndarray:
+def _decoded(path: str):
+    if path.lower().endswith(".dcm"):
+        import pydicom
+
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array  # YBR JPEG comes back as RGB
+        if int(getattr(ds, "NumberOfFrames", 1) or 1) == 1:
+            pixels = pixels[None]
+        if pixels.ndim == 3:  # greyscale
+            pixels = np.repeat(pixels[..., None], 3, axis=-1)
+        yield from (frame[:, :, ::-1] for frame in pixels)  # OpenCV order, as the AVI path reads
+        return
     capture = cv2.VideoCapture(path)
-    out = []
     while True:
         ok, frame = capture.read()
         if not ok:
             break
+        yield frame
+
+
+def frames_of(path: str) -> np.ndarray:
+    out = []
+    for frame in _decoded(path):
         h, w = frame.shape[:2]
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2

@@ -181,8 +181,10 @@ def check_backend(backend: str, precision: str) -> None:
     import importlib.util
 
     backend, precision = (backend or "auto").strip().lower(), (precision or "auto").strip().lower()
-    if backend not in ("auto", "torch", "onnx"):
-        raise UsageError(f"unknown backend {backend!r}: use auto, torch or onnx")
+    if backend not in ("auto", "torch", "compiled", "onnx"):
+        raise UsageError(f"unknown backend {backend!r}: use auto, torch, compiled or onnx")
+    if backend == "compiled" and precision not in ("auto", "fp32"):
+        raise UsageError(f"the compiled backend runs fp32, not {precision}")
     if precision not in ("auto", "fp32", "bf16", "fp16", "int8"):
         raise UsageError(f"unknown precision {precision!r}: use auto, fp32, bf16, fp16 or int8")
     if precision == "int8" and backend == "torch":

@@ -38,9 +38,10 @@ class EchoClip:
     dtype: torch.dtype
     _tokenizer: Any = field(default=None, repr=False)
     _build: Callable[[], EchoClipModel] | None = field(default=None, repr=False)
-    backend: str = "torch"  # "torch", or "onnx": the image tower in ONNX Runtime (onnx_backend)
+    backend: str = "torch"  # "torch" (eager, or compiled: compiled_backend), or "onnx" (onnx_backend)
     onnx_precision: str | None = None  # fp32 or int8 with the onnx backend
     _tower: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+    compiled: bool = False  # the torch image tower as an AOTInductor package (same numerics as eager)
 
     @property
     def model(self) -> EchoClipModel:
@@ -115,21 +116,29 @@ def load_model(
     of tens of seconds, then faster batches on GPU). ``lazy=True`` checks the weights' hash now and
     builds the network on first use.
 
-    ``backend``: ``torch``; ``onnx`` (CPU, the optional ``cpu-fast`` extra; ``precision`` fp32 or
-    int8), exported and checked on first use (:mod:`echoclip_cli.onnx_backend`); or ``auto``
-    (also ``ECHOCLIP_BACKEND``): onnx fp32 on the CPU where it is installed and this CPU's check
-    found it faster than torch, else torch. ``note`` hears what first use does (export, check).
+    ``backend``: ``torch`` (eager); ``compiled`` (CPU, fp32: the tower compiled ahead of time for
+    this CPU, built and checked on first use, :mod:`echoclip_cli.compiled_backend`); ``onnx``
+    (CPU, the optional ``cpu-fast`` extra; ``precision`` fp32 or int8), exported and checked on
+    first use (:mod:`echoclip_cli.onnx_backend`); or ``auto`` (also ``ECHOCLIP_BACKEND``): on the
+    CPU in fp32, whichever of compiled and onnx fp32 is already built here and measured fastest
+    against eager on this CPU, else eager torch. ``note`` hears what first use does.
     """
     bundle = weights if isinstance(weights, Bundle) else weights_mod.resolve(weights)
     torch_device = resolve_device(device)
     backend, onnx_precision = resolve_backend(backend, precision, torch_device, bundle)
-    dtype = torch.float32 if backend == "onnx" else resolve_precision(precision, torch_device)
+    if compile and backend != "torch":
+        from .errors import UsageError
+
+        raise UsageError(f"--compile is for the torch backend, not {backend}")
+    dtype = torch.float32 if backend in ("onnx", "compiled") else resolve_precision(precision, torch_device)
     strict_fp32(torch_device, dtype)
     set_deterministic(deterministic)
     weights_mod.ensure_verified(bundle)
     build = functools.partial(_build, bundle, torch_device, compile)
     if backend == "onnx":
         return _onnx_model(bundle, build, onnx_precision or "fp32", note or (lambda _: None))
+    if backend == "compiled":
+        return _compiled_model(bundle, build, note or (lambda _: None))
     if lazy:
         return EchoClip(None, bundle=bundle, device=torch_device, dtype=dtype, _build=build)
     return EchoClip(build(), bundle=bundle, device=torch_device, dtype=dtype)
@@ -144,8 +153,12 @@ def resolve_backend(spec: str, precision: str, device: torch.device, bundle: Bun
     if spec == "auto":
         spec = (os.environ.get("ECHOCLIP_BACKEND") or "auto").strip().lower()
     precision = precision.strip().lower()
-    if spec not in onnx_backend.BACKENDS:
-        raise UsageError(f"unknown backend {spec!r}: use {', '.join(onnx_backend.BACKENDS)}")
+    if spec not in BACKENDS:
+        raise UsageError(f"unknown backend {spec!r}: use {', '.join(BACKENDS)}")
+    if spec == "compiled":
+        if device.type != "cpu" or precision not in ("auto", "fp32"):
+            raise UsageError("the compiled backend runs on the CPU in fp32", hint="use --device cpu --precision fp32")
+        return "compiled", None
     if precision == "int8" and spec == "auto":
         spec = "onnx"
     if spec == "onnx":
@@ -159,12 +172,44 @@ def resolve_backend(spec: str, precision: str, device: torch.device, bundle: Bun
         return "onnx", "fp32" if precision == "auto" else precision
     if precision == "int8":
         raise UsageError("int8 runs on the onnx backend only", hint="use --backend onnx (pip install 'echoclip[cpu-fast]')")
-    if spec == "auto" and device.type == "cpu" and precision in ("auto", "fp32") and onnx_backend.missing() is None:
-        found = onnx_backend.read_check(bundle)  # measured on this CPU kind: used only where faster
-        if found and found["frames_per_s"].get("onnx-fp32", 0) > found["frames_per_s"]["torch-fp32"] \
-                and onnx_backend.model_file(bundle, "fp32").is_file():
-            return "onnx", "fp32"
+    if spec == "auto" and device.type == "cpu" and resolve_precision(precision, device) is torch.float32:
+        return _fastest_built(bundle)
     return "torch", None
+
+
+BACKENDS = ("auto", "torch", "compiled", "onnx")
+
+
+def _fastest_built(bundle: Bundle) -> tuple[str, str | None]:
+    """The exact CPU path measured fastest on this CPU among those already built (never builds)."""
+    from . import compiled_backend, onnx_backend
+
+    gains: dict[tuple[str, str | None], float] = {("torch", None): 1.0}
+    if compiled_backend.usable(bundle):
+        speed = compiled_backend.read_check(bundle)["frames_per_s"]  # type: ignore[index]
+        gains[("compiled", None)] = speed["compiled"] / speed["eager"]
+    if onnx_backend.missing() is None and onnx_backend.model_file(bundle, "fp32").is_file():
+        found = onnx_backend.read_check(bundle)  # measured on this CPU kind
+        if found:
+            gains[("onnx", "fp32")] = found["frames_per_s"].get("onnx-fp32", 0) / found["frames_per_s"]["torch-fp32"]
+    return max(gains, key=lambda k: gains[k])
+
+
+def _compiled_model(bundle: Bundle, build: Callable[[], EchoClipModel], note: Callable[[str], None]) -> EchoClip:
+    """The compiled tower (built and checked here on first use), the text tower built lazily."""
+    from . import compiled_backend
+    from .errors import UsageError
+
+    cpu = torch.device("cpu")
+    if compiled_backend.read_check(bundle) is None or not compiled_backend.package_file(bundle).is_file():
+        compiled_backend.build(EchoClip(build(), bundle=bundle, device=cpu, dtype=torch.float32), note)
+    found = compiled_backend.read_check(bundle)
+    if not found or not found["passed"]:
+        raise UsageError(f"the compiled image tower failed its check on this CPU (frame cosine "
+                         f"{found['frame_cosine_min'] if found else 'unknown'} < {compiled_backend.MIN_COSINE})",
+                         hint="use --backend torch")
+    tower = compiled_backend.CompiledTower(compiled_backend.package_file(bundle))
+    return EchoClip(None, bundle=bundle, device=cpu, dtype=torch.float32, _build=build, _tower=tower, compiled=True)
 
 
 def _onnx_model(bundle: Bundle, build: Callable[[], EchoClipModel], precision: str,

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 EXPORT_VERSION = 2  # 2: per-channel int8 weights (EF Δ 2.20 → 0.27 on the parity checkpoint)
 OPSET = 17
-BACKENDS = ("auto", "torch", "onnx")
 ONNX_PRECISIONS = ("fp32", "int8")
 INSTALL_HINT = "pip install 'echoclip[cpu-fast]'"
 
@@ -83,8 +82,8 @@ def model_file(bundle: "Bundle", precision: str) -> Path:
 
 
 def cpu_kind() -> str:
-    """A short name for this CPU kind: model name, the instruction sets int8/fp32 kernels choose
-    between, and the ONNX Runtime version."""
+    """A short name for this CPU kind: model name and the instruction sets that int8/fp32 kernels
+    choose between."""
     from .device import cpu_flags
 
     name = platform.processor() or platform.machine()
@@ -94,17 +93,20 @@ def cpu_kind() -> str:
     except OSError:
         pass
     isa = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16"})
+    return f"{name} [{' '.join(isa) or 'baseline'}]"
+
+
+def _runtime() -> str:
     try:
         import onnxruntime
 
-        ort = onnxruntime.__version__
+        return f"onnxruntime {onnxruntime.__version__}"
     except ImportError:
-        ort = "none"
-    return f"{name} [{' '.join(isa) or 'baseline'}] ort {ort}"
+        return "no onnxruntime"
 
 
 def _check_file(bundle: "Bundle") -> Path:
-    digest = hashlib.sha256(cpu_kind().encode()).hexdigest()[:12]
+    digest = hashlib.sha256(f"{cpu_kind()} {_runtime()}".encode()).hexdigest()[:12]
     return folder(bundle) / f"check-{digest}.json"
 
 
@@ -298,7 +300,7 @@ def check(model: "EchoClip", note: Callable[[str], None] = lambda _: None) -> di
 
     batch = to_model_input(torch.cat(clips.videos)[:16], model.preprocess, device=torch.device("cpu"))
     assert batch.shape[-1] == size
-    result: dict[str, Any] = {"cpu": cpu_kind(), "weights": bundle.name, "weights_sha256": bundle.weights_sha256,
+    result: dict[str, Any] = {"cpu": cpu_kind(), "runtime": _runtime(), "weights": bundle.name, "weights_sha256": bundle.weights_sha256,
                               "clips": "pydicom examples ybr_color and its mirror, frames as the bundle samples",
                               "frames_per_s": {"torch-fp32": round(_rate(model.encode_image, batch), 3)},
                               "precisions": {}}
@@ -323,7 +325,8 @@ def check(model: "EchoClip", note: Callable[[str], None] = lambda _: None) -> di
         result["precisions"][precision] = numbers
     path = _check_file(bundle)
     atomic_write_text(path, json.dumps(result, indent=1))
-    note(summary(result))
+    for line in summary(result).splitlines():
+        note(line)
     return result
 
 
@@ -337,7 +340,8 @@ def model_with(model: "EchoClip", tower: OnnxTower, precision: str) -> "EchoClip
 def summary(result: Mapping[str, Any]) -> str:
     """One line per precision: the measured parity and speed."""
     speed = result["frames_per_s"]
-    lines = [f"ONNX backend check on {result['cpu']} (torch fp32 {speed['torch-fp32']:.2f} frames/s):"]
+    lines = [f"ONNX backend check on {result['cpu']}, {result.get('runtime', '')} (torch fp32 "
+             f"{speed['torch-fp32']:.2f} frames/s):"]
     for precision, n in result["precisions"].items():
         parts = [f"video cosine {n['video_cosine_min']:.5f}", f"frame cosine {n['frame_cosine_min']:.5f}"]
         if n.get("ef_delta") is not None:

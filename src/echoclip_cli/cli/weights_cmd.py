@@ -198,3 +198,54 @@ def verify(
     if failures:
         bad = ", ".join(r["name"] for r in records if not r["ok"])
         raise w.ChecksumError(f"{len(failures)} of {len(records)} bundles failed verification: {bad}")
+
+
+@app.command("optimise")
+def optimise(
+    name: Annotated[str, typer.Argument(help="Installed weights name or bundle path.")] = "echo-clip",
+    onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Also export and check the ONNX backend "
+                                       "(when echoclip[cpu-fast] is installed).")] = True,
+) -> None:
+    """Build the fast CPU paths of some weights for this machine.
+
+    Each is checked against eager torch fp32 and timed (about a minute each, once per machine).
+    Prints what each path measured: frame/video cosine against torch fp32, EF and device-score
+    differences (ONNX), frames/s. Afterwards `--backend auto` runs the fastest exact path this
+    CPU measured; `--backend onnx --precision int8` is there for you to choose.
+
+    Examples:
+
+        echoclip weights optimise echo-clip
+
+        echoclip weights optimise echo-clip-r --no-onnx
+    """
+    import importlib.util
+
+    import torch
+
+    from .. import compiled_backend, onnx_backend
+    from .. import weights as w
+    from ..errors import UsageError
+    from ..inference import EchoClip, _build
+
+    bundle = w.resolve(name, auto_pull=False)
+    w.ensure_verified(bundle)
+    cpu = torch.device("cpu")
+    reference = EchoClip(_build(bundle, cpu, False), bundle=bundle, device=cpu, dtype=torch.float32)
+    failed = None
+    try:
+        compiled_backend.build(reference, info)
+    except UsageError as exc:
+        failed = exc
+        warn(exc.message)
+    if onnx and all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx")):
+        onnx_backend.export(bundle, reference.model.visual, info)
+        onnx_backend.check(reference, info)
+    elif onnx:
+        info(f"ONNX backend not checked: {onnx_backend.INSTALL_HINT}")
+    from ..inference import _fastest_built
+
+    chosen = _fastest_built(bundle)
+    info(f"--backend auto on this CPU now runs: {chosen[0]}" + (f" {chosen[1]}" if chosen[1] else ""))
+    if failed is not None:
+        raise typer.Exit(1)

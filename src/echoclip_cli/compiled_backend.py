@@ -1,0 +1,149 @@
+"""The exact fast CPU path: the image tower compiled ahead of time by torch's AOTInductor.
+
+``torch.compile`` makes ConvNeXt's image tower faster on a CPU (fused LayerNorm/GELU/scale
+epilogues around oneDNN matmuls, weights pre-packed), but it compiles again in every process
+(~15-35 s here), more than a small run takes. AOTInductor compiles once into a package that a
+later process loads in under a second, so the cost is paid once per machine, not per run:
+
+    echoclip weights optimise echo-clip      # once: compile, check, measure (about a minute)
+    echoclip predict-ef --dir studies/        # then: --backend auto uses it where it measured faster
+
+The package lives in ``$ECHOCLIP_HOME/compiled/<weights sha256>-<CPU and torch digest>/`` (never
+in the repository): generated code is specific to the CPU's instruction sets and to the torch
+version. On build it is checked against the eager tower on the same frames (pydicom's echo cine
+and its mirror image, the bundle's preprocessing): the frame cosine must be ≥ ``MIN_COSINE``
+(it is fp32; ~1 - 1e-7 is typical), and eager and compiled frames/s are measured on one batch;
+``--backend auto`` takes it only where it was faster. Records say ``backend: torch``: the
+embeddings are torch fp32's within rounding, so stores and caches share them with eager runs.
+Building needs a C++ compiler; without one the build fails with the compiler's reason and runs
+stay eager.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .inference import EchoClip
+    from .weights import Bundle
+
+BUILD_VERSION = 1
+MIN_COSINE = 0.99999  # fp32 against fp32: anything lower is a compiler bug, not rounding
+MAX_BATCH = 4096
+
+
+def folder(bundle: "Bundle") -> Path:
+    from .onnx_backend import cpu_kind
+    from .weights import weights_home
+
+    digest = hashlib.sha256(f"{cpu_kind()}|torch {torch.__version__}|v{BUILD_VERSION}".encode()).hexdigest()[:12]
+    return weights_home() / "compiled" / f"{bundle.weights_sha256[:16]}-{digest}"
+
+
+def package_file(bundle: "Bundle") -> Path:
+    return folder(bundle) / "visual.pt2"
+
+
+def read_check(bundle: "Bundle") -> dict[str, Any] | None:
+    try:
+        return json.loads((folder(bundle) / "check.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def usable(bundle: "Bundle") -> bool:
+    """Built and checked on this CPU and torch, and measured faster than eager."""
+    found = read_check(bundle)
+    return bool(found and found["passed"] and package_file(bundle).is_file()
+                and found["frames_per_s"]["compiled"] > found["frames_per_s"]["eager"])
+
+
+class CompiledTower:
+    """The loaded package: float images (N,3,S,S) → unnormalised embeddings (N,E)."""
+
+    def __init__(self, path: Path) -> None:
+        import warnings
+
+        import torch._inductor
+
+        self.path = path
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit deprecation notices from the loader
+            self.runner = torch._inductor.aoti_load_package(str(path))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.runner(images.to("cpu", torch.float32).contiguous())
+
+
+def build(reference: "EchoClip", note: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Compile ``reference``'s image tower (torch, fp32, CPU) for this CPU, check and time it;
+    returns the check (also saved). Raises UsageError when the build or the check fails."""
+    import torch._inductor
+
+    from .files import atomic_write_text, staging_dir
+    from .onnx_backend import _frame_embeddings, _rate, check_clips, cpu_kind
+    from .preprocess import to_model_input
+
+    bundle = reference.bundle
+    target = folder(bundle)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    note(f"compiling the image tower of {bundle.name} for this CPU (once; about a minute)…")
+    size = int(reference.preprocess.image_size)
+    visual = reference.model.visual
+    stage = staging_dir(target, ".build")
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+            exported = torch.export.export(visual, (torch.zeros(2, 3, size, size),),
+                                           dynamic_shapes=({0: batch},))
+            torch._inductor.aoti_compile_and_package(exported, package_path=str(stage / "visual.pt2"),
+                                                     inductor_configs={"freezing": True})
+        tower = CompiledTower(stage / "visual.pt2")
+    except Exception as exc:  # compiler missing, unsupported op: say why, keep running eager
+        import shutil
+
+        shutil.rmtree(stage, ignore_errors=True)
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot compile the image tower here: {first}", hint="use --backend torch") from None
+    seconds = time.perf_counter() - start
+    clips = check_clips(reference)
+    eager = _frame_embeddings(reference.encode_image, clips.videos, reference)
+    compiled = _frame_embeddings(tower, clips.videos, reference)
+    cosine = min(float((a * b).sum(axis=1).min()) for a, b in zip(compiled, eager, strict=True))
+    images = to_model_input(torch.cat(clips.videos)[:16], reference.preprocess, device=torch.device("cpu"))
+    with torch.inference_mode():
+        speed = {"eager": round(_rate(reference.encode_image, images), 3), "compiled": round(_rate(tower, images), 3)}
+    result = {"cpu": cpu_kind(), "torch": torch.__version__, "weights": bundle.name,
+              "weights_sha256": bundle.weights_sha256, "build_seconds": round(seconds, 1),
+              "frame_cosine_min": cosine, "passed": cosine >= MIN_COSINE, "frames_per_s": speed}
+    atomic_write_text(stage / "check.json", json.dumps(result, indent=1))
+    try:
+        os.replace(stage, target)
+    except OSError:  # an older build of the same key: replace it
+        import shutil
+
+        aside = target.with_name(f"{target.name}.old-{os.getpid()}")
+        os.replace(target, aside)
+        os.replace(stage, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    note(summary(result))
+    return result
+
+
+def summary(result: dict[str, Any]) -> str:
+    speed = result["frames_per_s"]
+    verdict = ("used by --backend auto" if result["passed"] and speed["compiled"] > speed["eager"]
+               else "not used by --backend auto" + ("" if result["passed"] else " (check failed)"))
+    return (f"compiled image tower on {result['cpu']}: built in {result['build_seconds']:.0f} s, frame cosine vs "
+            f"eager {result['frame_cosine_min']:.7f}, {speed['compiled']:.2f} vs {speed['eager']:.2f} frames/s "
+            f"eager: {verdict}")

@@ -1,0 +1,70 @@
+"""The compiled (AOTInductor) CPU path: built once per machine, checked against eager, loaded
+by later processes without compiling, the same embeddings as eager, chosen by --backend auto
+only where it measured faster."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from echoclip_cli import compiled_backend
+from tests.cli_helpers import run_cli
+from tests.media_factory import echo_frames, make_video
+
+pytestmark = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                                reason="AOTInductor needs a C++ compiler")
+
+
+def _load(backend: str):
+    from echoclip_cli.inference import load_model
+
+    notes: list[str] = []
+    return load_model("tiny", device="cpu", precision="fp32", backend=backend, note=notes.append), notes
+
+
+def test_built_once_checked_and_equal_to_eager(tiny_bundle, tmp_path):
+    model, notes = _load("compiled")
+    assert model.compiled and model.numerics == {"backend": "torch", "precision": "fp32"}
+    assert any("compiling the image tower" in n for n in notes) and any("frame cosine" in n for n in notes)
+    found = compiled_backend.read_check(tiny_bundle)
+    assert found["passed"] and found["frame_cosine_min"] >= compiled_backend.MIN_COSINE
+    assert set(found["frames_per_s"]) == {"eager", "compiled"}
+
+    eager, _ = _load("torch")
+    for n in (1, 5):  # any batch size: one package, no recompiling
+        images = torch.randn(n, 3, model.preprocess.image_size, model.preprocess.image_size)
+        assert torch.allclose(model.encode_image(images), eager.encode_image(images), atol=1e-5, rtol=1e-5)
+
+    again, notes = _load("compiled")  # a later process loads the package
+    assert again.compiled and notes == []
+
+    video = make_video(tmp_path / "v.avi", echo_frames(12, 48, 64, seed=3))
+    a = run_cli("embed", str(video), "-w", "tiny", "--backend", "compiled", "-f", "jsonl")
+    b = run_cli("embed", str(video), "-w", "tiny", "--backend", "torch", "-f", "jsonl")
+    assert a.exit_code == 0 and b.exit_code == 0, a.stderr
+    va, vb = json.loads(a.stdout)["embedding"], json.loads(b.stdout)["embedding"]
+    assert max(abs(x - y) for x, y in zip(va, vb, strict=True)) < 1e-5
+
+
+def test_auto_takes_it_only_where_measured_faster(tiny_bundle):
+    _load("compiled")
+    path = compiled_backend.folder(tiny_bundle) / "check.json"
+    found = json.loads(path.read_text())
+    for compiled_fps, expected in ((20.0, True), (5.0, False)):
+        found["frames_per_s"] = {"eager": 10.0, "compiled": compiled_fps}
+        path.write_text(json.dumps(found))
+        model, _ = _load("auto")
+        assert model.compiled is expected and model.backend == "torch"
+    found["frames_per_s"], found["passed"] = {"eager": 10.0, "compiled": 20.0}, False
+    path.write_text(json.dumps(found))
+    assert not _load("auto")[0].compiled  # a failed check is never used
+
+
+def test_weights_optimise_builds_checks_and_says_what_auto_runs(tiny_bundle):
+    result = run_cli("weights", "optimise", "tiny")
+    assert result.exit_code == 0, result.stderr
+    assert "frame cosine vs eager" in result.stderr and "--backend auto on this CPU now runs:" in result.stderr
+    assert compiled_backend.read_check(tiny_bundle)["passed"]
