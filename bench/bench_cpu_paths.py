@@ -5,8 +5,9 @@
 
 For each input kind (AVI, JPEG DICOM) and each round, in turn: the upstream loop
 (``bench/upstream_avi_loop.py`` in the OpenCLIP venv), then ``echoclip embed`` with the torch
-backend in fp32 and, where ``echoclip[cpu-fast]`` is installed, the ONNX backend in fp32 and in
-int8 — each a fresh process timed from start to exit, so imports, weight loading and decoding
+backend as a user gets it (``--backend auto``: the fastest exact path built on this machine, see
+``echoclip weights optimise``), eager torch fp32 and, where ``echoclip[cpu-fast]`` is installed,
+the ONNX backend in fp32 and in int8 — each a fresh process timed from start to exit, so imports, weight loading and decoding
 count as they do for a user. One untimed run of each echoclip path comes first (it exports and
 checks the ONNX towers on first use, and warms the page cache for everyone). ``embed`` keeps no
 frame cache: every run embeds every frame. Prints the CPU model and a Markdown table.
@@ -48,7 +49,7 @@ def main() -> None:
     import importlib.util
 
     onnx = not args.no_onnx and all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx"))
-    paths = [("echoclip torch fp32", "torch", "fp32")]
+    paths = [("echoclip default (--backend auto)", "auto", "auto"), ("echoclip torch eager fp32", "torch", "fp32")]
     if onnx:
         paths += [("echoclip onnx fp32", "onnx", "fp32"), ("echoclip onnx int8", "onnx", "int8")]
     kinds = [(kind, files) for kind, files in (("AVI", args.avi), ("JPEG DICOM", args.dicom)) if files]
@@ -63,8 +64,13 @@ def main() -> None:
             for name, backend, precision in paths:
                 cmd = _echoclip(args.bundle, backend, precision, files, args.batch_size)
                 times.setdefault((kind, name), []).append(timed_process(cmd))
+    from echoclip_cli.inference import _fastest_built
+    from echoclip_cli.weights import resolve
+
+    auto = _fastest_built(resolve(args.bundle, auto_pull=False))
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; echoclip python {sys.version.split()[0]}; "
-          f"{args.rounds} rounds, whole processes, seconds (median)\n")
+          f"{args.rounds} rounds, whole processes, seconds (median); --backend auto ran "
+          f"{' '.join(a for a in auto if a)}\n")
     print("| input | path | seconds per round | median | vs upstream |")
     print("|---|---|---|---|---|")
     for kind, files in kinds:

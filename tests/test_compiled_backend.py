@@ -53,7 +53,7 @@ def test_auto_takes_it_only_where_measured_faster(tiny_bundle):
     _load("compiled")
     path = compiled_backend.folder(tiny_bundle) / "check.json"
     found = json.loads(path.read_text())
-    for compiled_fps, expected in ((20.0, True), (5.0, False)):
+    for compiled_fps, expected in ((20.0, True), (10.2, False), (5.0, False)):
         found["frames_per_s"] = {"eager": 10.0, "compiled": compiled_fps}
         path.write_text(json.dumps(found))
         model, _ = _load("auto")

@@ -69,5 +69,12 @@ def test_cuda_fp32_matches_cpu(tiny_bundle):
 def test_compiled_image_tower_gives_the_same_embeddings(tiny_bundle):
     images = synthetic_images(2, 64)
     eager = echoclip_cli.load_model("tiny", device="cpu", precision="fp32").encode_image(images)
-    compiled = echoclip_cli.load_model("tiny", device="cpu", precision="fp32", compile=True).encode_image(images)
+    model = echoclip_cli.load_model("tiny", device="cpu", precision="fp32", compile=True)
+    compiled = model.encode_image(images)
     assert _max_rel_err(compiled, eager) < 1e-5
+    import torch._dynamo
+
+    frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    shorter = model.encode_image(images[:1])  # a shorter last batch is padded: no second compilation
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames
+    assert shorter.shape[0] == 1 and _max_rel_err(shorter, eager[:1]) < 1e-5

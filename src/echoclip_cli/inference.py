@@ -42,6 +42,8 @@ class EchoClip:
     onnx_precision: str | None = None  # fp32 or int8 with the onnx backend
     _tower: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     compiled: bool = False  # the torch image tower as an AOTInductor package (same numerics as eager)
+    jit: bool = False  # the torch image tower wrapped in torch.compile (--compile)
+    _jit_batch: int | None = field(default=None, repr=False)  # the batch size it was compiled for
 
     @property
     def model(self) -> EchoClipModel:
@@ -89,8 +91,15 @@ class EchoClip:
         images = images.to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
+        count = images.shape[0]
+        if self.jit:  # torch.compile(dynamic=False) would compile again for a shorter last batch: pad it
+            self._jit_batch = self._jit_batch or count
+            if count < self._jit_batch:
+                images = torch.cat([images, images.new_zeros(self._jit_batch - count, *images.shape[1:])])
+            elif not images.is_inference():  # one kind of tensor always, or dynamo guards fail and recompile
+                images = images.clone()
         with autocast(self.device, self.dtype):
-            return self.model.encode_image(images).float()
+            return self.model.encode_image(images)[:count].float()
 
     @torch.inference_mode()
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
@@ -125,6 +134,8 @@ def load_model(
     """
     bundle = weights if isinstance(weights, Bundle) else weights_mod.resolve(weights)
     torch_device = resolve_device(device)
+    if compile and (backend or "auto").strip().lower() == "auto" and not os.environ.get("ECHOCLIP_BACKEND"):
+        backend = "torch"  # --compile is torch.compile of the eager tower
     backend, onnx_precision = resolve_backend(backend, precision, torch_device, bundle)
     if compile and backend != "torch":
         from .errors import UsageError
@@ -140,8 +151,8 @@ def load_model(
     if backend == "compiled":
         return _compiled_model(bundle, build, note or (lambda _: None))
     if lazy:
-        return EchoClip(None, bundle=bundle, device=torch_device, dtype=dtype, _build=build)
-    return EchoClip(build(), bundle=bundle, device=torch_device, dtype=dtype)
+        return EchoClip(None, bundle=bundle, device=torch_device, dtype=dtype, _build=build, jit=compile)
+    return EchoClip(build(), bundle=bundle, device=torch_device, dtype=dtype, jit=compile)
 
 
 def resolve_backend(spec: str, precision: str, device: torch.device, bundle: Bundle) -> tuple[str, str | None]:
