@@ -64,10 +64,10 @@ def main() -> None:
             for name, backend, precision in paths:
                 cmd = _echoclip(args.bundle, backend, precision, files, args.batch_size)
                 times.setdefault((kind, name), []).append(timed_process(cmd))
-    from echoclip_cli.inference import _fastest_built
+    from echoclip_cli.inference import fastest_built
     from echoclip_cli.weights import resolve
 
-    auto = _fastest_built(resolve(args.bundle, auto_pull=False))
+    auto = fastest_built(resolve(args.bundle, auto_pull=False))
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; echoclip python {sys.version.split()[0]}; "
           f"{args.rounds} rounds, whole processes, seconds (median); --backend auto ran "
           f"{' '.join(a for a in auto if a)}\n")

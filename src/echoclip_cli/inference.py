@@ -184,14 +184,14 @@ def resolve_backend(spec: str, precision: str, device: torch.device, bundle: Bun
     if precision == "int8":
         raise UsageError("int8 runs on the onnx backend only", hint="use --backend onnx (pip install 'echoclip[cpu-fast]')")
     if spec == "auto" and device.type == "cpu" and resolve_precision(precision, device) is torch.float32:
-        return _fastest_built(bundle)
+        return fastest_built(bundle)
     return "torch", None
 
 
 BACKENDS = ("auto", "torch", "compiled", "onnx")
 
 
-def _fastest_built(bundle: Bundle) -> tuple[str, str | None]:
+def fastest_built(bundle: Bundle) -> tuple[str, str | None]:
     """The exact CPU path measured fastest on this CPU among those already built (never builds)."""
     from . import compiled_backend, onnx_backend
 

@@ -10,7 +10,7 @@ from importlib import metadata
 from .common import JsonOpt, out_console
 
 _PACKAGES = ("echoclip", "torch", "torchvision", "numpy", "pydicom", "pylibjpeg", "av", "tokenizers", "safetensors",
-             "typer", "rich")
+             "typer", "rich", "onnxruntime")
 
 
 def _version(package: str) -> str | None:
@@ -25,6 +25,7 @@ def collect() -> dict:
 
     from .. import weights as w
 
+    from ..inference import fastest_built
     from ..media.jpeg_device import backend, unavailable_reason
     from ..pipeline import resolve_jpeg_decode
 
@@ -52,7 +53,8 @@ def collect() -> dict:
         },
         "weights_home": str(w.weights_home()),
         "bundles": [
-            {"name": b.name, "tokenizer": b.tokenizer_kind, "sha256": b.weights_sha256, "verified": w.is_verified(b)}
+            {"name": b.name, "tokenizer": b.tokenizer_kind, "sha256": b.weights_sha256, "verified": w.is_verified(b),
+             "cpu_backend": " ".join(p for p in fastest_built(b) if p)}  # what --backend auto runs on this CPU
             for b in w.installed_bundles()
         ],
     }
@@ -85,4 +87,5 @@ def info(as_json: JsonOpt = False) -> None:
         console.print("bundles       none installed (echoclip weights pull echo-clip)")
     for b in data["bundles"]:
         state = "verified" if b["verified"] else "not verified"
-        console.print(f"bundle        {b['name']}  tokenizer={b['tokenizer']}  {state}  sha256={b['sha256'][:12]}…")
+        console.print(f"bundle        {b['name']}  tokenizer={b['tokenizer']}  {state}  sha256={b['sha256'][:12]}…  "
+                      f"CPU path: {b['cpu_backend']}")

@@ -243,9 +243,9 @@ def optimise(
         onnx_backend.check(reference, info)
     elif onnx:
         info(f"ONNX backend not checked: {onnx_backend.INSTALL_HINT}")
-    from ..inference import _fastest_built
+    from ..inference import fastest_built
 
-    chosen = _fastest_built(bundle)
+    chosen = fastest_built(bundle)
     info(f"--backend auto on this CPU now runs: {chosen[0]}" + (f" {chosen[1]}" if chosen[1] else ""))
     if failed is not None:
         raise typer.Exit(1)
