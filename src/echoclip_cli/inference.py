@@ -155,6 +155,9 @@ def load_model(
     return EchoClip(build(), bundle=bundle, device=torch_device, dtype=dtype, jit=compile)
 
 
+BACKENDS = ("auto", "torch", "compiled", "onnx")
+
+
 def resolve_backend(spec: str, precision: str, device: torch.device, bundle: Bundle) -> tuple[str, str | None]:
     """(backend, ONNX precision or None) for ``--backend`` and ``--precision`` on ``device``."""
     from . import onnx_backend
@@ -188,9 +191,6 @@ def resolve_backend(spec: str, precision: str, device: torch.device, bundle: Bun
     return "torch", None
 
 
-BACKENDS = ("auto", "torch", "compiled", "onnx")
-
-
 def fastest_built(bundle: Bundle) -> tuple[str, str | None]:
     """The exact CPU path measured fastest on this CPU among those already built (never builds)."""
     from . import compiled_backend, onnx_backend
@@ -199,10 +199,9 @@ def fastest_built(bundle: Bundle) -> tuple[str, str | None]:
     if compiled_backend.usable(bundle):
         speed = compiled_backend.read_check(bundle)["frames_per_s"]  # type: ignore[index]
         gains[("compiled", None)] = speed["compiled"] / speed["eager"]
-    if onnx_backend.missing() is None and onnx_backend.model_file(bundle, "fp32").is_file():
-        found = onnx_backend.read_check(bundle)  # measured on this CPU kind
-        if found:
-            gains[("onnx", "fp32")] = found["frames_per_s"].get("onnx-fp32", 0) / found["frames_per_s"]["torch-fp32"]
+    found = onnx_backend.read_check(bundle)  # measured on this CPU kind and runtime (no import)
+    if found and onnx_backend.model_file(bundle, "fp32").is_file() and onnx_backend.missing() is None:
+        gains[("onnx", "fp32")] = found["frames_per_s"].get("onnx-fp32", 0) / found["frames_per_s"]["torch-fp32"]
     return max(gains, key=lambda k: gains[k])
 
 
