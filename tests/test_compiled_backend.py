@@ -68,3 +68,40 @@ def test_weights_optimise_builds_checks_and_says_what_auto_runs(tiny_bundle):
     assert result.exit_code == 0, result.stderr
     assert "frame cosine vs eager" in result.stderr and "--backend auto on this CPU now runs:" in result.stderr
     assert compiled_backend.read_check(tiny_bundle)["passed"]
+
+
+def test_auto_builds_it_first_for_a_large_run_once(tiny_bundle, monkeypatch):
+    from echoclip_cli.inference import load_model
+
+    monkeypatch.setattr(compiled_backend, "AUTO_BUILD_INPUTS", 3)
+    notes: list[str] = []
+    small = load_model("tiny", device="cpu", precision="fp32", backend="auto", inputs=2, note=notes.append)
+    assert not small.compiled and not compiled_backend.attempted(tiny_bundle) and notes == []
+    large = load_model("tiny", device="cpu", precision="fp32", backend="auto", inputs=3, note=notes.append)
+    assert compiled_backend.attempted(tiny_bundle)
+    assert any("3 inputs: building the compiled image tower" in n for n in notes)
+    assert large.compiled == compiled_backend.usable(tiny_bundle)  # used only where it measured faster
+    assert large.numerics == {"backend": "torch", "precision": "fp32"}
+
+
+def test_a_failed_automatic_build_leaves_the_run_eager_and_is_not_retried(tiny_bundle, monkeypatch):
+    from echoclip_cli.inference import load_model
+
+    monkeypatch.setattr(compiled_backend, "AUTO_BUILD_INPUTS", 1)
+    import torch._inductor
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("C++ compile error: no such compiler\nmore detail")
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", broken)
+    notes: list[str] = []
+    model = load_model("tiny", device="cpu", precision="fp32", backend="auto", inputs=5, note=notes.append)
+    assert not model.compiled and model.backend == "torch"
+    assert any("cannot compile the image tower here: C++ compile error: no such compiler; running eager" in n
+               for n in notes)
+    assert compiled_backend.attempted(tiny_bundle)
+    notes.clear()
+    again = load_model("tiny", device="cpu", precision="fp32", backend="auto", inputs=5, note=notes.append)
+    assert not again.compiled and notes == []
+    images = torch.randn(2, 3, model.preprocess.image_size, model.preprocess.image_size)
+    assert model.encode_image(images).shape == (2, again.embed_dim)

@@ -159,7 +159,7 @@ def device_for_rank(device: str) -> str:
 
 def _model(model: "EchoClip | None", weights: str | None, store: PathLike | None, default: str, *,
            device: str, precision: str, backend: str = "auto", task: str = "embed", deterministic: bool = False,
-           compile: bool = False) -> "EchoClip":
+           compile: bool = False, inputs: int | None = None) -> "EchoClip":
     """``model`` as given (checked against the store), or the weights loaded; either way refused
     when its backend failed ``task``'s tolerances on this CPU (:func:`check_numerics`)."""
     if model is not None:
@@ -171,7 +171,7 @@ def _model(model: "EchoClip | None", weights: str | None, store: PathLike | None
         from .inference import load_model
 
         model = load_model(weights_for(weights, store, default), device=device_for_rank(device), precision=precision,
-                           deterministic=deterministic, compile=compile, backend=backend)
+                           deterministic=deterministic, compile=compile, backend=backend, inputs=inputs)
     check_numerics(model, task)
     return model
 
@@ -275,7 +275,7 @@ def embed(
     files = find(inputs)
     existing = out if out is not None and Path(out).exists() else None
     model = _model(model, weights, existing, DEFAULT_WEIGHTS, device=device, precision=precision, backend=backend,
-                   deterministic=deterministic, compile=compile)
+                   deterministic=deterministic, compile=compile, inputs=len(files))
     progress = progress or _Silent()
     cfg = (sampling or Sampling()).apply(model.preprocess)
     writer = None
@@ -384,6 +384,7 @@ def predict_ef(
         raise UsageError(f"aggregation must be released or paper, not {aggregation!r}")
     chosen, files = _zero_shot_setup(["ejection_fraction"], inputs, store, prompts)
     model = _zero_shot_model(model, weights, store, force, device=device, precision=precision,
+                             inputs=len(files) if files is not None else None,
                              backend=backend, task="predict-ef",
                              deterministic=deterministic)
     prepared = T.prepare(model, chosen["ejection_fraction"], _prompt_source(prompts))
@@ -421,6 +422,7 @@ def detect_devices(
     chosen, files = _zero_shot_setup(list(devices or DEVICE_TASKS), inputs, store, prompts)
     user_thresholds = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
     model = _zero_shot_model(model, weights, store, force, device=device, precision=precision,
+                             inputs=len(files) if files is not None else None,
                              backend=backend, task="detect-devices",
                              deterministic=deterministic)
     prepared = [T.prepare(model, task, _prompt_source(prompts)) for task in chosen.values()]
@@ -457,6 +459,7 @@ def zero_shot(
     chosen, files = _zero_shot_setup([task], inputs, store, prompts)
     user_thresholds = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
     model = _zero_shot_model(model, weights, store, force, device=device, precision=precision,
+                             inputs=len(files) if files is not None else None,
                              backend=backend, task="zero-shot",
                              deterministic=deterministic)
     spec = chosen[task]
@@ -504,6 +507,7 @@ def report(
     chosen, files = _zero_shot_setup(["ejection_fraction", *tasks], inputs, store, None)
     user_thresholds = thresholds if isinstance(thresholds, dict) else load_thresholds(thresholds)
     model = _zero_shot_model(model, weights, store, force, device=device, precision=precision,
+                             inputs=len(files) if files is not None else None,
                              backend=backend, task="zero-shot")
     ef = T.prepare(model, chosen["ejection_fraction"])
     prepared = [T.prepare(model, chosen[t]) for t in tasks]

@@ -8,6 +8,9 @@ later process loads in under a second, so the cost is paid once per machine, not
     echoclip weights optimise echo-clip      # once: compile, check, measure (about a minute)
     echoclip predict-ef --dir studies/        # then: --backend auto uses it where it measured faster
 
+A run of :data:`AUTO_BUILD_INPUTS` inputs or more with ``--backend auto`` builds it first by itself
+when no build was tried on this CPU and torch (success, failure and "not faster" are remembered).
+
 The package lives in ``$ECHOCLIP_HOME/compiled/<weights sha256>-<CPU and torch digest>/`` (never
 in the repository): generated code is specific to the CPU's instruction sets and to the torch
 version. On build it is checked against the eager tower on the same frames (pydicom's echo cine
@@ -41,6 +44,10 @@ BUILD_VERSION = 1
 MIN_COSINE = 0.99999  # fp32 against fp32: anything lower is a compiler bug, not rounding
 MAX_BATCH = 4096
 MIN_GAIN = 1.05  # auto takes the compiled tower only when it measured at least this much faster than eager
+# --backend auto builds the compiled tower itself (once per machine) for a run of at least this many
+# inputs: ~20 frames each at ~4 frames/s is ~1,000 s of tower time, so a one-minute build that
+# gains 20-30 % pays back within the run; smaller runs stay eager until `weights optimise`.
+AUTO_BUILD_INPUTS = 200
 
 
 def folder(bundle: "Bundle") -> Path:
@@ -62,6 +69,17 @@ def read_check(bundle: "Bundle") -> dict[str, Any] | None:
         return json.loads((folder(bundle) / "check.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def attempted(bundle: "Bundle") -> bool:
+    """A build was tried on this CPU and torch (it passed, failed its check, or failed to build)."""
+    return (folder(bundle) / "check.json").is_file() or (folder(bundle) / "failed.json").is_file()
+
+
+def compiler_found() -> bool:
+    import shutil
+
+    return any(shutil.which(c) for c in (os.environ.get("CXX") or "c++", "g++", "clang++"))
 
 
 def usable(bundle: "Bundle") -> bool:
@@ -118,6 +136,9 @@ def build(reference: "EchoClip", note: Callable[[str], None] = lambda _: None) -
 
         shutil.rmtree(stage, ignore_errors=True)
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        target.mkdir(parents=True, exist_ok=True)  # remembered, so --backend auto does not try again
+        atomic_write_text(target / "failed.json", json.dumps({"cpu": cpu_kind(), "torch": torch.__version__,
+                                                               "reason": first}, indent=1))
         raise UsageError(f"cannot compile the image tower here: {first}", hint="use --backend torch") from None
     seconds = time.perf_counter() - start
     clips = check_clips(reference)

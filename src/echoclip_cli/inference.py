@@ -118,6 +118,7 @@ def load_model(
     lazy: bool = False,
     backend: str = "auto",
     note: Callable[[str], None] | None = None,
+    inputs: int | None = None,
 ) -> EchoClip:
     """Load a bundle (name, path or :class:`Bundle`) strictly onto ``device`` in ``precision``.
 
@@ -130,13 +131,16 @@ def load_model(
     (CPU, the optional ``cpu-fast`` extra; ``precision`` fp32 or int8), exported and checked on
     first use (:mod:`echoclip_cli.onnx_backend`); or ``auto`` (also ``ECHOCLIP_BACKEND``): on the
     CPU in fp32, whichever of compiled and onnx fp32 is already built here and measured fastest
-    against eager on this CPU, else eager torch. ``note`` hears what first use does.
+    against eager on this CPU, else eager torch; for a run of ``inputs`` ≥
+    :data:`~echoclip_cli.compiled_backend.AUTO_BUILD_INPUTS` on a CPU where no build was tried,
+    ``auto`` first builds the compiled tower (once; a failed build or one measured no faster
+    leaves the run eager). ``note`` hears what first use does.
     """
     bundle = weights if isinstance(weights, Bundle) else weights_mod.resolve(weights)
     torch_device = resolve_device(device)
     if compile and (backend or "auto").strip().lower() == "auto" and not os.environ.get("ECHOCLIP_BACKEND"):
         backend = "torch"  # --compile is torch.compile of the eager tower
-    backend, onnx_precision = resolve_backend(backend, precision, torch_device, bundle)
+    backend, onnx_precision = resolve_backend(backend, precision, torch_device, bundle, inputs)
     if compile and backend != "torch":
         from .errors import UsageError
 
@@ -150,6 +154,20 @@ def load_model(
         return _onnx_model(bundle, build, onnx_precision or "fp32", note or (lambda _: None))
     if backend == "compiled":
         return _compiled_model(bundle, build, note or (lambda _: None))
+    if backend == "build-compiled":  # auto, a large run: try once, stay eager if it does not pay
+        from . import compiled_backend
+        from .errors import UsageError
+
+        say = note or (lambda _: None)
+        say(f"{inputs} inputs: building the compiled image tower for this CPU first "
+            f"(once; --backend torch skips this)")
+        try:
+            compiled = _compiled_model(bundle, build, say)
+        except UsageError as exc:
+            say(f"{exc.message}; running eager")
+        else:
+            if compiled_backend.usable(bundle):
+                return compiled
     if lazy:
         return EchoClip(None, bundle=bundle, device=torch_device, dtype=dtype, _build=build, jit=compile)
     return EchoClip(build(), bundle=bundle, device=torch_device, dtype=dtype, jit=compile)
@@ -158,8 +176,10 @@ def load_model(
 BACKENDS = ("auto", "torch", "compiled", "onnx")
 
 
-def resolve_backend(spec: str, precision: str, device: torch.device, bundle: Bundle) -> tuple[str, str | None]:
-    """(backend, ONNX precision or None) for ``--backend`` and ``--precision`` on ``device``."""
+def resolve_backend(spec: str, precision: str, device: torch.device, bundle: Bundle,
+                    inputs: int | None = None) -> tuple[str, str | None]:
+    """(backend, ONNX precision or None) for ``--backend`` and ``--precision`` on ``device``;
+    ``build-compiled`` when ``auto`` should build the compiled tower for a large run first."""
     from . import onnx_backend
     from .errors import UsageError
 
@@ -187,7 +207,13 @@ def resolve_backend(spec: str, precision: str, device: torch.device, bundle: Bun
     if precision == "int8":
         raise UsageError("int8 runs on the onnx backend only", hint="use --backend onnx (pip install 'echoclip[cpu-fast]')")
     if spec == "auto" and device.type == "cpu" and resolve_precision(precision, device) is torch.float32:
-        return fastest_built(bundle)
+        from . import compiled_backend
+
+        choice = fastest_built(bundle)
+        if (choice == ("torch", None) and (inputs or 0) >= compiled_backend.AUTO_BUILD_INPUTS
+                and not compiled_backend.attempted(bundle) and compiled_backend.compiler_found()):
+            return "build-compiled", None
+        return choice
     return "torch", None
 
 

@@ -82,8 +82,9 @@ def embed(
     found = gather_inputs(inputs, folder)
     files = api.Found(shard_slice(found, shard), found.skipped)
     existing = out if out is not None and out.exists() else None
-    model = open_model(api.weights_for(weights, existing, DEFAULT_WEIGHTS), device=device, precision=precision, backend=backend,
-                       deterministic=deterministic, compile=compile_model, quiet=quiet)
+    model = open_model(api.weights_for(weights, existing, DEFAULT_WEIGHTS), device=device, precision=precision,
+                       backend=backend, deterministic=deterministic, compile=compile_model, quiet=quiet,
+                       inputs=len(files))
     with_vectors = out is None and resolve_format(fmt) is OutputFormat.jsonl
     failures = done = 0
     try:

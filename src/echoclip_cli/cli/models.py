@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def open_model(weights: str, *, device: str, precision: str, deterministic: bool = False, compile: bool = False,
-               quiet: bool = False, lazy: bool = False, backend: str = "auto") -> "EchoClip":
+               quiet: bool = False, lazy: bool = False, backend: str = "auto", inputs: int | None = None) -> "EchoClip":
     """Load ``weights`` (a status line on stderr meanwhile: loading takes seconds on a CPU). With
     ``lazy`` the weights are checked now and the network is built when first used: commands whose
     frames and prompts come from caches then never load it."""
@@ -29,7 +29,8 @@ def open_model(weights: str, *, device: str, precision: str, deterministic: bool
 
     with status(f"loading weights {weights}…", quiet):
         model = load_model(weights, device=device_for_rank(device), precision=precision, deterministic=deterministic,
-                           compile=compile, lazy=lazy, backend=backend, note=None if quiet else info)
+                           compile=compile, lazy=lazy, backend=backend, note=None if quiet else info,
+                           inputs=inputs)
     if lazy and not quiet and model._build is not None:
         build = model._build
 

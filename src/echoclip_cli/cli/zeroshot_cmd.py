@@ -40,11 +40,11 @@ WeightsZS = weights_option(ZERO_SHOT_WEIGHTS)
 
 
 def zero_shot_model(weights: Optional[str], store: Optional[Path], device: str, precision: str, deterministic: bool,
-           quiet: bool, backend: str = "auto") -> "EchoClip":
+           quiet: bool, backend: str = "auto", inputs: int | None = None) -> "EchoClip":
     from ..api import weights_for
 
     return open_model(weights_for(weights, store, ZERO_SHOT_WEIGHTS), device=device, precision=precision, backend=backend,
-                      deterministic=deterministic, quiet=quiet, lazy=True)
+                      deterministic=deterministic, quiet=quiet, lazy=True, inputs=inputs)
 
 
 def finish(records: Iterable[Any], fmt: OutputFormat, columns: list[str], record_types: tuple[type, ...],
@@ -107,7 +107,8 @@ def predict_ef(
     api.check_tasks(["ejection_fraction"], prompts)
     files = inputs_or_store(inputs, folder, store)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
-    model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend)
+    model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend,
+                            len(files) if files is not None else None)
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
@@ -160,7 +161,8 @@ def detect_devices(
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
-    model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend)
+    model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend,
+                            len(files) if files is not None else None)
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
@@ -222,7 +224,8 @@ def zero_shot(
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
-    model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend)
+    model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend,
+                            len(files) if files is not None else None)
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
