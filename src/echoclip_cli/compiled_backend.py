@@ -142,10 +142,10 @@ def build(reference: "EchoClip", note: Callable[[str], None] = lambda _: None) -
         raise UsageError(f"cannot compile the image tower here: {first}", hint="use --backend torch") from None
     seconds = time.perf_counter() - start
     clips = check_clips(reference)
-    eager = _frame_embeddings(reference.encode_image, clips.videos, reference)
-    compiled = _frame_embeddings(tower, clips.videos, reference)
+    eager = _frame_embeddings(reference.encode_image, clips, reference)
+    compiled = _frame_embeddings(tower, clips, reference)
     cosine = min(float((a * b).sum(axis=1).min()) for a, b in zip(compiled, eager, strict=True))
-    images = to_model_input(torch.cat(clips.videos)[:16], reference.preprocess, device=torch.device("cpu"))
+    images = to_model_input(torch.cat(clips)[:16], reference.preprocess, device=torch.device("cpu"))
     speed = _interleaved({"eager": reference.encode_image, "compiled": tower}, images)
     result = {"cpu": cpu_kind(), "torch": torch.__version__, "torch_isa": torch.backends.cpu.get_cpu_capability(), "weights": bundle.name,
               "weights_sha256": bundle.weights_sha256, "build_seconds": round(seconds, 1),

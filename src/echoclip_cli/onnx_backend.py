@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -136,7 +135,7 @@ def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from .files import staging_dir
+    from .files import staging_dir, umask
 
     note(f"exporting the image tower of {bundle.name} to ONNX (once per weights)…")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -152,14 +151,19 @@ def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None
                               dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}})
         import logging
 
-        logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # quantize_dynamic's advice
-        quantize_dynamic(str(stage / "visual.fp32.onnx"), str(stage / "visual.int8.onnx"),
-                         op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=True)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(max(level, logging.ERROR))  # quantize_dynamic's advice goes to the root logger
+        try:
+            quantize_dynamic(str(stage / "visual.fp32.onnx"), str(stage / "visual.int8.onnx"),
+                             op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)  # a library call leaves the caller's logging as it found it
         (stage / "export.json").write_text(json.dumps({
             "weights": bundle.name, "weights_sha256": bundle.weights_sha256, "export_version": EXPORT_VERSION,
             "opset": OPSET, "torch": torch.__version__, "quantisation": "dynamic, MatMul only, int8 weights per output channel",
         }, indent=1))
-        os.chmod(stage, 0o777 & ~_umask())
+        os.chmod(stage, 0o777 & ~umask())
         try:
             os.replace(stage, target)
         except OSError:  # the folder exists: a concurrent exporter finished first, or it is incomplete
@@ -171,12 +175,6 @@ def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return target
-
-
-def _umask() -> int:
-    from .files import umask
-
-    return umask()
 
 
 # --------------------------------------------------------------------------- running
@@ -205,20 +203,14 @@ class OnnxTower:
 # --------------------------------------------------------------------------- the check
 
 
-@dataclass(frozen=True)
-class CheckClips:
-    """Model-ready frames of the check clips: pydicom's echo cine and its mirror image."""
-
-    videos: list[torch.Tensor]  # each (T,3,S,S) uint8
-
-
-def check_clips(model: "EchoClip") -> CheckClips:
+def check_clips(model: "EchoClip") -> list[torch.Tensor]:
+    """Model-ready uint8 frames (T,3,S,S) of the check clips: pydicom's echo cine and its mirror image."""
     from pydicom import examples
 
     from .media import load_clip
 
     clip = load_clip(examples.get_path("ybr_color"), model.preprocess)
-    return CheckClips([clip.frames, clip.frames.flip(-1)])
+    return [clip.frames, clip.frames.flip(-1)]
 
 
 def _frame_embeddings(encode: Callable[[torch.Tensor], torch.Tensor], videos: list[torch.Tensor],
@@ -292,14 +284,14 @@ def check(model: "EchoClip", note: Callable[[str], None] = lambda _: None) -> di
     bundle = model.bundle
     note(f"checking the ONNX backend of {bundle.name} against torch fp32 on this CPU (once)…")
     clips = check_clips(model)
-    reference = _frame_embeddings(model.encode_image, clips.videos, model)
+    reference = _frame_embeddings(model.encode_image, clips, model)
     zero_shot = bundle.tokenizer_kind != "template"
     ref_tasks = _task_numbers(model, reference) if zero_shot else {}
     ref_neighbours = _neighbours(np.concatenate(reference))
     size = int(model.preprocess.image_size)
     from .preprocess import to_model_input
 
-    batch = to_model_input(torch.cat(clips.videos)[:16], model.preprocess, device=torch.device("cpu"))
+    batch = to_model_input(torch.cat(clips)[:16], model.preprocess, device=torch.device("cpu"))
     assert batch.shape[-1] == size
     result: dict[str, Any] = {"cpu": cpu_kind(), "runtime": _runtime(), "weights": bundle.name, "weights_sha256": bundle.weights_sha256,
                               "clips": "pydicom examples ybr_color and its mirror, frames as the bundle samples",
@@ -307,7 +299,7 @@ def check(model: "EchoClip", note: Callable[[str], None] = lambda _: None) -> di
                               "precisions": {}}
     for precision in ONNX_PRECISIONS:
         tower = OnnxTower(model_file(bundle, precision))
-        frames = _frame_embeddings(tower, clips.videos, model)
+        frames = _frame_embeddings(tower, clips, model)
         frame_cos = min(float(np.min(np.sum(a * b, axis=1))) for a, b in zip(frames, reference, strict=True))
         video_cos = []
         for a, b in zip(frames, reference, strict=True):
