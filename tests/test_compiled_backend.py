@@ -4,6 +4,7 @@ only where it measured faster."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -68,6 +69,20 @@ def test_weights_optimise_builds_checks_and_says_what_auto_runs(tiny_bundle):
     assert result.exit_code == 0, result.stderr
     assert "frame cosine vs eager" in result.stderr and "--backend auto on this CPU now runs:" in result.stderr
     assert compiled_backend.read_check(tiny_bundle)["passed"]
+    package = compiled_backend.package_file(tiny_bundle)
+    built_at = package.stat().st_mtime_ns
+
+    again = run_cli("weights", "optimise", "tiny")  # a second time: nothing rebuilt or checked again
+    assert again.exit_code == 0, again.stderr
+    assert "already built on this CPU (--force to redo)" in again.stderr and "compiling" not in again.stderr
+    if importlib.util.find_spec("onnxruntime"):  # echoclip[cpu-fast] installed: its check is not redone either
+        assert "already checked on this CPU (--force to redo)" in again.stderr
+        assert "checking the ONNX backend" not in again.stderr
+    assert package.stat().st_mtime_ns == built_at
+
+    forced = run_cli("weights", "optimise", "tiny", "--no-onnx", "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert "compiling the image tower" in forced.stderr and package.stat().st_mtime_ns != built_at
 
 
 def test_auto_builds_it_first_for_a_large_run_once(tiny_bundle, monkeypatch):

@@ -205,12 +205,15 @@ def optimise(
     name: Annotated[str, typer.Argument(help="Installed weights name or bundle path.")] = "echo-clip",
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Also export and check the ONNX backend "
                                        "(when echoclip[cpu-fast] is installed).")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Build and check again what is already built and "
+                                        "checked on this CPU (e.g. after an update or on a busy machine).")] = False,
 ) -> None:
     """Build the fast CPU paths of some weights for this machine.
 
     Each is checked against eager torch fp32 and timed (about a minute each, once per machine).
     Prints what each path measured: frame/video cosine against torch fp32, EF and device-score
-    differences (ONNX), frames/s. Afterwards `--backend auto` runs the fastest exact path this
+    differences (ONNX), frames/s; a path already built and checked on this CPU is not redone
+    (its numbers are printed again) unless --force. Afterwards `--backend auto` runs the fastest exact path this
     CPU measured; `--backend onnx --precision int8` is there for you to choose.
 
     Examples:
@@ -218,6 +221,8 @@ def optimise(
         echoclip weights optimise echo-clip
 
         echoclip weights optimise echo-clip-r --no-onnx
+
+        echoclip weights optimise echo-clip --force
     """
     import importlib.util
 
@@ -233,14 +238,24 @@ def optimise(
     cpu = torch.device("cpu")
     reference = EchoClip(_build(bundle, cpu, False), bundle=bundle, device=cpu, dtype=torch.float32)
     failed = None
-    try:
-        compiled_backend.build(reference, info)
-    except UsageError as exc:
-        failed = exc
-        warn(exc.message)
+    built = None if force else compiled_backend.read_check(bundle)
+    if built is not None and compiled_backend.package_file(bundle).is_file():
+        info(f"already built on this CPU (--force to redo): {compiled_backend.summary(built)}")
+    else:
+        try:
+            compiled_backend.build(reference, info)
+        except UsageError as exc:
+            failed = exc
+            warn(exc.message)
     if onnx and all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx")):
         onnx_backend.export(bundle, reference.model.visual, info)
-        onnx_backend.check(reference, info)
+        checked = None if force else onnx_backend.read_check(bundle)
+        if checked is not None:
+            info("already checked on this CPU (--force to redo):")
+            for line in onnx_backend.summary(checked).splitlines():  # one message per line
+                info(line)
+        else:
+            onnx_backend.check(reference, info)
     elif onnx:
         info(f"ONNX backend not checked: {onnx_backend.INSTALL_HINT}")
     from ..inference import fastest_built
