@@ -6,7 +6,8 @@
 For each input kind (AVI, JPEG DICOM) and each round, in turn: the upstream loop
 (``bench/upstream_avi_loop.py`` in the OpenCLIP venv), then ``echoclip embed`` with the torch
 backend as a user gets it (``--backend auto``: the fastest exact path built on this machine, see
-``echoclip weights optimise``), eager torch fp32 and, where ``echoclip[cpu-fast]`` is installed,
+``echoclip weights optimise``), eager torch fp32 (its batches cut into one slice per core, the
+default, and with ``ECHOCLIP_CPU_SPLIT=0``: every operation shared by torch's threads) and, where ``echoclip[cpu-fast]`` is installed,
 the ONNX backend in fp32 and in int8 — each a fresh process timed from start to exit, so imports, weight loading and decoding
 count as they do for a user. One untimed run of each echoclip path comes first (it exports and
 checks the ONNX towers on first use, and warms the page cache for everyone). ``embed`` keeps no
@@ -49,21 +50,24 @@ def main() -> None:
     import importlib.util
 
     onnx = not args.no_onnx and all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx"))
-    paths = [("echoclip default (--backend auto)", "auto", "auto"), ("echoclip torch eager fp32", "torch", "fp32")]
+    split_off = {**os.environ, "ECHOCLIP_CPU_SPLIT": "0"}  # as before session 5: threads share each operation
+    paths = [("echoclip default (--backend auto)", "auto", "auto", None),
+             ("echoclip torch eager fp32", "torch", "fp32", None),
+             ("echoclip torch eager fp32, batch not split (ECHOCLIP_CPU_SPLIT=0)", "torch", "fp32", split_off)]
     if onnx:
-        paths += [("echoclip onnx fp32", "onnx", "fp32"), ("echoclip onnx int8", "onnx", "int8")]
+        paths += [("echoclip onnx fp32", "onnx", "fp32", None), ("echoclip onnx int8", "onnx", "int8", None)]
     kinds = [(kind, files) for kind, files in (("AVI", args.avi), ("JPEG DICOM", args.dicom)) if files]
     for _, files in kinds:  # untimed: ONNX export + check on first use, page cache
-        for _, backend, precision in paths:
-            timed_process(_echoclip(args.bundle, backend, precision, files, args.batch_size))
+        for _, backend, precision, env in paths:
+            timed_process(_echoclip(args.bundle, backend, precision, files, args.batch_size), env)
     times: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.rounds):
         for kind, files in kinds:
             upstream = [args.upstream_python, str(HERE / "upstream_avi_loop.py"), str(args.openclip), *files]
             times.setdefault((kind, "upstream loop (OpenCLIP)"), []).append(timed_process(upstream))
-            for name, backend, precision in paths:
+            for name, backend, precision, env in paths:
                 cmd = _echoclip(args.bundle, backend, precision, files, args.batch_size)
-                times.setdefault((kind, name), []).append(timed_process(cmd))
+                times.setdefault((kind, name), []).append(timed_process(cmd, env))
     from echoclip_cli.inference import fastest_built
     from echoclip_cli.weights import resolve
 
