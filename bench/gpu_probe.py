@@ -11,7 +11,8 @@ stage holds it back, each stage timed alone on the same inputs (frames per secon
 - nvJPEG: ``decode_jpegs`` of a batch of those codestreams on the device;
 - prepare: ``finish_codestream_group`` (colour check, mask, crop, resize, normalise) on the device;
 - model: ``encode_image`` as loaded, then variants (cuDNN autotuning, larger batches, the tower in
-  plain bf16 instead of autocast, ``torch.compile``), with the top CUDA kernels of one batch.
+  plain bf16 instead of autocast, ``torch.compile``), with the top CUDA kernels of one batch;
+- with ``--pipeline N``: the whole pipeline on N cines, as loaded and with ``--compile``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--cache", default="/tmp/echoclip-gpu-cache")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--pipeline", type=int, default=0, help="also time the pipeline on this many cines")
     args = parser.parse_args()
     cache = Path(args.cache)
     files = cached_cines(cache / "cines", args.cines, args.frames)
@@ -129,6 +131,24 @@ def main() -> None:
             sync()
         print("\ntop CUDA kernels of one batch:\n" + prof.key_averages().table(
             sort_by="cuda_time_total", row_limit=12, max_name_column_width=60), flush=True)
+    if args.pipeline:  # end to end, as bench_embed.py runs it, with and without --compile
+        from echoclip_cli.pipeline import embed_videos
+
+        inputs = [files[i % len(files)] for i in range(args.pipeline)]
+        workers = max(1, min(16, (os.cpu_count() or 2) - 1))
+        for compile_ in (False, True) if not args.no_compile else (False,):
+            start = time.perf_counter()
+            run = echoclip_cli.load_model(str(cached_weights(cache)), device=args.device, precision=args.precision,
+                                          compile=compile_)
+            list(embed_videos(files, run, batch_size=b, workers=workers))  # warm-up (compiles at batch b)
+            warm = time.perf_counter() - start
+            sync()
+            start = time.perf_counter()
+            frames = sum(r.n_frames for r in embed_videos(inputs, run, batch_size=b, workers=workers) if r.ok)
+            sync()
+            rate = frames / (time.perf_counter() - start)
+            print(f"| pipeline end to end{', --compile' if compile_ else ''} ({len(inputs)} cines, {workers} workers, "
+                  f"default JPEG decode) | {rate:.0f} | load + warm-up {warm:.0f} s |", flush=True)
     if not args.no_compile:
         start = time.perf_counter()
         encode = model.model.encode_image
