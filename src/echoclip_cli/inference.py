@@ -91,7 +91,7 @@ class EchoClip:
         """Unnormalised image embeddings (N,E) in fp32 for normalised images (N,3,H,W)."""
         parts = min(torch.get_num_threads(), images.shape[0])
         if (self.cpu_split and parts > 1 and self.device.type == "cpu" and not self.jit
-                and self.backend == "torch" and not self.compiled and images.device.type == "cpu"):
+                and self._tower is None and images.device.type == "cpu"):  # not compiled or ONNX towers
             return split_batch(self._encode_image, images, parts)
         return self._encode_image(images)
 
