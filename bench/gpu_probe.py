@@ -71,7 +71,7 @@ def main() -> None:
     items = [load_codestreams(f, cfg) for f in files]
     parse_s = time.perf_counter() - start
     n_frames = sum(len(item.streams) for item in items)
-    workers = max(1, min(16, (os.cpu_count() or 2) - 1))
+    workers = max(1, min(16, (os.cpu_count() or 2) - 1))  # as bench/gpu_check.sh starts them
     print(f"| parse (1 core) | {n_frames / parse_s:.0f} | ×{workers} workers ≈ {workers * n_frames / parse_s:.0f};"
           f" {1000 * parse_s / len(files):.1f} ms per cine |", flush=True)
 
@@ -114,15 +114,14 @@ def main() -> None:
         print(f"| model, cudnn.benchmark | {model_rate(model.encode_image, b):.0f} | |", flush=True)
         tower = model.model
         if model.dtype != torch.float32:
-            half = tower.visual if hasattr(tower, "visual") else tower
-            half.to(model.dtype)
+            tower.visual.to(model.dtype)
             x = torch.randn(b, 3, 224, 224, device=model.device, dtype=model.dtype).contiguous(
                 memory_format=torch.channels_last)
             with torch.inference_mode():
                 rate = model_rate(lambda images: tower.encode_image(images), b, x)
             print(f"| model, weights in {model.precision} (no autocast) | {rate:.0f} | LayerNorm in "
                   f"{model.precision} too: speed only |", flush=True)
-            half.float()
+            tower.visual.float()  # back for the rows below (rounded through bf16: speed only)
         from torch.profiler import ProfilerActivity, profile
 
         x = torch.randn(b, 3, 224, 224, device=model.device)
@@ -135,7 +134,6 @@ def main() -> None:
         from echoclip_cli.pipeline import embed_videos
 
         inputs = [files[i % len(files)] for i in range(args.pipeline)]
-        workers = max(1, min(16, (os.cpu_count() or 2) - 1))
         for compile_ in (False, True) if not args.no_compile else (False,):
             start = time.perf_counter()
             run = echoclip_cli.load_model(str(cached_weights(cache)), device=args.device, precision=args.precision,

@@ -64,7 +64,7 @@ def test_auto_takes_it_only_where_measured_faster(tiny_bundle):
     assert not _load("auto")[0].compiled  # a failed check is never used
 
 
-def test_weights_optimise_builds_checks_and_says_what_auto_runs(tiny_bundle):
+def test_weights_optimise_builds_checks_and_says_what_auto_runs(tiny_bundle, monkeypatch):
     result = run_cli("weights", "optimise", "tiny")
     assert result.exit_code == 0, result.stderr
     assert "frame cosine vs eager" in result.stderr and "--backend auto on this CPU now runs:" in result.stderr
@@ -72,7 +72,14 @@ def test_weights_optimise_builds_checks_and_says_what_auto_runs(tiny_bundle):
     package = compiled_backend.package_file(tiny_bundle)
     built_at = package.stat().st_mtime_ns
 
-    again = run_cli("weights", "optimise", "tiny")  # a second time: nothing rebuilt or checked again
+    def no_network(*_args, **_kwargs):
+        raise AssertionError("the network was built with nothing to build or check")
+
+    from echoclip_cli import inference
+
+    with monkeypatch.context() as patch:
+        patch.setattr(inference, "_build", no_network)
+        again = run_cli("weights", "optimise", "tiny")  # a second time: nothing rebuilt or checked again
     assert again.exit_code == 0, again.stderr
     assert "already built on this CPU (--force to redo)" in again.stderr and "compiling" not in again.stderr
     if importlib.util.find_spec("onnxruntime"):  # echoclip[cpu-fast] installed: its check is not redone either

@@ -205,8 +205,9 @@ def optimise(
     name: Annotated[str, typer.Argument(help="Installed weights name or bundle path.")] = "echo-clip",
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Also export and check the ONNX backend "
                                        "(when echoclip[cpu-fast] is installed).")] = True,
-    force: Annotated[bool, typer.Option("--force", help="Build and check again what is already built and "
-                                        "checked on this CPU (e.g. after an update or on a busy machine).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Compile and check again what is already built and "
+                                        "checked on this CPU, e.g. after measuring on a busy machine (the ONNX "
+                                        "export, the same on every CPU, is kept).")] = False,
 ) -> None:
     """Build the fast CPU paths of some weights for this machine.
 
@@ -236,7 +237,8 @@ def optimise(
     bundle = w.resolve(name, auto_pull=False)
     w.ensure_verified(bundle)
     cpu = torch.device("cpu")
-    reference = EchoClip(_build(bundle, cpu, False), bundle=bundle, device=cpu, dtype=torch.float32)
+    # built only if something is to be built or checked: a second run reads the saved numbers
+    reference = EchoClip(None, bundle=bundle, device=cpu, dtype=torch.float32, _build=lambda: _build(bundle, cpu, False))
     failed = None
     built = None if force else compiled_backend.read_check(bundle)
     if built is not None and compiled_backend.package_file(bundle).is_file():
@@ -248,13 +250,13 @@ def optimise(
             failed = exc
             warn(exc.message)
     if onnx and all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx")):
-        onnx_backend.export(bundle, reference.model.visual, info)
         checked = None if force else onnx_backend.read_check(bundle)
-        if checked is not None:
+        if checked is not None and all(onnx_backend.model_file(bundle, p).is_file() for p in onnx_backend.ONNX_PRECISIONS):
             info("already checked on this CPU (--force to redo):")
             for line in onnx_backend.summary(checked).splitlines():  # one message per line
                 info(line)
         else:
+            onnx_backend.export(bundle, reference.model.visual, info)
             onnx_backend.check(reference, info)
     elif onnx:
         info(f"ONNX backend not checked: {onnx_backend.INSTALL_HINT}")
