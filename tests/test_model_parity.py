@@ -7,6 +7,8 @@ same deterministic weights are written in OpenCLIP format, imported through the 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -78,3 +80,26 @@ def test_compiled_image_tower_gives_the_same_embeddings(tiny_bundle):
     shorter = model.encode_image(images[:1])  # a shorter last batch is padded: no second compilation
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames
     assert shorter.shape[0] == 1 and _max_rel_err(shorter, eager[:1]) < 1e-5
+
+
+def test_skeleton_is_shapes_only_and_starts_fast(tmp_path):
+    """The network is built on the meta device without initialising it: every tensor on meta with the
+    checkpoint's shapes, ``torch.nn.init`` working again afterwards, and no ``torch._dynamo`` import
+    (torch's meta ``normal_`` would pull it in: 1.6 s of every command's start-up)."""
+    import subprocess
+    import sys
+
+    from echoclip_cli.model import build_skeleton
+
+    cfg = GOLDEN_MODELS["atto"]["model_cfg"]
+    skeleton = build_skeleton(cfg)
+    assert {t.device.type for t in skeleton.state_dict().values()} == {"meta"}
+    assert skeleton.visual.trunk.stem[0].weight.shape == (40, 3, 4, 4)
+    after = torch.nn.init.normal_(torch.zeros(1000))
+    assert float(after.std()) > 0.5  # init is not skipped outside the build
+
+    code = ("import sys, json; from echoclip_cli.model import build_skeleton; "
+            f"build_skeleton(json.loads({json.dumps(json.dumps(cfg))!s})); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

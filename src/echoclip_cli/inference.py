@@ -19,7 +19,7 @@ import torch
 
 from . import weights as weights_mod
 from .device import autocast, precision_name, resolve_device, resolve_precision, set_deterministic, strict_fp32
-from .model import EchoClipModel, build_model
+from .model import EchoClipModel, build_skeleton
 from .preprocess_config import PreprocessConfig
 from .weights import Bundle
 
@@ -304,8 +304,7 @@ def _onnx_model(bundle: Bundle, build: Callable[[], EchoClipModel], precision: s
 def _build(bundle: Bundle, torch_device: torch.device, compile: bool) -> EchoClipModel:
     """The network with the bundle's checked weights, on ``torch_device``."""
     state = bundle.state_dict()
-    with torch.device("meta"):  # no memory until the checked tensors are assigned
-        model = build_model(bundle.model_cfg)
+    model = build_skeleton(bundle.model_cfg)  # no memory until the checked tensors are assigned
     weights_mod.check_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()}, state)
     model.load_state_dict(state, strict=True, assign=True)
     model = model.to(torch_device).eval()

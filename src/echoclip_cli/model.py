@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .errors import ConfigError
 
@@ -326,3 +327,21 @@ class EchoClipModel(nn.Module):
 def build_model(model_cfg: Mapping[str, Any]) -> EchoClipModel:
     """Build an (uninitialised) model from an OpenCLIP ``model_cfg``; load weights before use."""
     return EchoClipModel(ClipConfig.from_openclip(model_cfg))
+
+
+class _SkipInit(TorchFunctionMode):
+    """``torch.nn.init`` calls return their tensor untouched. On the meta device there is nothing to
+    initialise, and torch runs ``normal_`` there through its Python reference kernels, whose first use
+    imports ``torch._dynamo``: 1.6 s of every command's start-up, for no number."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
+def build_skeleton(model_cfg: Mapping[str, Any]) -> EchoClipModel:
+    """The model's structure on the meta device, no memory and no initialisation: its shapes, or a
+    network to fill with ``load_state_dict(..., assign=True)``."""
+    with torch.device("meta"), _SkipInit():
+        return build_model(model_cfg)
