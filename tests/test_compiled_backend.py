@@ -127,3 +127,41 @@ def test_a_failed_automatic_build_leaves_the_run_eager_and_is_not_retried(tiny_b
     assert not again.compiled and notes == []
     images = torch.randn(2, 3, model.preprocess.image_size, model.preprocess.image_size)
     assert model.encode_image(images).shape == (2, again.embed_dim)
+
+
+def test_auto_decides_from_one_race_of_every_built_path(tiny_bundle):
+    """Each path's own check times it against eager in a separate run; `weights optimise` races them
+    in one, and auto decides from the race while it covers what is built."""
+    from echoclip_cli import cpu_paths, onnx_backend
+
+    result = run_cli("weights", "optimise", "tiny")
+    assert result.exit_code == 0, result.stderr
+    race = json.loads(cpu_paths.race_file(tiny_bundle).read_text())
+    names = {"torch", "compiled"} | ({"onnx-fp32"} if onnx_backend.missing() is None else set())
+    assert set(race["frames_per_s"]) == names and all(v > 0 for v in race["frames_per_s"].values())
+    assert "interleaved, best of 3: torch " in result.stderr
+    assert cpu_paths.read_race(tiny_bundle) == race
+
+    check = compiled_backend.folder(tiny_bundle) / "check.json"
+    found = json.loads(check.read_text())
+    found["frames_per_s"] = {"eager": 10.0, "compiled": 30.0}  # its own check: 3x
+    check.write_text(json.dumps(found))
+    path = cpu_paths.race_file(tiny_bundle)
+    for speeds, expected in (({"compiled": 9.0}, ("torch", None)),  # the race disagrees: eager
+                             ({"compiled": 10.4}, ("torch", None)),  # within 5 %: eager
+                             ({"compiled": 12.0}, ("compiled", None))):
+        race["frames_per_s"] = {name: 10.0 for name in names} | speeds
+        path.write_text(json.dumps(race))
+        assert cpu_paths.fastest_built(tiny_bundle) == expected
+        assert _load("auto")[0].compiled is (expected[0] == "compiled")
+    if "onnx-fp32" in names:
+        race["frames_per_s"] = {"torch": 10.0, "compiled": 12.0, "onnx-fp32": 13.0}
+        path.write_text(json.dumps(race))
+        assert cpu_paths.fastest_built(tiny_bundle) == ("onnx", "fp32")
+
+    compiled_backend.package_file(tiny_bundle).touch()  # rebuilt since: the race no longer covers it
+    assert cpu_paths.read_race(tiny_bundle) is None
+    assert cpu_paths.fastest_built(tiny_bundle) == ("compiled", None)  # back to its own check's 3x
+    again = run_cli("weights", "optimise", "tiny")
+    assert again.exit_code == 0 and "timing torch" in again.stderr  # raced again
+    assert cpu_paths.read_race(tiny_bundle) is not None

@@ -244,6 +244,7 @@ def resolve_backend(spec: str, precision: str, device: torch.device, bundle: Bun
         raise UsageError("int8 runs on the onnx backend only", hint="use --backend onnx (pip install 'echoclip[cpu-fast]')")
     if spec == "auto" and device.type == "cpu" and resolve_precision(precision, device) is torch.float32:
         from . import compiled_backend
+        from .cpu_paths import fastest_built
 
         choice = fastest_built(bundle)
         if (choice == ("torch", None) and (inputs or 0) >= compiled_backend.AUTO_BUILD_INPUTS
@@ -251,20 +252,6 @@ def resolve_backend(spec: str, precision: str, device: torch.device, bundle: Bun
             return "build-compiled", None
         return choice
     return "torch", None
-
-
-def fastest_built(bundle: Bundle) -> tuple[str, str | None]:
-    """The exact CPU path measured fastest on this CPU among those already built (never builds)."""
-    from . import compiled_backend, onnx_backend
-
-    gains: dict[tuple[str, str | None], float] = {("torch", None): 1.0}
-    if compiled_backend.usable(bundle):
-        speed = compiled_backend.read_check(bundle)["frames_per_s"]  # type: ignore[index]
-        gains[("compiled", None)] = speed["compiled"] / speed["eager"]
-    found = onnx_backend.read_check(bundle)  # measured on this CPU kind and runtime (no import)
-    if found and onnx_backend.model_file(bundle, "fp32").is_file() and onnx_backend.missing() is None:
-        gains[("onnx", "fp32")] = found["frames_per_s"].get("onnx-fp32", 0) / found["frames_per_s"]["torch-fp32"]
-    return max(gains, key=lambda k: gains[k])
 
 
 def _compiled_model(bundle: Bundle, build: Callable[[], EchoClipModel], note: Callable[[str], None]) -> EchoClip:

@@ -25,7 +25,7 @@ def collect() -> dict:
 
     from .. import weights as w
 
-    from ..inference import fastest_built
+    from ..cpu_paths import fastest_built
     from ..media.jpeg_device import backend, unavailable_reason
     from ..pipeline import resolve_jpeg_decode
 
