@@ -103,13 +103,13 @@ def race_summary(result: dict[str, Any]) -> str:
             + ", ".join(f"{name} {rate:.2f}" for name, rate in speed.items()) + " frames/s")
 
 
-def gains(bundle: "Bundle") -> tuple[dict[tuple[str, str | None], float], str]:
-    """Each built path's speed relative to eager torch, and where the numbers come from."""
+def gains(bundle: "Bundle") -> dict[tuple[str, str | None], float]:
+    """Each built path's speed relative to eager torch: from the race, else from its own check."""
     paths = built(bundle)
     found = read_race(bundle)
     if found is not None:
         speed = found["frames_per_s"]
-        return {EAGER: 1.0, **{p: speed[_name(p)] / speed[_name(EAGER)] for p in paths}}, "race"
+        return {EAGER: 1.0, **{p: speed[_name(p)] / speed[_name(EAGER)] for p in paths}}
     out: dict[tuple[str, str | None], float] = {EAGER: 1.0}
     if ("compiled", None) in paths:  # timed against eager when it was built
         speed = compiled_backend.read_check(bundle)["frames_per_s"]  # type: ignore[index]
@@ -117,12 +117,12 @@ def gains(bundle: "Bundle") -> tuple[dict[tuple[str, str | None], float], str]:
     if ("onnx", "fp32") in paths:  # timed against eager when it was checked
         speed = onnx_backend.read_check(bundle)["frames_per_s"]  # type: ignore[index]
         out[("onnx", "fp32")] = speed.get("onnx-fp32", 0) / speed["torch-fp32"]
-    return out, "checks"
+    return out
 
 
 def fastest_built(bundle: "Bundle") -> tuple[str, str | None]:
     """The exact CPU path measured fastest on this CPU among those already built (never builds):
     eager torch unless a built path measured at least ``compiled_backend.MIN_GAIN`` times faster."""
-    measured, _ = gains(bundle)
+    measured = gains(bundle)
     best = max(measured, key=lambda p: measured[p])
     return best if measured[best] >= compiled_backend.MIN_GAIN else EAGER
