@@ -138,8 +138,8 @@ def test_auto_decides_from_one_race_of_every_built_path(tiny_bundle):
     assert result.exit_code == 0, result.stderr
     race = json.loads(cpu_paths.race_file(tiny_bundle).read_text())
     names = {"torch", "compiled"} | ({"onnx-fp32"} if onnx_backend.missing() is None else set())
-    assert set(race["frames_per_s"]) == names and all(v > 0 for v in race["frames_per_s"].values())
-    assert "interleaved, best of 3: torch " in result.stderr
+    assert set(race["frames_per_s"]) == names and all(v > 0 for v in race["frames_per_s"].values()), result.stderr
+    assert "interleaved, best of 3: torch " in result.stderr, result.stderr
     assert cpu_paths.read_race(tiny_bundle) == race
 
     check = compiled_backend.folder(tiny_bundle) / "check.json"
@@ -152,8 +152,8 @@ def test_auto_decides_from_one_race_of_every_built_path(tiny_bundle):
                              ({"compiled": 12.0}, ("compiled", None))):
         race["frames_per_s"] = {name: 10.0 for name in names} | speeds
         path.write_text(json.dumps(race))
-        assert cpu_paths.fastest_built(tiny_bundle) == expected
-        assert _load("auto")[0].compiled is (expected[0] == "compiled")
+        assert cpu_paths.fastest_built(tiny_bundle) == expected, race
+        assert _load("auto")[0].compiled is (expected[0] == "compiled"), race
     if "onnx-fp32" in names:
         race["frames_per_s"] = {"torch": 10.0, "compiled": 12.0, "onnx-fp32": 13.0}
         path.write_text(json.dumps(race))
@@ -163,5 +163,5 @@ def test_auto_decides_from_one_race_of_every_built_path(tiny_bundle):
     assert cpu_paths.read_race(tiny_bundle) is None
     assert cpu_paths.fastest_built(tiny_bundle) == ("compiled", None)  # back to its own check's 3x
     again = run_cli("weights", "optimise", "tiny")
-    assert again.exit_code == 0 and "timing torch" in again.stderr  # raced again
+    assert again.exit_code == 0 and "timing torch" in again.stderr, again.stderr  # raced again
     assert cpu_paths.read_race(tiny_bundle) is not None
