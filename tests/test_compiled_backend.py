@@ -154,6 +154,9 @@ def test_auto_decides_from_one_race_of_every_built_path(tiny_bundle):
         path.write_text(json.dumps(race))
         assert cpu_paths.fastest_built(tiny_bundle) == expected, race
         assert _load("auto")[0].compiled is (expected[0] == "compiled"), race
+    shown = json.loads(run_cli("info", "--json").stdout)["bundles"][0]
+    assert shown["cpu_backend"] == "compiled" and shown["cpu_speed"]["compiled"] == 1.2  # the race's 12 / 10
+    assert "CPU path: compiled (against eager torch: compiled 1.20×" in " ".join(run_cli("info").stdout.split())
     if "onnx-fp32" in names:
         race["frames_per_s"] = {"torch": 10.0, "compiled": 12.0, "onnx-fp32": 13.0}
         path.write_text(json.dumps(race))

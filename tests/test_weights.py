@@ -165,6 +165,7 @@ def test_info_json(tiny_bundle):
     assert result.exit_code == 0
     assert data["packages"]["torch"] == torch.__version__.split("+")[0] or data["packages"]["torch"]
     assert [b["name"] for b in data["bundles"]] == ["tiny"]
+    assert data["bundles"][0]["cpu_backend"] == "torch" and data["bundles"][0]["cpu_speed"] == {"torch": 1.0}
     assert data["device"]["default"] in ("cpu", "cuda")
 
 

@@ -120,6 +120,11 @@ def gains(bundle: "Bundle") -> dict[tuple[str, str | None], float]:
     return out
 
 
+def relative_speeds(bundle: "Bundle") -> dict[str, float]:
+    """``gains`` by path name (torch, compiled, onnx-fp32), rounded: what ``echoclip info`` shows."""
+    return {_name(p): round(g, 2) for p, g in gains(bundle).items()}
+
+
 def fastest_built(bundle: "Bundle") -> tuple[str, str | None]:
     """The exact CPU path measured fastest on this CPU among those already built (never builds):
     eager torch unless a built path measured at least ``compiled_backend.MIN_GAIN`` times faster."""

@@ -25,7 +25,7 @@ def collect() -> dict:
 
     from .. import weights as w
 
-    from ..cpu_paths import fastest_built
+    from ..cpu_paths import fastest_built, relative_speeds
     from ..media.jpeg_device import backend, unavailable_reason
     from ..pipeline import resolve_jpeg_decode
 
@@ -54,7 +54,8 @@ def collect() -> dict:
         "weights_home": str(w.weights_home()),
         "bundles": [
             {"name": b.name, "tokenizer": b.tokenizer_kind, "sha256": b.weights_sha256, "verified": w.is_verified(b),
-             "cpu_backend": " ".join(p for p in fastest_built(b) if p)}  # what --backend auto runs on this CPU
+             "cpu_backend": " ".join(p for p in fastest_built(b) if p),  # what --backend auto runs on this CPU
+             "cpu_speed": relative_speeds(b)}  # each built path against eager torch, as auto compared them
             for b in w.installed_bundles()
         ],
     }
@@ -87,5 +88,6 @@ def info(as_json: JsonOpt = False) -> None:
         console.print("bundles       none installed (echoclip weights pull echo-clip)")
     for b in data["bundles"]:
         state = "verified" if b["verified"] else "not verified"
+        measured = ", ".join(f"{name} {gain:.2f}×" for name, gain in b["cpu_speed"].items() if name != "torch")
         console.print(f"bundle        {b['name']}  tokenizer={b['tokenizer']}  {state}  sha256={b['sha256'][:12]}…  "
-                      f"CPU path: {b['cpu_backend']}")
+                      f"CPU path: {b['cpu_backend']}" + (f" (against eager torch: {measured})" if measured else ""))
