@@ -99,7 +99,6 @@ def test_skeleton_is_shapes_only_and_starts_fast(tmp_path):
     assert float(after.std()) > 0.5  # init is not skipped outside the build
 
     code = ("import sys, json; from echoclip_cli.model import build_skeleton; "
-            f"build_skeleton(json.loads({json.dumps(json.dumps(cfg))!s})); "
-            "print('torch._dynamo' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            "build_skeleton(json.loads(sys.argv[1])); print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
