@@ -149,3 +149,21 @@ def test_onnx_embeddings_equal_torch_through_the_pipeline(tiny_bundle, clips):
     b = [r.embedding for r in api.embed(clips, model=torch_model)]
     for x, y in zip(a, b, strict=True):
         assert np.allclose(x, y, atol=2e-5)
+
+
+def test_an_int8_frame_embedding_depends_on_that_frame_alone(tiny_bundle, clips):
+    """int8 activations are quantised per run of the session: a frame run with batch-mates got a
+    scale set by them too. Each frame is its own run, so a video's int8 embedding is
+    the same alone, in company and at any batch size (bit for bit)."""
+    from echoclip_cli import api
+
+    model, _ = _load("int8")
+    size = model.preprocess.image_size
+    frames = torch.randn(6, 3, size, size, generator=torch.Generator().manual_seed(0))
+    alone = model.encode_image(frames[:3])
+    in_company = model.encode_image(torch.cat([frames[3:4], frames[:3], frames[4:]]))[1:4]
+    assert torch.equal(alone, in_company)
+
+    by_itself = next(iter(api.embed([clips[0]], model=model, batch_size=4))).embedding
+    with_another = {r.source: r.embedding for r in api.embed([clips[1], clips[0]], model=model, batch_size=16)}
+    assert np.array_equal(by_itself, with_another[str(clips[0])])

@@ -2,7 +2,7 @@
 
 The tower is exported once per bundle to ``$ECHOCLIP_HOME/onnx/<weights sha256>-v<N>/`` (never
 into the repository), in fp32 and with int8 MatMuls (ONNX Runtime's dynamic quantisation: weights
-int8, activations quantised per batch; ConvNeXt's pointwise MLPs, most of its FLOPs,
+int8, activations quantised per frame (:class:`OnnxTower`); ConvNeXt's pointwise MLPs, most of its FLOPs,
 are MatMuls, so that is where int8 pays; weights are quantised per output channel). Then, once per CPU kind, the backend is *checked* on
 that bundle's own weights against the torch fp32 tower (:func:`check`): a real echo cine shipped
 with pydicom and its mirror image go through the bundle's preprocessing, and the check records
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from .weights import Bundle
 
 EXPORT_VERSION = 2  # 2: per-channel int8 weights (EF Δ 2.20 → 0.27 on the parity checkpoint)
+# How OnnxTower runs a batch; part of the check's key, since the check measured that. "" was the
+# whole batch in one run (int8 frames then depended on their batch-mates); now one frame per run.
+RUN_SCHEME = " frame-runs"
 OPSET = 17
 ONNX_PRECISIONS = ("fp32", "int8")
 INSTALL_HINT = "pip install 'echoclip[cpu-fast]'"
@@ -106,7 +109,7 @@ def _runtime() -> str:
 
 
 def _check_file(bundle: "Bundle") -> Path:
-    digest = hashlib.sha256(f"{cpu_kind()} {_runtime()}".encode()).hexdigest()[:12]
+    digest = hashlib.sha256(f"{cpu_kind()} {_runtime()}{RUN_SCHEME}".encode()).hexdigest()[:12]
     return folder(bundle) / f"check-{digest}.json"
 
 
@@ -182,22 +185,49 @@ def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None
 
 class OnnxTower:
     """The exported image tower in one ONNX Runtime session on the CPU: float images (N,3,S,S)
-    in, unnormalised embeddings (N,E) out, as torch tensors."""
+    in, unnormalised embeddings (N,E) out, as torch tensors.
+
+    Each frame is its own run of the session, ``threads`` runs side by side with one thread each
+    (the session is thread-safe; ONNX Runtime releases the GIL). That makes a frame's embedding
+    depend on that frame alone: int8's activations are quantised per run (dynamic, one scale per
+    tensor), so a whole batch in one run gave each frame a scale set by its batch-mates, and the
+    same video other numbers in another run, batch size or company (frame cosine ~0.9999 apart).
+    It is also faster than one run of the batch on two threads (full-size tower, 2-core AMD EPYC
+    with AVX-512: int8 15.7 vs 14.5 frames/s, fp32 5.6 vs 5.2; docs/BENCHMARKS.md), as for torch:
+    ConvNeXt's operations share out poorly across threads."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         self.path = path
+        self.threads = max(1, threads or torch.get_num_threads())
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._pool: Any = None
+
+    def _one(self, frame: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"images": frame})[0]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {"images": x})[0])
+        frames = [x[i:i + 1] for i in range(x.shape[0])]
+        if self.threads == 1 or len(frames) == 1:
+            out = [self._one(f) for f in frames]
+        else:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="echoclip-onnx")
+            out = list(self._pool.map(self._one, frames))
+        return torch.from_numpy(np.concatenate(out)) if out else torch.zeros(0, self.embed_dim)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.session.get_outputs()[0].shape[-1])
 
 
 # --------------------------------------------------------------------------- the check
