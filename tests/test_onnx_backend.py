@@ -140,6 +140,24 @@ def test_auto_takes_onnx_only_where_this_cpus_check_found_it_faster(tiny_bundle)
     assert bf16.backend == "torch"  # auto never changes the precision asked for
 
 
+def test_auto_looks_for_onnx_runtime_without_importing_it(tiny_bundle):
+    """Where the check found ONNX slower, auto runs torch and a fresh process never imports onnx
+    or onnxruntime to decide (that cost every CPU run 0.13-0.19 s)."""
+    import subprocess
+    import sys
+
+    _load("fp32")
+    path = onnx_backend._check_file(tiny_bundle)
+    result = json.loads(path.read_text())
+    result["frames_per_s"] = {"torch-fp32": 10.0, "onnx-fp32": 8.0, "onnx-int8": 20.0}
+    path.write_text(json.dumps(result))
+    code = ("import sys; from echoclip_cli.inference import load_model; "
+            "m = load_model('tiny', device='cpu', backend='auto', lazy=True); "
+            "print(m.backend, 'onnxruntime' in sys.modules, 'onnx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["torch", "False", "False"]
+
+
 def test_onnx_embeddings_equal_torch_through_the_pipeline(tiny_bundle, clips):
     from echoclip_cli import api
 

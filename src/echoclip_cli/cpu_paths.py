@@ -40,7 +40,7 @@ def built(bundle: "Bundle") -> dict[tuple[str, str | None], Path]:
     if found and found["passed"] and compiled_backend.package_file(bundle).is_file():
         paths[("compiled", None)] = compiled_backend.package_file(bundle)
     model = onnx_backend.model_file(bundle, "fp32")
-    if onnx_backend.read_check(bundle) is not None and model.is_file() and onnx_backend.missing() is None:
+    if onnx_backend.read_check(bundle) is not None and model.is_file() and onnx_backend.runtime_found():
         paths[("onnx", "fp32")] = model
     return paths
 
