@@ -185,3 +185,48 @@ def test_an_int8_frame_embedding_depends_on_that_frame_alone(tiny_bundle, clips)
     by_itself = next(iter(api.embed([clips[0]], model=model, batch_size=4))).embedding
     with_another = {r.source: r.embedding for r in api.embed([clips[1], clips[0]], model=model, batch_size=16)}
     assert np.array_equal(by_itself, with_another[str(clips[0])])
+
+
+def test_int8_weights_are_7_bit_where_the_cpu_would_saturate_8_bit_ones():
+    """x86 CPUs without VNNI add pairs of uint8 x int8 products into int16 (VPMADDUBSW), which
+    saturates with 8-bit weights; VNNI/AMX and ARM kernels do not."""
+    bits = onnx_backend.int8_weight_bits
+    assert bits({"avx2", "fma"}, "x86_64") == 7
+    assert bits({"avx2", "avx512f", "avx512bw"}, "x86_64") == 7  # AVX-512 without VNNI (Skylake-SP)
+    assert bits({"avx2", "avx512f", "avx512_vnni"}, "x86_64") == 8
+    assert bits({"avx2", "avx_vnni"}, "x86_64") == 8
+    assert bits(set(), "aarch64") == 8
+
+
+def _weight_range(path) -> int:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    ints = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert ints, "no int8 weights in the quantised tower"
+    return max(int(np.abs(a.astype(np.int32)).max()) for a in ints)
+
+
+def test_both_int8_towers_are_exported_and_a_cpu_without_vnni_runs_and_checks_the_7_bit_one(tiny_bundle, monkeypatch):
+    _load("fp32")
+    eight, seven = (onnx_backend.model_file(tiny_bundle, "int8", b) for b in (8, 7))
+    assert _weight_range(eight) > 64 and _weight_range(seven) <= 64
+
+    monkeypatch.setattr(onnx_backend, "int8_weight_bits", lambda *a, **k: 7)
+    model, notes = _load("int8")
+    assert model._tower.path == seven
+    assert any("int8 (7-bit weights)" in n for n in notes)  # checked again: the file is part of the key
+    assert onnx_backend.read_check(tiny_bundle)["int8_weight_bits"] == 7
+
+
+def test_an_older_export_gets_the_7_bit_tower_added_and_nothing_else_redone(tiny_bundle):
+    model, _ = _load("fp32", backend="torch")
+    _load("fp32")
+    seven, fp32 = onnx_backend.model_file(tiny_bundle, "int8", 7), onnx_backend.model_file(tiny_bundle, "fp32")
+    seven.unlink()
+    before = fp32.stat().st_mtime_ns
+    notes: list[str] = []
+    onnx_backend.export(tiny_bundle, model.model.visual, notes.append)
+    assert seven.is_file() and _weight_range(seven) <= 64 and fp32.stat().st_mtime_ns == before
+    assert notes == [f"adding the 7-bit int8 tower of {tiny_bundle.name} (for CPUs without VNNI; once)…"]

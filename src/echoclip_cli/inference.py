@@ -278,8 +278,7 @@ def _onnx_model(bundle: Bundle, build: Callable[[], EchoClipModel], precision: s
     from . import onnx_backend
 
     cpu = torch.device("cpu")
-    if not all(onnx_backend.model_file(bundle, p).is_file() for p in onnx_backend.ONNX_PRECISIONS) \
-            or onnx_backend.read_check(bundle) is None:
+    if not onnx_backend.exported(bundle) or onnx_backend.read_check(bundle) is None:
         reference = EchoClip(build(), bundle=bundle, device=cpu, dtype=torch.float32)
         onnx_backend.export(bundle, reference.model.visual, note)
         onnx_backend.check(reference, note)

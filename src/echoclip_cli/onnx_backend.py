@@ -88,8 +88,37 @@ def folder(bundle: "Bundle") -> Path:
     return weights_home() / "onnx" / f"{bundle.weights_sha256[:16]}-v{EXPORT_VERSION}"
 
 
-def model_file(bundle: "Bundle", precision: str) -> Path:
+# The int8 tower exists twice: 8-bit weights, and 7-bit weights for x86 CPUs without VNNI. Those
+# multiply uint8 activations by int8 weights with VPMADDUBSW, which adds pairs of products into
+# int16 and saturates (255 * 127 * 2 > 32767); with 7-bit weights a pair stays below 2^15.
+# Measured under valgrind (which gives ONNX Runtime a CPU with AVX2 and no AVX-512 or VNNI), full-size
+# parity checkpoint, frame cosine vs torch fp32 on the check's echo frames: 8-bit weights 0.9994
+# there against 0.99993 on a VNNI CPU, 7-bit weights 0.99985 on both; on a noise frame 8-bit 0.982
+# without VNNI (bench/int8_without_vnni.py, docs/BENCHMARKS.md). VNNI CPUs keep the finer 8-bit.
+INT8_FILES = {8: "visual.int8.onnx", 7: "visual.int8-w7.onnx"}
+_X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+def int8_weight_bits(flags: set[str] | None = None, machine: str | None = None) -> int:
+    """7 on an x86 CPU whose int8 dot products saturate (no AVX-512 VNNI, AVX-VNNI or AMX), else 8."""
+    from .device import cpu_flags
+
+    if (machine or platform.machine()).lower() not in _X86:
+        return 8  # ARM's int8 kernels (SDOT/UMMLA, or widening multiplies) do not saturate
+    flags = cpu_flags() if flags is None else flags
+    return 8 if flags & {"avx512_vnni", "avx_vnni", "amx_int8"} else 7
+
+
+def model_file(bundle: "Bundle", precision: str, bits: int | None = None) -> Path:
+    """The ONNX tower a precision runs on this CPU (int8: the weight width it needs, or ``bits``)."""
+    if precision == "int8":
+        return folder(bundle) / INT8_FILES[bits or int8_weight_bits()]
     return folder(bundle) / f"visual.{precision}.onnx"
+
+
+def exported(bundle: "Bundle") -> bool:
+    """Every ONNX file of ``bundle`` is there (fp32 and both int8 weight widths)."""
+    return model_file(bundle, "fp32").is_file() and all(model_file(bundle, "int8", b).is_file() for b in INT8_FILES)
 
 
 def cpu_kind() -> str:
@@ -118,7 +147,9 @@ def _runtime() -> str:
 
 
 def _check_file(bundle: "Bundle") -> Path:
-    digest = hashlib.sha256(f"{cpu_kind()} {_runtime()}{RUN_SCHEME}".encode()).hexdigest()[:12]
+    # the int8 file this CPU runs is part of what was checked
+    key = f"{cpu_kind()} {_runtime()}{RUN_SCHEME} {model_file(bundle, 'int8').name}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return folder(bundle) / f"check-{digest}.json"
 
 
@@ -137,7 +168,7 @@ def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None
     """Write the fp32 and int8 ONNX image towers for ``bundle`` (once; atomic; a concurrent
     exporter's finished folder wins)."""
     target = folder(bundle)
-    if all(model_file(bundle, p).is_file() for p in ONNX_PRECISIONS):
+    if exported(bundle):
         return target
     reason = missing()
     if reason:
@@ -145,9 +176,18 @@ def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None
     import shutil
     import warnings
 
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     from .files import staging_dir, umask
+
+    if model_file(bundle, "fp32").is_file() and model_file(bundle, "int8", 8).is_file():
+        # exported before the 7-bit tower existed: add it from the fp32 file, nothing else
+        note(f"adding the 7-bit int8 tower of {bundle.name} (for CPUs without VNNI; once)…")
+        stage = staging_dir(target, ".w7")
+        try:
+            _quantise(model_file(bundle, "fp32"), stage / INT8_FILES[7], bits=7)
+            os.replace(stage / INT8_FILES[7], model_file(bundle, "int8", 7))
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        return target
 
     note(f"exporting the image tower of {bundle.name} to ONNX (once per weights)…")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -161,25 +201,18 @@ def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None
             torch.onnx.export(visual, (example,), str(stage / "visual.fp32.onnx"), dynamo=False,
                               input_names=["images"], output_names=["embeddings"], opset_version=OPSET,
                               dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}})
-        import logging
-
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(max(level, logging.ERROR))  # quantize_dynamic's advice goes to the root logger
-        try:
-            quantize_dynamic(str(stage / "visual.fp32.onnx"), str(stage / "visual.int8.onnx"),
-                             op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=True)
-        finally:
-            root.setLevel(level)  # a library call leaves the caller's logging as it found it
+        for bits, name in INT8_FILES.items():
+            _quantise(stage / "visual.fp32.onnx", stage / name, bits=bits)
         (stage / "export.json").write_text(json.dumps({
             "weights": bundle.name, "weights_sha256": bundle.weights_sha256, "export_version": EXPORT_VERSION,
-            "opset": OPSET, "torch": torch.__version__, "quantisation": "dynamic, MatMul only, int8 weights per output channel",
+            "opset": OPSET, "torch": torch.__version__,
+            "quantisation": "dynamic, MatMul only, int8 weights per output channel: 8-bit, and 7-bit for x86 without VNNI",
         }, indent=1))
         os.chmod(stage, 0o777 & ~umask())
         try:
             os.replace(stage, target)
         except OSError:  # the folder exists: a concurrent exporter finished first, or it is incomplete
-            if not all(model_file(bundle, p).is_file() for p in ONNX_PRECISIONS):
+            if not exported(bundle):
                 aside = target.with_name(f"{target.name}.old-{os.getpid()}")
                 os.replace(target, aside)
                 os.replace(stage, target)
@@ -187,6 +220,23 @@ def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return target
+
+
+def _quantise(fp32: Path, out: Path, bits: int) -> None:
+    """ONNX Runtime's dynamic quantisation of the MatMuls, int8 weights per output channel;
+    ``bits`` 7 keeps the weights in [-64, 63] (``reduce_range``) so no int16 pair sum saturates."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))  # quantize_dynamic's advice goes to the root logger
+    try:
+        quantize_dynamic(str(fp32), str(out), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
+                         per_channel=True, reduce_range=bits == 7)
+    finally:
+        root.setLevel(level)  # a library call leaves the caller's logging as it found it
 
 
 # --------------------------------------------------------------------------- running
@@ -334,6 +384,7 @@ def check(model: "EchoClip", note: Callable[[str], None] = lambda _: None) -> di
     assert batch.shape[-1] == size
     result: dict[str, Any] = {"cpu": cpu_kind(), "runtime": _runtime(), "weights": bundle.name, "weights_sha256": bundle.weights_sha256,
                               "clips": "pydicom examples ybr_color and its mirror, frames as the bundle samples",
+                              "int8_weight_bits": int8_weight_bits(),
                               "frames_per_s": {"torch-fp32": round(_rate(model.encode_image, batch), 3)},
                               "precisions": {}}
     for precision in ONNX_PRECISIONS:
@@ -382,7 +433,10 @@ def summary(result: Mapping[str, Any]) -> str:
             parts.append(f"device score Δ {n['score_delta_max']:.4f}")
         parts.append(f"top-5 neighbours changed {100 * n['neighbour_changes']:.0f} % of {n['neighbour_queries']}")
         parts.append(f"{speed[f'onnx-{precision}']:.2f} frames/s")
-        lines.append(f"  {precision}: " + ", ".join(parts))
+        label = precision
+        if precision == "int8" and "int8_weight_bits" in result:
+            label = f"int8 ({result['int8_weight_bits']}-bit weights)"
+        lines.append(f"  {label}: " + ", ".join(parts))
     return "\n".join(lines)
 
 

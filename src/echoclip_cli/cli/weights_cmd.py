@@ -252,7 +252,7 @@ def optimise(
             warn(exc.message)
     if onnx and all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx")):
         checked = None if force else onnx_backend.read_check(bundle)
-        if checked is not None and all(onnx_backend.model_file(bundle, p).is_file() for p in onnx_backend.ONNX_PRECISIONS):
+        if checked is not None and onnx_backend.exported(bundle):
             info("already checked on this CPU (--force to redo):")
             for line in onnx_backend.summary(checked).splitlines():  # one message per line
                 info(line)
