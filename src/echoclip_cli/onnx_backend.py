@@ -224,7 +224,8 @@ def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None
 
 def _quantise(fp32: Path, out: Path, bits: int) -> None:
     """ONNX Runtime's dynamic quantisation of the MatMuls, int8 weights per output channel;
-    ``bits`` 7 keeps the weights in [-64, 63] (``reduce_range``) so no int16 pair sum saturates."""
+    ``bits`` 7 keeps the weights in [-64, 64] (``reduce_range``): 2 * 255 * 64 < 2^15, so no int16
+    pair sum saturates."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
