@@ -32,6 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import cpu_name  # noqa: E402
 
+# What OnnxTower does (one session, one thread, a run per frame), without importing echoclip_cli:
+# under valgrind importing torch alone would take minutes.
 RUN = """
 import sys, numpy as np, onnxruntime as ort
 o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.log_severity_level = 3

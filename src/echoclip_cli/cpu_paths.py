@@ -49,7 +49,7 @@ def race_file(bundle: "Bundle") -> Path:
     from .weights import weights_home
 
     key = (f"{onnx_backend.cpu_kind()}|{torch.backends.cpu.get_cpu_capability()}|torch {torch.__version__}|"
-           f"{onnx_backend._runtime()}|compiled v{compiled_backend.BUILD_VERSION}|onnx v{onnx_backend.EXPORT_VERSION}{onnx_backend.RUN_SCHEME}")
+           f"{onnx_backend._runtime()}|compiled v{compiled_backend.BUILD_VERSION}|onnx v{onnx_backend.EXPORT_VERSION} {onnx_backend.RUN_SCHEME}")
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return weights_home() / "race" / f"{bundle.weights_sha256[:16]}-{digest}.json"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Iterator
 
@@ -34,14 +35,20 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     return device
 
 
+@functools.cache
+def proc_cpuinfo() -> str:
+    """/proc/cpuinfo, read once per process ("" where there is none); several choices ask for it."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """The CPU feature flags Linux reports (empty elsewhere)."""
     if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as fh:
-                cpuinfo = fh.read()
-        except OSError:
-            return set()
+        cpuinfo = proc_cpuinfo()
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             return set(line.split(":", 1)[1].split())

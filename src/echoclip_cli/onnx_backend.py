@@ -38,9 +38,9 @@ if TYPE_CHECKING:
     from .weights import Bundle
 
 EXPORT_VERSION = 2  # 2: per-channel int8 weights (EF Δ 2.20 → 0.27 on the parity checkpoint)
-# How OnnxTower runs a batch; part of the check's key, since the check measured that. "" was the
-# whole batch in one run (int8 frames then depended on their batch-mates); now one frame per run.
-RUN_SCHEME = " frame-runs"
+# How OnnxTower runs a batch; part of the check's and the race's keys, since they measured that.
+# Before it, the whole batch went in one run (int8 frames then depended on their batch-mates).
+RUN_SCHEME = "frame-runs"
 OPSET = 17
 ONNX_PRECISIONS = ("fp32", "int8")
 INSTALL_HINT = "pip install 'echoclip[cpu-fast]'"
@@ -124,14 +124,10 @@ def exported(bundle: "Bundle") -> bool:
 def cpu_kind() -> str:
     """A short name for this CPU kind: model name and the instruction sets that int8/fp32 kernels
     choose between."""
-    from .device import cpu_flags
+    from .device import cpu_flags, proc_cpuinfo
 
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
-    except OSError:
-        pass
+    name = next((line.split(":", 1)[1].strip() for line in proc_cpuinfo().splitlines()
+                 if line.startswith("model name")), platform.processor() or platform.machine())
     isa = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16"})
     return f"{name} [{' '.join(isa) or 'baseline'}]"
 
@@ -148,7 +144,7 @@ def _runtime() -> str:
 
 def _check_file(bundle: "Bundle") -> Path:
     # the int8 file this CPU runs is part of what was checked
-    key = f"{cpu_kind()} {_runtime()}{RUN_SCHEME} {model_file(bundle, 'int8').name}"
+    key = f"{cpu_kind()} {_runtime()} {RUN_SCHEME} {model_file(bundle, 'int8').name}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return folder(bundle) / f"check-{digest}.json"
 
