@@ -68,7 +68,7 @@ def main() -> None:
             for name, backend, precision, env in paths:
                 cmd = _echoclip(args.bundle, backend, precision, files, args.batch_size)
                 times.setdefault((kind, name), []).append(timed_process(cmd, env))
-    from echoclip_cli.cpu_paths import fastest_built
+    from echoclip_cli.backends.race import fastest_built
     from echoclip_cli.weights import resolve
 
     auto = fastest_built(resolve(args.bundle, auto_pull=False))

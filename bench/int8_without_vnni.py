@@ -53,17 +53,19 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8, help="frames, spread over both clips (valgrind: ~50 s each)")
     args = parser.parse_args()
 
-    from echoclip_cli import onnx_backend
-    from echoclip_cli.inference import load_model
+    from echoclip_cli import load_model
+    from echoclip_cli.backends import measure
+    from echoclip_cli.backends import onnx as onnx_backend
+    from echoclip_cli.device import cpu_kind
     from echoclip_cli.preprocess import to_model_input
 
     model = load_model(args.bundle, device="cpu", precision="fp32", backend="torch")
-    clips = onnx_backend.check_clips(model)
+    clips = measure.check_clips(model.preprocess)
     images = torch.cat([to_model_input(c, model.preprocess, device=torch.device("cpu")) for c in clips])
     pick = np.linspace(0, len(images) - 1, args.frames).round().astype(int)
     images = images[pick].contiguous()
     reference = model.encode_image(images).numpy()
-    print(f"CPU: {cpu_name()}, flags {onnx_backend.cpu_kind().split('[')[-1].rstrip(']')}")
+    print(f"CPU: {cpu_name()}, flags {cpu_kind().split('[')[-1].rstrip(']')}")
     print(f"weights {args.bundle}: {len(images)} frames of the check's clips; this CPU runs "
           f"{onnx_backend.int8_weight_bits()}-bit int8 weights")
     print("| int8 weights | where | frame cosine vs torch fp32 (min / mean) | seconds |")

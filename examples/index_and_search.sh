@@ -10,4 +10,4 @@ folder=${1:-$(python "$here/_demo_data.py" "$work/archive" 4)}
 weights=${ECHOCLIP_WEIGHTS_R:-echo-clip-r}
 
 echoclip embed --dir "$folder" --weights "$weights" --out "$work/index" --format csv > /dev/null
-echoclip search "severe MR" --index "$work/index" --weights "$weights" --explain --top-k 3 --format csv
+echoclip search "severe MR" --store "$work/index" --weights "$weights" --explain --top-k 3 --format csv

@@ -75,3 +75,43 @@ def tiny_bundle(tiny_checkpoint, _hermetic_home):
     from echoclip_cli.weights import import_openclip
 
     return import_openclip(tiny_checkpoint, "tiny")
+
+
+@pytest.fixture(scope="session")
+def built_towers(tiny_checkpoint, tmp_path_factory) -> Path:
+    """A weights home where the tiny bundle's fast CPU paths are built, checked and raced once
+    (`echoclip weights optimise`: the compiled tower where a C++ compiler exists, the ONNX towers
+    where the cpu-fast extra is installed): tests that only use them copy them
+    (:func:`optimised_bundle`) instead of building them again (~25 s each here)."""
+    from echoclip_cli.optimising import optimise
+    from echoclip_cli.weights import import_openclip
+
+    home = tmp_path_factory.mktemp("built_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ECHOCLIP_HOME", str(home))
+        import_openclip(tiny_checkpoint, "tiny")
+        optimise("tiny")
+    return home
+
+
+def _copy_built(built_towers: Path, home: Path, part: str) -> None:
+    import shutil
+
+    if (built_towers / part).is_dir():
+        shutil.copytree(built_towers / part, home / part, dirs_exist_ok=True)
+
+
+@pytest.fixture()
+def compiled_bundle(tiny_bundle, built_towers, _hermetic_home):
+    """The tiny bundle with its compiled tower as :func:`built_towers` built and checked it (a copy,
+    so a test may change its check; no ONNX export and no race)."""
+    _copy_built(built_towers, _hermetic_home, "compiled")
+    return tiny_bundle
+
+
+@pytest.fixture()
+def onnx_bundle(tiny_bundle, built_towers, _hermetic_home):
+    """The tiny bundle with its ONNX towers as :func:`built_towers` exported and checked them (a
+    copy; no compiled tower and no race)."""
+    _copy_built(built_towers, _hermetic_home, "onnx")
+    return tiny_bundle

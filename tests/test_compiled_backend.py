@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from echoclip_cli import compiled_backend
+from echoclip_cli.backends import compiled as compiled_backend
 from tests.cli_helpers import run_cli
 from tests.media_factory import echo_frames, make_video
 
@@ -20,16 +20,16 @@ pytestmark = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g+
 
 
 def _load(backend: str):
-    from echoclip_cli.inference import load_model
+    from echoclip_cli import load_model
 
     notes: list[str] = []
     return load_model("tiny", device="cpu", precision="fp32", backend=backend, note=notes.append), notes
 
 
-def test_built_once_checked_and_equal_to_eager(tiny_bundle, tmp_path):
+def test_built_once_checked_and_equal_to_eager(tiny_bundle, compiled_bundle, tmp_path):
+    """Built once (here by `weights optimise`, the session's fixture), then loaded without compiling."""
     model, notes = _load("compiled")
-    assert model.compiled and model.numerics == {"backend": "torch", "precision": "fp32"}
-    assert any("compiling the image tower" in n for n in notes) and any("frame cosine" in n for n in notes)
+    assert model.compiled and model.numerics == {"backend": "torch", "precision": "fp32"} and notes == []
     found = compiled_backend.read_check(tiny_bundle)
     assert found["passed"] and found["frame_cosine_min"] >= compiled_backend.MIN_COSINE
     assert set(found["frames_per_s"]) == {"eager", "compiled"}
@@ -39,9 +39,6 @@ def test_built_once_checked_and_equal_to_eager(tiny_bundle, tmp_path):
         images = torch.randn(n, 3, model.preprocess.image_size, model.preprocess.image_size)
         assert torch.allclose(model.encode_image(images), eager.encode_image(images), atol=1e-5, rtol=1e-5)
 
-    again, notes = _load("compiled")  # a later process loads the package
-    assert again.compiled and notes == []
-
     video = make_video(tmp_path / "v.avi", echo_frames(12, 48, 64, seed=3))
     a = run_cli("embed", str(video), "-w", "tiny", "--backend", "compiled", "-f", "jsonl")
     b = run_cli("embed", str(video), "-w", "tiny", "--backend", "torch", "-f", "jsonl")
@@ -50,7 +47,7 @@ def test_built_once_checked_and_equal_to_eager(tiny_bundle, tmp_path):
     assert max(abs(x - y) for x, y in zip(va, vb, strict=True)) < 1e-5
 
 
-def test_auto_takes_it_only_where_measured_faster(tiny_bundle):
+def test_auto_takes_it_only_where_measured_faster(tiny_bundle, compiled_bundle):
     _load("compiled")
     path = compiled_backend.folder(tiny_bundle) / "check.json"
     found = json.loads(path.read_text())
@@ -64,7 +61,9 @@ def test_auto_takes_it_only_where_measured_faster(tiny_bundle):
     assert not _load("auto")[0].compiled  # a failed check is never used
 
 
-def test_weights_optimise_builds_checks_and_says_what_auto_runs(tiny_bundle, monkeypatch):
+@pytest.mark.slow
+def test_weights_optimise_builds_checks_and_says_what_auto_runs(tiny_bundle, compiled_bundle, onnx_bundle, monkeypatch):
+    """What is built and checked is kept (its numbers said again) and races; --force compiles again."""
     result = run_cli("weights", "optimise", "tiny")
     assert result.exit_code == 0, result.stderr
     assert "frame cosine vs eager" in result.stderr and "--backend auto on this CPU now runs:" in result.stderr
@@ -78,7 +77,7 @@ def test_weights_optimise_builds_checks_and_says_what_auto_runs(tiny_bundle, mon
     from echoclip_cli import inference
 
     with monkeypatch.context() as patch:
-        patch.setattr(inference, "_build", no_network)
+        patch.setattr(inference, "build_network", no_network)
         again = run_cli("weights", "optimise", "tiny")  # a second time: nothing rebuilt or checked again
     assert again.exit_code == 0, again.stderr
     assert "already built on this CPU (--force to redo)" in again.stderr and "compiling" not in again.stderr
@@ -92,8 +91,9 @@ def test_weights_optimise_builds_checks_and_says_what_auto_runs(tiny_bundle, mon
     assert "compiling the image tower" in forced.stderr and package.stat().st_mtime_ns != built_at
 
 
+@pytest.mark.slow
 def test_auto_builds_it_first_for_a_large_run_once(tiny_bundle, monkeypatch):
-    from echoclip_cli.inference import load_model
+    from echoclip_cli import load_model
 
     monkeypatch.setattr(compiled_backend, "AUTO_BUILD_INPUTS", 3)
     notes: list[str] = []
@@ -107,7 +107,7 @@ def test_auto_builds_it_first_for_a_large_run_once(tiny_bundle, monkeypatch):
 
 
 def test_a_failed_automatic_build_leaves_the_run_eager_and_is_not_retried(tiny_bundle, monkeypatch):
-    from echoclip_cli.inference import load_model
+    from echoclip_cli import load_model
 
     monkeypatch.setattr(compiled_backend, "AUTO_BUILD_INPUTS", 1)
     import torch._inductor
@@ -129,10 +129,11 @@ def test_a_failed_automatic_build_leaves_the_run_eager_and_is_not_retried(tiny_b
     assert model.encode_image(images).shape == (2, again.embed_dim)
 
 
-def test_auto_decides_from_one_race_of_every_built_path(tiny_bundle):
+def test_auto_decides_from_one_race_of_every_built_path(tiny_bundle, compiled_bundle, onnx_bundle):
     """Each path's own check times it against eager in a separate run; `weights optimise` races them
     in one, and auto decides from the race while it covers what is built."""
-    from echoclip_cli import cpu_paths, onnx_backend
+    from echoclip_cli.backends import onnx as onnx_backend
+    from echoclip_cli.backends import race as cpu_paths
 
     result = run_cli("weights", "optimise", "tiny")
     assert result.exit_code == 0, result.stderr

@@ -81,3 +81,4 @@ def test_readme_python_section_runs(tmp_path, tiny_checkpoint, monkeypatch):
     assert any(r.level == "video" and r.ef is not None for r in namespace["ef_from_store"])
     assert namespace["first"].level == "video" and namespace["first"].n_frames == 24
     assert namespace["hits"].records and namespace["matches"].warnings  # tiny is not EchoCLIP-R
+    assert (tmp_path / "report" / "index.html").is_file() and namespace["report"]

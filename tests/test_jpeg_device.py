@@ -252,8 +252,10 @@ def test_an_error_on_the_device_falls_back_to_the_cpu_path_and_is_said_once(mode
 
     monkeypatch.setattr(clip_module, "finish_codestream_group", out_of_memory)
     said = _Said()
-    got = {r.source: r for r in embed_files(model, paths, batch_size=4, workers=workers, jpeg_decode="device",
-                                            progress=said)}
+    from echoclip_cli.options import RunOptions
+
+    options = RunOptions(batch_size=4, workers=workers, jpeg_decode="device")
+    got = {r.source: r for r in embed_files(model, paths, options, progress=said)}
     assert list(got) == [str(p) for p in paths]  # every input, in order
     for source, result in got.items():
         assert result.ok and result.meta["decoder"] == want[source].meta["decoder"]

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from echoclip_cli import onnx_backend
+from echoclip_cli.backends import onnx as onnx_backend
+from echoclip_cli.device import cpu_kind
+from echoclip_cli.options import RunOptions
 from tests.cli_helpers import run_cli
 from tests.media_factory import echo_frames, make_dicom, make_video
 
@@ -25,18 +27,19 @@ def clips(tmp_path):
 
 
 def _load(precision: str, backend: str = "onnx"):
-    from echoclip_cli.inference import load_model
+    from echoclip_cli import load_model
 
     notes: list[str] = []
     return load_model("tiny", device="cpu", precision=precision, backend=backend, note=notes.append), notes
 
 
+@pytest.mark.slow
 def test_export_and_check_happen_once_and_fp32_matches_torch(tiny_bundle):
     model, notes = _load("fp32")
     assert model.numerics == {"backend": "onnx", "precision": "fp32"}
     assert any("exporting" in n for n in notes) and any("ONNX backend check" in n for n in notes)
     result = onnx_backend.read_check(tiny_bundle)
-    assert result is not None and result["cpu"] == onnx_backend.cpu_kind()
+    assert result is not None and result["cpu"] == cpu_kind()
     assert set(result["precisions"]) == {"fp32", "int8"}
     for numbers in result["precisions"].values():
         assert -1.0 <= numbers["video_cosine_min"] <= 1.0 + 1e-9
@@ -55,7 +58,7 @@ def test_export_and_check_happen_once_and_fp32_matches_torch(tiny_bundle):
     assert result["precisions"]["fp32"]["ef_delta"] == 0.0
 
 
-def test_int8_is_close_to_fp32_and_its_check_is_what_refuses_it(tiny_bundle):
+def test_int8_is_close_to_fp32_and_its_check_is_what_refuses_it(tiny_bundle, onnx_bundle):
     model, _ = _load("int8")
     torch_model, _ = _load("fp32", backend="torch")
     images = torch.randn(4, 3, model.preprocess.image_size, model.preprocess.image_size)
@@ -82,7 +85,7 @@ def test_refusal_names_the_measured_number_and_the_bound():
     assert "video_cosine_min" in onnx_backend.refusal(result, "int8", "embed")
 
 
-def test_a_task_the_check_failed_is_refused_with_its_reason(tiny_bundle, clips):
+def test_a_task_the_check_failed_is_refused_with_its_reason(tiny_bundle, onnx_bundle, clips):
     _load("int8")
     path = onnx_backend._check_file(tiny_bundle)
     result = json.loads(path.read_text())
@@ -99,7 +102,7 @@ def test_a_task_the_check_failed_is_refused_with_its_reason(tiny_bundle, clips):
     assert rows and all(r["backend"] == "onnx" and r["precision"] == "int8" for r in rows)
 
 
-def test_records_say_what_made_them_and_a_store_never_mixes_backends(tiny_bundle, clips, tmp_path):
+def test_records_say_what_made_them_and_a_store_never_mixes_backends(tiny_bundle, onnx_bundle, clips, tmp_path):
     store = tmp_path / "s.store"
     first = run_cli("embed", str(clips[0]), "-w", "tiny", "--backend", "torch", "--keep-frames", "--out", str(store))
     assert first.exit_code == 0, first.stderr
@@ -112,7 +115,7 @@ def test_records_say_what_made_them_and_a_store_never_mixes_backends(tiny_bundle
     assert {(r["backend"], r["precision"]) for r in map(json.loads, rows.stdout.splitlines())} == {("torch", "fp32")}
 
 
-def test_the_frame_cache_keeps_backends_apart(tiny_bundle, clips):
+def test_the_frame_cache_keeps_backends_apart(tiny_bundle, onnx_bundle, clips):
     from echoclip_cli import frame_cache
 
     torch_run = run_cli("predict-ef", *map(str, clips), "-w", "tiny", "--backend", "torch", "-f", "jsonl")
@@ -127,7 +130,7 @@ def test_the_frame_cache_keeps_backends_apart(tiny_bundle, clips):
     assert max(abs(ef[k] - ef_onnx[k]) for k in ef) <= 0.5  # fp32 ONNX: the same estimates within tolerance
 
 
-def test_auto_takes_onnx_only_where_this_cpus_check_found_it_faster(tiny_bundle):
+def test_auto_takes_onnx_only_where_this_cpus_check_found_it_faster(tiny_bundle, onnx_bundle):
     _load("fp32")  # export + check
     path = onnx_backend._check_file(tiny_bundle)
     result = json.loads(path.read_text())
@@ -140,7 +143,7 @@ def test_auto_takes_onnx_only_where_this_cpus_check_found_it_faster(tiny_bundle)
     assert bf16.backend == "torch"  # auto never changes the precision asked for
 
 
-def test_auto_looks_for_onnx_runtime_without_importing_it(tiny_bundle):
+def test_auto_looks_for_onnx_runtime_without_importing_it(tiny_bundle, onnx_bundle):
     """Where the check found ONNX slower, auto runs torch and a fresh process never imports onnx
     or onnxruntime to decide (that cost every CPU run 0.13-0.19 s)."""
     import subprocess
@@ -151,25 +154,25 @@ def test_auto_looks_for_onnx_runtime_without_importing_it(tiny_bundle):
     result = json.loads(path.read_text())
     result["frames_per_s"] = {"torch-fp32": 10.0, "onnx-fp32": 8.0, "onnx-int8": 20.0}
     path.write_text(json.dumps(result))
-    code = ("import sys; from echoclip_cli.inference import load_model; "
+    code = ("import sys; from echoclip_cli import load_model; "
             "m = load_model('tiny', device='cpu', backend='auto', lazy=True); "
             "print(m.backend, 'onnxruntime' in sys.modules, 'onnx' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["torch", "False", "False"]
 
 
-def test_onnx_embeddings_equal_torch_through_the_pipeline(tiny_bundle, clips):
+def test_onnx_embeddings_equal_torch_through_the_pipeline(tiny_bundle, onnx_bundle, clips):
     from echoclip_cli import api
 
     onnx_model, _ = _load("fp32")
     torch_model, _ = _load("fp32", backend="torch")
-    a = [r.embedding for r in api.embed(clips, model=onnx_model)]
-    b = [r.embedding for r in api.embed(clips, model=torch_model)]
+    a = [r.embedding for r in api.embed(onnx_model, clips)]
+    b = [r.embedding for r in api.embed(torch_model, clips)]
     for x, y in zip(a, b, strict=True):
         assert np.allclose(x, y, atol=2e-5)
 
 
-def test_an_int8_frame_embedding_depends_on_that_frame_alone(tiny_bundle, clips):
+def test_an_int8_frame_embedding_depends_on_that_frame_alone(tiny_bundle, onnx_bundle, clips):
     """int8 activations are quantised per run of the session: a frame run with batch-mates got a
     scale set by them too. Each frame is its own run, so a video's int8 embedding is
     the same alone, in company and at any batch size (bit for bit)."""
@@ -182,8 +185,8 @@ def test_an_int8_frame_embedding_depends_on_that_frame_alone(tiny_bundle, clips)
     in_company = model.encode_image(torch.cat([frames[3:4], frames[:3], frames[4:]]))[1:4]
     assert torch.equal(alone, in_company)
 
-    by_itself = next(iter(api.embed([clips[0]], model=model, batch_size=4))).embedding
-    with_another = {r.source: r.embedding for r in api.embed([clips[1], clips[0]], model=model, batch_size=16)}
+    by_itself = next(iter(api.embed(model, [clips[0]], options=RunOptions(batch_size=4)))).embedding
+    with_another = {r.source: r.embedding for r in api.embed(model, [clips[1], clips[0]], options=RunOptions(batch_size=16))}
     assert np.array_equal(by_itself, with_another[str(clips[0])])
 
 
@@ -208,19 +211,22 @@ def _weight_range(path) -> int:
     return max(int(np.abs(a.astype(np.int32)).max()) for a in ints)
 
 
-def test_both_int8_towers_are_exported_and_a_cpu_without_vnni_runs_and_checks_the_7_bit_one(tiny_bundle, monkeypatch):
+def test_both_int8_towers_are_exported_and_each_cpu_kind_runs_and_checks_its_own(tiny_bundle, onnx_bundle, monkeypatch):
+    """Both weight widths are exported; a CPU of the other kind than this one (with or without
+    VNNI) runs the other file and checks it again, since the file is part of the check's key."""
     _load("fp32")
     eight, seven = (onnx_backend.model_file(tiny_bundle, "int8", b) for b in (8, 7))
     assert _weight_range(eight) > 64 and _weight_range(seven) <= 64
 
-    monkeypatch.setattr(onnx_backend, "int8_weight_bits", lambda *a, **k: 7)
+    other = 15 - onnx_backend.int8_weight_bits()  # 7 on a VNNI CPU, 8 without
+    monkeypatch.setattr(onnx_backend, "int8_weight_bits", lambda *a, **k: other)
     model, notes = _load("int8")
-    assert model._tower.path == seven
-    assert any("int8 (7-bit weights)" in n for n in notes)  # checked again: the file is part of the key
-    assert onnx_backend.read_check(tiny_bundle)["int8_weight_bits"] == 7
+    assert model.tower.path == {8: eight, 7: seven}[other]
+    assert any(f"int8 ({other}-bit weights)" in n for n in notes)  # checked again
+    assert onnx_backend.read_check(tiny_bundle)["int8_weight_bits"] == other
 
 
-def test_an_older_export_gets_the_7_bit_tower_added_and_nothing_else_redone(tiny_bundle):
+def test_an_older_export_gets_the_7_bit_tower_added_and_nothing_else_redone(tiny_bundle, onnx_bundle):
     model, _ = _load("fp32", backend="torch")
     _load("fp32")
     seven, fp32 = onnx_backend.model_file(tiny_bundle, "int8", 7), onnx_backend.model_file(tiny_bundle, "fp32")

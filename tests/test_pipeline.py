@@ -58,28 +58,28 @@ def test_cpu_batch_split_across_cores_gives_the_same_embeddings(model, videos, t
     for bit on the full-size tower here), torch's thread count restored, end to end results too."""
     import torch
 
-    from echoclip_cli.inference import split_batch
+    from echoclip_cli.backends.eager import split_batch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         images = torch.randn(7, 3, model.preprocess.image_size, model.preprocess.image_size)
-        model.cpu_split = False
+        model.tower.split = False
         whole = model.encode_image(images)
         seen = []
-        model.cpu_split = True
+        model.tower.split = True
         split = model.encode_image(images)
         assert torch.get_num_threads() == threads
         torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-5)
         # the slices really run in their own threads, each single-threaded, and cover the batch once
-        record = lambda chunk: seen.append((len(chunk), torch.get_num_threads())) or model._encode_image(chunk)  # noqa: E731
+        record = lambda chunk: seen.append((len(chunk), torch.get_num_threads())) or model._eager(chunk)  # noqa: E731
         torch.testing.assert_close(split_batch(record, images, threads), whole, atol=1e-5, rtol=1e-5)
         assert sum(n for n, _ in seen) == 7 and len(seen) == threads and {t for _, t in seen} == {1}
         assert torch.get_num_threads() == threads
         one = model.encode_image(images[:1])  # a batch of one is not split
         torch.testing.assert_close(one, whole[:1], atol=1e-5, rtol=1e-5)
         results = {r.source: r.embedding for r in embed_videos(videos, model, batch_size=8)}
-        model.cpu_split = False
+        model.tower.split = False
         for r in embed_videos(videos, model, batch_size=8):
             np.testing.assert_allclose(results[r.source], r.embedding, atol=1e-5)
     finally:

@@ -191,7 +191,7 @@ def test_read_reports_csv_jsonl_and_lines(tmp_path: Path) -> None:
 @pytest.fixture()
 def template_model(tmp_path: Path, tiny_checkpoint: Path):
     """The tiny checkpoint installed as ``tiny-r`` with the synthetic template vocabulary."""
-    from echoclip_cli.inference import load_model
+    from echoclip_cli import load_model
     from echoclip_cli.weights import import_openclip
 
     vocab = tmp_path / "vocab.txt"
@@ -281,7 +281,7 @@ def test_study_vectors_are_normalised_means_grouped_by_uid_else_folder() -> None
 
 def test_severe_mr_on_the_released_template_vocabulary(reference_dir: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     """What ``echoclip search "severe MR" --explain`` embeds with EchoCLIP-R's own phrases."""
-    from echoclip_cli.inference import load_model
+    from echoclip_cli import load_model
     from echoclip_cli.retrieval import embed_query
     from echoclip_cli.tokenizer import tokenizer_for
     from echoclip_cli.weights import import_openclip

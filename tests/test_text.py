@@ -108,31 +108,31 @@ def test_bad_prompt_files_are_config_errors(doc, message):
 def test_text_embeddings_are_cached_and_exact(tiny_bundle, monkeypatch):
     model = echoclip_cli.load_model("tiny", device="cpu", precision="fp32")
     texts = ["LV EJECTION FRACTION IS 35%. ", "SEVERE MR", "LV EJECTION FRACTION IS 35%. "]
-    first = embed_texts(texts, model)
+    first = embed_texts(model, texts)
     assert cache_path().is_file()
     calls = []
     real = model.model.encode_text
     monkeypatch.setattr(model.model, "encode_text", lambda ids: calls.append(len(ids)) or real(ids))
-    again = embed_texts(texts, model)
+    again = embed_texts(model, texts)
     assert calls == []  # all from the cache
     assert torch.equal(first, again)
     assert torch.equal(first[0], first[2])
-    embed_texts(texts + ["A NEW SENTENCE. "], model)
+    embed_texts(model, texts + ["A NEW SENTENCE. "])
     assert calls == [1]  # only the new text is embedded
-    uncached = embed_texts(texts, model, use_cache=False)
+    uncached = embed_texts(model, texts, use_cache=False)
     assert torch.allclose(uncached, first, atol=1e-6)
 
 
 def test_cache_is_keyed_by_precision(tiny_bundle):
-    fp32 = embed_texts(["LV EJECTION FRACTION IS 35%. "], echoclip_cli.load_model("tiny", device="cpu", precision="fp32"))
-    bf16 = embed_texts(["LV EJECTION FRACTION IS 35%. "], echoclip_cli.load_model("tiny", device="cpu", precision="bf16"))
+    fp32 = embed_texts(echoclip_cli.load_model("tiny", device="cpu", precision="fp32"), ["LV EJECTION FRACTION IS 35%. "])
+    bf16 = embed_texts(echoclip_cli.load_model("tiny", device="cpu", precision="bf16"), ["LV EJECTION FRACTION IS 35%. "])
     assert not torch.equal(fp32, bf16)
 
 
 def test_damaged_cache_is_set_aside(tiny_bundle):
     cache_path().parent.mkdir(parents=True, exist_ok=True)
     cache_path().write_bytes(b"this is not a database" * 100)
-    vectors = embed_texts(["SEVERE MR"], echoclip_cli.load_model("tiny", device="cpu", precision="fp32"))
+    vectors = embed_texts(echoclip_cli.load_model("tiny", device="cpu", precision="fp32"), ["SEVERE MR"])
     assert vectors.shape == (1, 32)
     assert cache_path().with_suffix(".damaged").exists()
     assert len(TextEmbeddingCache().get(["missing"])) == 0

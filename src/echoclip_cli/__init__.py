@@ -1,15 +1,21 @@
 """echoclip: the EchoCLIP echocardiography foundation models as a library and a command.
 
-One import gives the whole API: one call per use case, each streaming typed records::
+One import gives the whole API: load a model once, then one call per use case, each taking the
+model first and streaming typed records::
 
     import echoclip_cli
-    for r in echoclip_cli.predict_ef(["study/"], weights="echo-clip"):   # EFVideo…, then EFStudy
+    model = echoclip_cli.load_model("echo-clip")                 # strict, verified weights
+    for r in echoclip_cli.predict_ef(model, ["study/"]):         # EFVideo…, then EFStudy
         print(r.level, r.ef)
-    echoclip_cli.detect_devices(...), echoclip_cli.zero_shot("tavr", ...), echoclip_cli.embed(...)
-    echoclip_cli.match_patients(store="archive.store"), echoclip_cli.search("severe MR", "archive.store")
+    echoclip_cli.detect_devices(model, ...), echoclip_cli.zero_shot(model, "tavr", ...)
+    echoclip_cli.embed(model, ["study/"], out="archive.store")
+    options = echoclip_cli.RunOptions(batch_size=32)             # one frozen value of run options
 
-    model = echoclip_cli.load_model("echo-clip")            # strict, verified weights
-    model.encode_image(images), model.encode_text(ids)      # unnormalised N×512 embeddings
+    retrieval = echoclip_cli.load_model(store="archive.store")   # the weights that made a store
+    echoclip_cli.search(retrieval, "severe MR", "archive.store")
+    echoclip_cli.match_patients(retrieval, store="archive.store")
+
+    model.encode_image(images), model.encode_text(ids)           # unnormalised N×512 embeddings
 
 Heavy modules (torch, model code) load on first use, so ``echoclip --help`` stays fast.
 """
@@ -22,6 +28,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "load_model": "api",
     "embed": "api",
     "predict_ef": "api",
     "detect_devices": "api",
@@ -31,9 +38,10 @@ _LAZY = {
     "search_reports": "api",
     "report": "api",
     "find": "api",
+    "optimise": "optimising",
+    "RunOptions": "options",
     "Sampling": "preprocess_config",
     "MatchSettings": "patients",
-    "load_model": "inference",
     "EchoClip": "inference",
     "PreprocessConfig": "preprocess_config",
     "build_model": "model",

@@ -55,6 +55,17 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     return set()
 
 
+def cpu_kind() -> str:
+    """A short name for this CPU kind: model name and the instruction sets that int8/fp32 kernels
+    choose between (what every CPU backend's built files and checks are keyed by)."""
+    import platform
+
+    name = next((line.split(":", 1)[1].strip() for line in proc_cpuinfo().splitlines()
+                 if line.startswith("model name")), platform.processor() or platform.machine())
+    isa = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16"})
+    return f"{name} [{' '.join(isa) or 'baseline'}]"
+
+
 def cpu_has_fast_bf16(flags: set[str] | None = None) -> bool:
     """True on CPUs with AMX (Sapphire Rapids and later), where bf16 matmuls beat fp32.
 

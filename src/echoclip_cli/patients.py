@@ -70,6 +70,7 @@ class MatchSettings:
     timeline: bool = False
     drop_threshold: float = DROP_THRESHOLD
     window_days: int | None = None
+    device: str = "auto"  # where the study similarities are computed (a model's own device when it embeds)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -69,6 +69,31 @@ def prepare(model: EchoClip, task: Task, prompt_source: str = "default") -> Prep
             return PreparedTask(task, classes=classes, prompt_source=prompt_source)
         values = np.asarray(task.text_values()) if task.mode == "regression" else None
         return PreparedTask(task, prompts=embed(task.texts()), values=values, prompt_source=prompt_source)
+
+
+def task_numbers(model: EchoClip) -> Callable[[list[np.ndarray]], dict[str, list[float]]] | None:
+    """EF and the device scores of per-video frame embeddings (normalised, T×E each), with
+    ``model``'s prompts: how a CPU backend's check measures what its numerics do to the zero-shot
+    tasks. None for retrieval weights (no zero-shot numbers to keep)."""
+    if model.bundle.tokenizer_kind == "template":
+        return None
+    from .defaults import DEVICE_TASKS
+    from .prompts import select_tasks
+
+    prepared = {name: prepare(model, task) for name, task in select_tasks(["ejection_fraction", *DEVICE_TASKS]).items()}
+
+    def numbers(per_video: list[np.ndarray]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for name, p in prepared.items():
+            assert p.prompts is not None
+            if p.task.mode == "regression":
+                assert p.values is not None
+                out[name] = [zeroshot.regression(f, p.prompts, p.values).estimate for f in per_video]
+            elif p.task.mode == "binary":
+                out[name] = [zeroshot.binary_score(f, p.prompts) for f in per_video]
+        return out
+
+    return numbers
 
 
 # --------------------------------------------------------------------------- records

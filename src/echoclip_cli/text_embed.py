@@ -135,18 +135,9 @@ def embed_ids(model: "EchoClip", ids: torch.Tensor, *, use_cache: bool = True) -
         return embed_token_ids(model, ids, cache=cache)
 
 
-def embed_texts(
-    texts: Sequence[str],
-    weights: "str | os.PathLike[str] | EchoClip | None" = None,
-    *,
-    device: str = "auto",
-    precision: str = "auto",
-    template_vocab: str | os.PathLike[str] | None = None,
-    use_cache: bool = True,
-) -> torch.Tensor:
-    """Unnormalised text embeddings (N,E) with the tokenizer the weights were trained with."""
-    from .inference import EchoClip, load_model
-
-    model = weights if isinstance(weights, EchoClip) else load_model(weights, device=device, precision=precision)
+def embed_texts(model: "EchoClip", texts: Sequence[str], *, template_vocab: str | os.PathLike[str] | None = None,
+                use_cache: bool = True) -> torch.Tensor:
+    """Unnormalised text embeddings (N,E) of ``texts`` with the tokenizer ``model``'s weights were
+    trained with (``template_vocab``: EchoCLIP-R's vocabulary where the bundle lacks it)."""
     tokenizer = tokenizer_for(model.bundle, template_vocab=template_vocab)
     return embed_ids(model, tokenizer(list(texts)), use_cache=use_cache)

@@ -60,10 +60,10 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cud
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="auto (bf16 on CUDA and AMX CPUs, else fp32), fp32, bf16, fp16, or int8 (--backend onnx).")]
 BackendOpt = Annotated[str, typer.Option(
-    "--backend", envvar="ECHOCLIP_BACKEND", show_envvar=False,
+    "--backend",
     help="Image tower on the CPU: torch (eager), compiled (fp32, built for this CPU once: see `weights optimise`), "
          "onnx (pip install 'echoclip[cpu-fast]'; fp32 or int8, checked against torch on first use) or auto (the "
-         "fastest exact path already built and measured on this CPU, else torch).")]
+         "fastest exact path already built and measured on this CPU, else torch; $ECHOCLIP_BACKEND when set).")]
 DeterministicOpt = Annotated[bool, typer.Option("--deterministic", help="Use deterministic kernels (slower on GPU).")]
 FormatOpt = Annotated[
     OutputFormat,

@@ -13,7 +13,7 @@ from ..media.classify import ULTRASOUND_TYPES, parse_clip_types
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, emit_records,
                      info, report_failure, resolve_format, weights_option)
 from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, JpegDecodeOpt, KeepPhiOpt, MaskOpt,
-                     QuietOpt, StartOpt, StrideOpt, WorkersOpt, discovery_failed, gather_inputs, sampling,
+                     QuietOpt, StartOpt, StrideOpt, WorkersOpt, discovery_failed, gather_inputs, run_options, sampling,
                      shard_slice)
 from .models import open_model
 from .progress import progress_bar
@@ -75,24 +75,25 @@ def embed(
                              hint="texts go to stdout; write them to a file with --format jsonl > FILE")
         if reports is not None and not reports.is_file():
             raise UsageError(f"no such reports file: {reports}")
-        model = open_model(weights or DEFAULT_WEIGHTS, device=device, precision=precision, backend=backend, quiet=quiet)
+        model = open_model(weights, default=DEFAULT_WEIGHTS, device=device, precision=precision, backend=backend,
+                           quiet=quiet)
         _embed_texts(model, list(text or []), reports, fmt)
         return
     types = parse_clip_types(clip_types, ULTRASOUND_TYPES)
     found = gather_inputs(inputs, folder)
     files = api.Found(shard_slice(found, shard), found.skipped)
     existing = out if out is not None and out.exists() else None
-    model = open_model(api.weights_for(weights, existing, DEFAULT_WEIGHTS), device=device, precision=precision,
+    model = open_model(weights, default=DEFAULT_WEIGHTS, store=existing, device=device, precision=precision,
                        backend=backend, deterministic=deterministic, compile=compile_model, quiet=quiet,
                        inputs=len(files))
+    options = run_options(batch_size=batch_size, workers=workers, sampled=sampling(frames, stride, start, mask),
+                          clip_types=types, jpeg_decode=jpeg_decode, keep_phi=keep_phi)
     with_vectors = out is None and resolve_format(fmt) is OutputFormat.jsonl
     failures = done = 0
     try:
         with progress_bar(quiet) as bar, RecordSink(fmt, columns=None if with_vectors else VIDEO_COLUMNS) as sink:
-            for record in api.embed(files, model=model, out=out, sampling=sampling(frames, stride, start, mask),
-                                    keep_frames=keep_frames, with_vectors=with_vectors, flush_every=flush_every,
-                                    batch_size=batch_size, workers=workers, jpeg_decode=jpeg_decode,
-                                    keep_phi=keep_phi, clip_types=types, progress=bar):
+            for record in api.embed(model, files, out=out, options=options, keep_frames=keep_frames,
+                                    with_vectors=with_vectors, flush_every=flush_every, progress=bar):
                 if record.error:
                     report_failure(record.error)
                     failures += 1
@@ -112,7 +113,7 @@ def _embed_texts(model: "EchoClip", texts: list[str], reports: Optional[Path], f
 
     if reports is not None:
         texts += [line.strip() for line in reports.read_text(encoding="utf-8").splitlines() if line.strip()]
-    vectors = embed_texts(texts, model)
+    vectors = embed_texts(model, texts)
     records = [{"text": t, "weights": model.bundle.name, "weights_sha256": model.weights_sha256,
                 "embedding": [round(float(x), 6) for x in v]} for t, v in zip(texts, vectors, strict=True)]
     emit_records(records, fmt, columns=["text", "weights"])

@@ -24,8 +24,6 @@ def collect() -> dict:
     import torch
 
     from .. import weights as w
-
-    from ..cpu_paths import fastest_built, relative_speeds
     from ..media.jpeg_device import backend, unavailable_reason
     from ..pipeline import resolve_jpeg_decode
 
@@ -53,12 +51,18 @@ def collect() -> dict:
         },
         "weights_home": str(w.weights_home()),
         "bundles": [
-            {"name": b.name, "tokenizer": b.tokenizer_kind, "sha256": b.weights_sha256, "verified": w.is_verified(b),
-             "cpu_backend": " ".join(p for p in fastest_built(b) if p),  # what --backend auto runs on this CPU
-             "cpu_speed": relative_speeds(b)}  # each built path against eager torch, as auto compared them
-            for b in w.installed_bundles()
+            _bundle(b, w.is_verified(b)) for b in w.installed_bundles()
         ],
     }
+
+
+def _bundle(b, verified: bool) -> dict:  # type: ignore[no-untyped-def]
+    from ..optimising import cpu_path
+
+    chosen, speeds = cpu_path(b)
+    return {"name": b.name, "tokenizer": b.tokenizer_kind, "sha256": b.weights_sha256, "verified": verified,
+            "cpu_backend": " ".join(p for p in chosen if p),  # what --backend auto runs on this CPU
+            "cpu_speed": speeds}  # each built path against eager torch, as auto compared them
 
 
 def info(as_json: JsonOpt = False) -> None:

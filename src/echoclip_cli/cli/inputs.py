@@ -15,6 +15,7 @@ from .common import err_console, report_failure, safe_text
 
 if TYPE_CHECKING:
     from ..api import Found
+    from ..options import RunOptions
 
 InputsArg = Annotated[
     Optional[list[Path]],
@@ -96,6 +97,16 @@ def inputs_or_store(inputs: Optional[list[Path]], folder: Optional[list[Path]], 
 def sampling(frames: Optional[int], stride: Optional[int], start: Optional[int], mask: Optional[MaskMode]) -> Sampling:
     """The sampling options as the library's one value."""
     return Sampling(frames=frames, stride=stride, start=start, mask=mask.value if mask else None)
+
+
+def run_options(*, batch_size: Optional[int], workers: Optional[int], sampled: Optional[Sampling] = None,
+                clip_types: Optional[tuple[str, ...]] = None, no_cache: bool = False,
+                jpeg_decode: Optional[str] = None, keep_phi: bool = False) -> "RunOptions":
+    """The command's options as the library's one value (:class:`~echoclip_cli.options.RunOptions`)."""
+    from ..options import RunOptions
+
+    return RunOptions(sampling=sampled, batch_size=batch_size, workers=workers, clip_types=clip_types,
+                      cache=not no_cache, jpeg_decode=jpeg_decode, keep_phi=keep_phi)
 
 
 def shard_slice(items: list[Path], shard: Optional[str]) -> list[Path]:

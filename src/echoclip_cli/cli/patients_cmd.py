@@ -14,7 +14,7 @@ from ..defaults import RETRIEVAL_WEIGHTS as PATIENT_WEIGHTS
 from .common import (DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, emit_records, info, report_failure, warn,
                      weights_option)
 from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt,
-                     WorkersOpt, discovery_failed, inputs_or_store, sampling)
+                     WorkersOpt, discovery_failed, inputs_or_store, run_options, sampling)
 from .models import open_model
 from .progress import progress_bar
 
@@ -72,15 +72,17 @@ def match_patients(
 
     settings = MatchSettings(k=top_k, threshold=threshold, mislabel_threshold=mislabel_threshold,
                              duplicate_threshold=duplicate_threshold, timeline=timeline,
-                             drop_threshold=drop_threshold, window_days=window_days)
+                             drop_threshold=drop_threshold, window_days=window_days, device=device)
     model = None
     if store is None:
-        model = open_model(weights or PATIENT_WEIGHTS, device=device, precision=precision, backend=backend, quiet=quiet)
+        model = open_model(weights, default=PATIENT_WEIGHTS, device=device, precision=precision, backend=backend,
+                           quiet=quiet)
+    elif weights is not None:
+        api.weights_for(weights, store, PATIENT_WEIGHTS)  # a usage error unless they are the store's
+    options = run_options(batch_size=batch_size, workers=workers, sampled=sampling(frames, stride, start, mask),
+                          clip_types=types)
     with progress_bar(quiet) as bar:
-        result = api.match_patients(files, store=store, weights=weights, model=model, settings=settings,
-                                    sampling=sampling(frames, stride, start, mask), clip_types=types,
-                                    batch_size=batch_size,
-                                    workers=workers, device=device, precision=precision, backend=backend, progress=bar)
+        result = api.match_patients(model, files, store=store, options=options, settings=settings, progress=bar)
     for message in result.warnings:
         warn(message)
     for message in result.failures:

@@ -11,7 +11,8 @@ from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS
 from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds
 from .common import DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, emit_records, info, report_failure
-from .inputs import BatchOpt, ClipTypesOpt, DirOpt, InputsArg, QuietOpt, WorkersOpt, discovery_failed, inputs_or_store
+from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, InputsArg, QuietOpt, WorkersOpt, discovery_failed,
+                     inputs_or_store, run_options)
 from .progress import progress_bar
 from .zeroshot_cmd import ForceOpt, NoCacheOpt, StoreOpt, ThresholdsOpt, WeightsZS, zero_shot_model
 
@@ -61,9 +62,9 @@ def report(
     files = inputs_or_store(inputs, folder, store)
     model = zero_shot_model(weights, store, device, precision, False, quiet, backend)
     with progress_bar(quiet) as bar:
-        studies = api.report(files, out=out, store=store, model=model, devices=tasks, thresholds=user_thresholds,
-                             force=force, clip_types=types, cache=not no_cache, animations=animations,
-                             batch_size=batch_size, workers=workers, progress=bar)
+        options = run_options(batch_size=batch_size, workers=workers, clip_types=types, no_cache=no_cache)
+        studies = api.report(model, files, out=out, store=store, options=options, devices=tasks,
+                             thresholds=user_thresholds, force=force, animations=animations, progress=bar)
     failed = [c.error for s in studies for c in s.clips if c.error]
     for message in failed:
         report_failure(message)

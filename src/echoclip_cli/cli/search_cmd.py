@@ -23,10 +23,12 @@ def search(
     query: Annotated[Optional[str], typer.Argument(
         help="What to look for: report wording or echo shorthand ('severe MR', 'LVEF 35%', 'dilated LA').",
         show_default=False)] = None,
-    index: Annotated[Optional[Path], typer.Option("--index", "-i", help="Embedding store to search (from `echoclip embed --out`).")] = None,
+    store: Annotated[Optional[Path], typer.Option("--store", "-s", help="Embedding store to search (from `echoclip embed --out`).")] = None,
+    index: Annotated[Optional[Path], typer.Option("--index", "-i", hidden=True,
+                                                  help="The old spelling of --store (kept for one release).")] = None,
     video: Annotated[Optional[Path], typer.Option("--video", help="Rank --reports for this video instead.")] = None,
     reports: Annotated[Optional[Path], typer.Option("--reports", help="Report texts: CSV (id,text), JSONL (id/text) or one per line.")] = None,
-    weights: weights_option(f"{SEARCH_WEIGHTS} (EchoCLIP-R)", store="--index") = None,  # type: ignore[valid-type]
+    weights: weights_option(f"{SEARCH_WEIGHTS} (EchoCLIP-R)", store="--store") = None,  # type: ignore[valid-type]
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many results (per level).", min=1)] = 10,
     level: Annotated[Level, typer.Option("--level", help="Rank videos, studies or both.")] = Level.both,
     explain: Annotated[bool, typer.Option("--explain", help="Show on stderr the text and token ids actually embedded.")] = False,
@@ -47,18 +49,22 @@ def search(
 
     Examples:
 
-        echoclip search "severe MR" --index archive.store --explain
+        echoclip search "severe MR" --store archive.store --explain
 
-        echoclip search "dilated LA, EF 30%" --index archive.store --level study --top-k 20 --format csv
+        echoclip search "dilated LA, EF 30%" --store archive.store --level study --top-k 20 --format csv
 
         echoclip search --video study/a4c.dcm --reports reports.csv
     """
     from .. import api
 
+    if store is not None and index is not None:
+        raise UsageError("give the store once, as --store (--index is its old spelling)")
+    index = store if store is not None else index
     if query is not None and index is not None and video is None:
         api.check_search(query, index, level=level.value, template_vocab=template_vocab)
-        model = open_model(api.weights_for(weights, index, SEARCH_WEIGHTS), device=device, precision=precision, backend=backend)
-        result = api.search(query, index, model=model, k=top_k, level=level.value, template_vocab=template_vocab)
+        model = open_model(weights, default=SEARCH_WEIGHTS, store=index, device=device, precision=precision,
+                           backend=backend)
+        result = api.search(model, query, index, k=top_k, level=level.value, template_vocab=template_vocab)
         for message in result.warnings:
             warn(message)
         if explain:
@@ -70,12 +76,12 @@ def search(
         for path in (video, reports):
             if not path.is_file():
                 raise UsageError(f"no such file: {path}")
-        model = open_model(weights or SEARCH_WEIGHTS, device=device, precision=precision, backend=backend)
-        ranking = api.search_reports(video, reports, model=model, k=top_k, template_vocab=template_vocab)
+        model = open_model(weights, default=SEARCH_WEIGHTS, device=device, precision=precision, backend=backend)
+        ranking = api.search_reports(model, video, reports, k=top_k, template_vocab=template_vocab)
         if ranking.skipped:
             warn(f"{len(ranking.skipped)} of {ranking.n_reports} reports hold no sentence the tokenizer knows and were left out "
                  f"(first: {', '.join(ranking.skipped[:3])})")
         emit_records(ranking.records, fmt, columns=["level", "rank", "score", "id", "text"])
     else:
-        raise UsageError("give a QUERY with --index STORE, or --video FILE with --reports FILE",
-                         hint='e.g. echoclip search "severe MR" --index archive.store')
+        raise UsageError("give a QUERY with --store STORE, or --video FILE with --reports FILE",
+                         hint='e.g. echoclip search "severe MR" --store archive.store')

@@ -226,50 +226,10 @@ def optimise(
 
         echoclip weights optimise echo-clip --force
     """
-    import importlib.util
+    from ..optimising import optimise as build_and_race
 
-    import torch
-
-    from .. import compiled_backend, onnx_backend
-    from .. import weights as w
-    from ..errors import UsageError
-    from ..inference import EchoClip, _build
-
-    bundle = w.resolve(name, auto_pull=False)
-    w.ensure_verified(bundle)
-    cpu = torch.device("cpu")
-    # built only if something is to be built or checked: a second run reads the saved numbers
-    reference = EchoClip(None, bundle=bundle, device=cpu, dtype=torch.float32, _build=lambda: _build(bundle, cpu, False))
-    failed = None
-    built = None if force else compiled_backend.read_check(bundle)
-    if built is not None and compiled_backend.package_file(bundle).is_file():
-        info(f"already built on this CPU (--force to redo): {compiled_backend.summary(built)}")
-    else:
-        try:
-            compiled_backend.build(reference, info)
-        except UsageError as exc:
-            failed = exc
-            warn(exc.message)
-    if onnx and all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx")):
-        checked = None if force else onnx_backend.read_check(bundle)
-        if checked is not None and onnx_backend.exported(bundle):
-            info("already checked on this CPU (--force to redo):")
-            for line in onnx_backend.summary(checked).splitlines():  # one message per line
-                info(line)
-        else:
-            onnx_backend.export(bundle, reference.model.visual, info)
-            onnx_backend.check(reference, info)
-    elif onnx:
-        info(f"ONNX backend not checked: {onnx_backend.INSTALL_HINT}")
-    from .. import cpu_paths
-
-    # each path was timed against eager in its own run; auto compares them in one
-    raced = None if force else cpu_paths.read_race(bundle)
-    if raced is not None:
-        info(f"already timed against each other on this CPU: {cpu_paths.race_summary(raced)}")
-    else:
-        cpu_paths.race(bundle, reference, info)
-    chosen = cpu_paths.fastest_built(bundle)
-    info(f"--backend auto on this CPU now runs: {chosen[0]}" + (f" {chosen[1]}" if chosen[1] else ""))
-    if failed is not None:
+    report = build_and_race(name, onnx=onnx, force=force, note=info)
+    for message in report.failed.values():
+        warn(message)
+    if report.failed:
         raise typer.Exit(1)

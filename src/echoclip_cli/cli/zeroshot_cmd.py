@@ -18,7 +18,7 @@ from ..prompts import load_thresholds
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, emit_records,
                      info, report_failure, weights_option)
 from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt,
-                     WorkersOpt, discovery_failed, inputs_or_store, sampling)
+                     WorkersOpt, discovery_failed, inputs_or_store, run_options, sampling)
 from .models import open_model
 from .progress import progress_bar
 
@@ -41,10 +41,8 @@ WeightsZS = weights_option(ZERO_SHOT_WEIGHTS)
 
 def zero_shot_model(weights: Optional[str], store: Optional[Path], device: str, precision: str, deterministic: bool,
            quiet: bool, backend: str = "auto", inputs: int | None = None) -> "EchoClip":
-    from ..api import weights_for
-
-    return open_model(weights_for(weights, store, ZERO_SHOT_WEIGHTS), device=device, precision=precision, backend=backend,
-                      deterministic=deterministic, quiet=quiet, lazy=True, inputs=inputs)
+    return open_model(weights, default=ZERO_SHOT_WEIGHTS, store=store, device=device, precision=precision,
+                      backend=backend, deterministic=deterministic, quiet=quiet, lazy=True, inputs=inputs)
 
 
 def finish(records: Iterable[Any], fmt: OutputFormat, columns: list[str], record_types: tuple[type, ...],
@@ -112,9 +110,10 @@ def predict_ef(
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
-        records = api.predict_ef(files, store=store, model=model, aggregation=aggregation.value, prompts=prompts,
-                                 force=force, sampling=sampling(frames, stride, start, mask), clip_types=types, cache=not no_cache,
-                                 batch_size=batch_size, workers=workers, progress=bar)
+        options = run_options(batch_size=batch_size, workers=workers, sampled=sampling(frames, stride, start, mask),
+                              clip_types=types, no_cache=no_cache)
+        records = api.predict_ef(model, files, store=store, options=options, aggregation=aggregation.value,
+                                 prompts=prompts, force=force, progress=bar)
         finish(records, fmt, ["source", "study", "ef", "n_frames", "n_videos", "error"],
                (tasks.EFVideo, tasks.EFStudy), files)
 
@@ -166,10 +165,10 @@ def detect_devices(
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
-        records = api.detect_devices(files, store=store, model=model, devices=devices, thresholds=user_thresholds,
-                                     prompts=prompts, force=force, sampling=sampling(frames, stride, start, mask),
-                                     clip_types=types, cache=not no_cache,
-                                     batch_size=batch_size, workers=workers, progress=bar)
+        options = run_options(batch_size=batch_size, workers=workers, sampled=sampling(frames, stride, start, mask),
+                              clip_types=types, no_cache=no_cache)
+        records = api.detect_devices(model, files, store=store, options=options, devices=devices,
+                                     thresholds=user_thresholds, prompts=prompts, force=force, progress=bar)
         finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated", "n_frames",
                               "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy), files)
 
@@ -229,9 +228,10 @@ def zero_shot(
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
-        records = api.zero_shot(task, files, store=store, model=model, prompts=prompts, thresholds=user_thresholds,
-                                force=force, sampling=sampling(frames, stride, start, mask), clip_types=types, cache=not no_cache,
-                                batch_size=batch_size, workers=workers, progress=bar)
+        options = run_options(batch_size=batch_size, workers=workers, sampled=sampling(frames, stride, start, mask),
+                              clip_types=types, no_cache=no_cache)
+        records = api.zero_shot(model, task, files, store=store, options=options, prompts=prompts,
+                                thresholds=user_thresholds, force=force, progress=bar)
         if mode == "regression":
             finish(records, fmt, ["source", "study", "task", "value", "unit", "n_frames", "n_videos", "error"],
                    (tasks.RegressionVideo, tasks.RegressionStudy), files)

@@ -30,15 +30,18 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 
-from .errors import UsageError
+from ..device import cpu_kind
+from ..errors import UsageError
+from ..weights import weights_home
+from . import measure
+from .base import Backend, Note, Reference, TaskNumbers
 
 if TYPE_CHECKING:
-    from .inference import EchoClip
-    from .weights import Bundle
+    from ..weights import Bundle
 
 BUILD_VERSION = 1
 MIN_COSINE = 0.99999  # fp32 against fp32: anything lower is a compiler bug, not rounding
@@ -51,9 +54,6 @@ AUTO_BUILD_INPUTS = 200
 
 
 def folder(bundle: "Bundle") -> Path:
-    from .onnx_backend import cpu_kind
-    from .weights import weights_home
-
     # the vector ISA torch itself uses (ATEN_CPU_CAPABILITY can lower it) decides the generated code
     isa = torch.backends.cpu.get_cpu_capability()
     digest = hashlib.sha256(f"{cpu_kind()}|{isa}|torch {torch.__version__}|v{BUILD_VERSION}".encode()).hexdigest()[:12]
@@ -82,15 +82,25 @@ def compiler_found() -> bool:
     return any(shutil.which(c) for c in (os.environ.get("CXX") or "c++", "g++", "clang++"))
 
 
+def passed(bundle: "Bundle") -> bool:
+    """Built and its check passed on this CPU and torch."""
+    found = read_check(bundle)
+    return bool(found and found["passed"] and package_file(bundle).is_file())
+
+
 def usable(bundle: "Bundle") -> bool:
     """Built and checked on this CPU and torch, and measured faster than eager."""
     found = read_check(bundle)
-    return bool(found and found["passed"] and package_file(bundle).is_file()
-                and found["frames_per_s"]["compiled"] >= MIN_GAIN * found["frames_per_s"]["eager"])
+    return passed(bundle) and found is not None and \
+        found["frames_per_s"]["compiled"] >= MIN_GAIN * found["frames_per_s"]["eager"]
 
 
 class CompiledTower:
-    """The loaded package: float images (N,3,S,S) → unnormalised embeddings (N,E)."""
+    """The loaded package: float images (N,3,S,S) → unnormalised embeddings (N,E). Records say
+    ``backend: torch``: its embeddings are torch fp32's within rounding."""
+
+    name = "compiled"
+    precision = "fp32"
 
     def __init__(self, path: Path) -> None:
         import warnings
@@ -102,54 +112,78 @@ class CompiledTower:
             warnings.simplefilter("ignore")  # torch.jit deprecation notices from the loader
             self.runner = torch._inductor.aoti_load_package(str(path))
 
+    @property
+    def numerics(self) -> dict[str, str]:
+        return {"backend": "torch", "precision": "fp32"}
+
+    def refusal(self, task: str) -> str | None:
+        return None  # fp32 within rounding of eager: checked at ≥ MIN_COSINE when built
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.runner(images.to("cpu", torch.float32).contiguous())
 
 
-def build(reference: "EchoClip", note: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def build(reference: Reference, note: Note = lambda _: None) -> dict[str, Any]:
     """Compile ``reference``'s image tower (torch, fp32, CPU) for this CPU, check and time it;
     returns the check (also saved). Raises UsageError when the build or the check fails."""
-    import torch._inductor
-
-    from .files import atomic_write_text, staging_dir
-    from .onnx_backend import _frame_embeddings, check_clips, cpu_kind
-    from .preprocess import to_model_input
-
     bundle = reference.bundle
     target = folder(bundle)
     target.parent.mkdir(parents=True, exist_ok=True)
     note(f"compiling the image tower of {bundle.name} for this CPU (once; about a minute)…")
-    size = int(reference.preprocess.image_size)
-    visual = reference.model.visual
-    stage = staging_dir(target, ".build")
     start = time.perf_counter()
+    stage, tower = _compile(reference, target)
+    result = _check(reference, tower, time.perf_counter() - start)
+    _install(stage, target, result)
+    note(summary(result))
+    return result
+
+
+def _compile(reference: Reference, target: Path) -> tuple[Path, CompiledTower]:
+    """AOTInductor's package of the tower in a staging folder beside ``target``; a failure is
+    remembered (``failed.json``) so ``--backend auto`` does not try again."""
+    import torch._inductor
+
+    from ..files import atomic_write_text, staging_dir
+
+    size = int(reference.preprocess.image_size)
+    stage = staging_dir(target, ".build")
     try:
         with torch.no_grad():
             batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-            exported = torch.export.export(visual, (torch.zeros(2, 3, size, size),),
+            exported = torch.export.export(reference.visual, (torch.zeros(2, 3, size, size),),
                                            dynamic_shapes=({0: batch},))
             torch._inductor.aoti_compile_and_package(exported, package_path=str(stage / "visual.pt2"),
                                                      inductor_configs={"freezing": True})
-        tower = CompiledTower(stage / "visual.pt2")
+        return stage, CompiledTower(stage / "visual.pt2")
     except Exception as exc:  # compiler missing, unsupported op: say why, keep running eager
         import shutil
 
         shutil.rmtree(stage, ignore_errors=True)
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        target.mkdir(parents=True, exist_ok=True)  # remembered, so --backend auto does not try again
+        target.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target / "failed.json", json.dumps({"cpu": cpu_kind(), "torch": torch.__version__,
                                                                "reason": first}, indent=1))
         raise UsageError(f"cannot compile the image tower here: {first}", hint="use --backend torch") from None
-    seconds = time.perf_counter() - start
-    clips = check_clips(reference)
-    eager = _frame_embeddings(reference.encode_image, clips, reference)
-    compiled = _frame_embeddings(tower, clips, reference)
-    cosine = min(float((a * b).sum(axis=1).min()) for a, b in zip(compiled, eager, strict=True))
-    images = to_model_input(torch.cat(clips)[:16], reference.preprocess, device=torch.device("cpu"))
-    speed = _interleaved({"eager": reference.encode_image, "compiled": tower}, images)
-    result = {"cpu": cpu_kind(), "torch": torch.__version__, "torch_isa": torch.backends.cpu.get_cpu_capability(), "weights": bundle.name,
-              "weights_sha256": bundle.weights_sha256, "build_seconds": round(seconds, 1),
-              "frame_cosine_min": cosine, "passed": cosine >= MIN_COSINE, "frames_per_s": speed}
+
+
+def _check(reference: Reference, tower: CompiledTower, seconds: float) -> dict[str, Any]:
+    """The compiled tower against eager on the check clips: frame cosine and interleaved speed."""
+    bundle = reference.bundle
+    clips = measure.check_clips(reference.preprocess)
+    eager = measure.frame_embeddings(reference.encode_image, clips, reference.preprocess)
+    compiled = measure.frame_embeddings(tower, clips, reference.preprocess)
+    cosine = measure.min_frame_cosine(compiled, eager)
+    speed = measure.interleaved({"eager": reference.encode_image, "compiled": tower},
+                                measure.check_batch(clips, reference.preprocess))
+    return {"cpu": cpu_kind(), "torch": torch.__version__, "torch_isa": torch.backends.cpu.get_cpu_capability(),
+            "weights": bundle.name, "weights_sha256": bundle.weights_sha256, "build_seconds": round(seconds, 1),
+            "frame_cosine_min": cosine, "passed": cosine >= MIN_COSINE, "frames_per_s": speed}
+
+
+def _install(stage: Path, target: Path, result: dict[str, Any]) -> None:
+    """Save the check beside the package and move the staging folder into place."""
+    from ..files import atomic_write_text
+
     atomic_write_text(stage / "check.json", json.dumps(result, indent=1))
     try:
         os.replace(stage, target)
@@ -160,23 +194,6 @@ def build(reference: "EchoClip", note: Callable[[str], None] = lambda _: None) -
         os.replace(target, aside)
         os.replace(stage, target)
         shutil.rmtree(aside, ignore_errors=True)
-    note(summary(result))
-    return result
-
-
-def _interleaved(paths: dict[str, Callable[[torch.Tensor], torch.Tensor]], images: torch.Tensor,
-                 rounds: int = 3) -> dict[str, float]:
-    """Best frames/s of each path over ``rounds`` alternating rounds (drift hits both alike)."""
-    best = {name: 0.0 for name in paths}
-    with torch.inference_mode():
-        for encode in paths.values():
-            encode(images)  # warm-up
-        for _ in range(rounds):
-            for name, encode in paths.items():
-                start = time.perf_counter()
-                encode(images)
-                best[name] = max(best[name], len(images) / (time.perf_counter() - start))
-    return {name: round(rate, 3) for name, rate in best.items()}
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -186,3 +203,28 @@ def summary(result: dict[str, Any]) -> str:
     return (f"compiled image tower on {result['cpu']}: built in {result['build_seconds']:.0f} s, frame cosine vs "
             f"eager {result['frame_cosine_min']:.7f}, {speed['compiled']:.2f} vs {speed['eager']:.2f} frames/s "
             f"eager: {verdict}")
+
+
+class CompiledBackend(Backend):
+    name: ClassVar[str] = "compiled"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+
+    def built(self, bundle: "Bundle") -> Path | None:
+        return package_file(bundle) if passed(bundle) else None
+
+    def gain(self, bundle: "Bundle") -> float | None:
+        found = read_check(bundle)  # timed against eager when it was built
+        return found["frames_per_s"]["compiled"] / found["frames_per_s"]["eager"] if found else None
+
+    def ensure(self, bundle: "Bundle", reference: Callable[[], Reference], note: Note,
+               task_numbers: Callable[[Reference], TaskNumbers | None]) -> None:
+        if read_check(bundle) is None or not package_file(bundle).is_file():
+            build(reference(), note)
+        found = read_check(bundle)
+        if not found or not found["passed"]:
+            raise UsageError(f"the compiled image tower failed its check on this CPU (frame cosine "
+                             f"{found['frame_cosine_min'] if found else 'unknown'} < {MIN_COSINE})",
+                             hint="use --backend torch")
+
+    def tower(self, bundle: "Bundle", precision: str = "fp32", eager: Any = None, **options: Any) -> CompiledTower:
+        return CompiledTower(package_file(bundle))

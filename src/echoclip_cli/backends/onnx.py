@@ -24,18 +24,20 @@ import hashlib
 import json
 import os
 import platform
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
 
-from .errors import UsageError
+from ..device import cpu_flags, cpu_kind
+from ..errors import UsageError
+from ..weights import weights_home
+from . import measure
+from .base import Backend, Note, Reference, TaskNumbers
 
 if TYPE_CHECKING:
-    from .inference import EchoClip
-    from .weights import Bundle
+    from ..weights import Bundle
 
 EXPORT_VERSION = 2  # 2: per-channel int8 weights (EF Δ 2.20 → 0.27 on the parity checkpoint)
 # How OnnxTower runs a batch; part of the check's and the race's keys, since they measured that.
@@ -83,8 +85,6 @@ def runtime_found() -> bool:
 
 
 def folder(bundle: "Bundle") -> Path:
-    from .weights import weights_home
-
     return weights_home() / "onnx" / f"{bundle.weights_sha256[:16]}-v{EXPORT_VERSION}"
 
 
@@ -101,8 +101,6 @@ _X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 
 def int8_weight_bits(flags: set[str] | None = None, machine: str | None = None) -> int:
     """7 on an x86 CPU whose int8 dot products saturate (no AVX-512 VNNI, AVX-VNNI or AMX), else 8."""
-    from .device import cpu_flags
-
     if (machine or platform.machine()).lower() not in _X86:
         return 8  # ARM's int8 kernels (SDOT/UMMLA, or widening multiplies) do not saturate
     flags = cpu_flags() if flags is None else flags
@@ -121,18 +119,7 @@ def exported(bundle: "Bundle") -> bool:
     return model_file(bundle, "fp32").is_file() and all(model_file(bundle, "int8", b).is_file() for b in INT8_FILES)
 
 
-def cpu_kind() -> str:
-    """A short name for this CPU kind: model name and the instruction sets that int8/fp32 kernels
-    choose between."""
-    from .device import cpu_flags, proc_cpuinfo
-
-    name = next((line.split(":", 1)[1].strip() for line in proc_cpuinfo().splitlines()
-                 if line.startswith("model name")), platform.processor() or platform.machine())
-    isa = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16"})
-    return f"{name} [{' '.join(isa) or 'baseline'}]"
-
-
-def _runtime() -> str:
+def runtime_version() -> str:
     """The ONNX Runtime version, read from its metadata (importing it costs a few hundred ms)."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -144,7 +131,7 @@ def _runtime() -> str:
 
 def _check_file(bundle: "Bundle") -> Path:
     # the int8 file this CPU runs is part of what was checked
-    key = f"{cpu_kind()} {_runtime()} {RUN_SCHEME} {model_file(bundle, 'int8').name}"
+    key = f"{cpu_kind()} {runtime_version()} {RUN_SCHEME} {model_file(bundle, 'int8').name}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return folder(bundle) / f"check-{digest}.json"
 
@@ -172,7 +159,7 @@ def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None
     import shutil
     import warnings
 
-    from .files import staging_dir, umask
+    from ..files import staging_dir, umask
 
     if model_file(bundle, "fp32").is_file() and model_file(bundle, "int8", 8).is_file():
         # exported before the 7-bit tower existed: add it from the fp32 file, nothing else
@@ -252,7 +239,10 @@ class OnnxTower:
     with AVX-512: int8 15.7 vs 14.5 frames/s, fp32 5.6 vs 5.2; docs/BENCHMARKS.md), as for torch:
     ConvNeXt's operations share out poorly across threads."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    name = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None, *, precision: str = "fp32",
+                 bundle: "Bundle | None" = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -264,6 +254,19 @@ class OnnxTower:
         self.threads = max(1, threads or torch.get_num_threads())
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._pool: Any = None
+        self.precision = precision
+        self.bundle = bundle
+
+    @property
+    def numerics(self) -> dict[str, str]:
+        return {"backend": "onnx", "precision": self.precision}
+
+    def refusal(self, task: str) -> str | None:
+        """Why ``task`` may not run on this tower: its check on this CPU failed that task's tolerances."""
+        result = read_check(self.bundle) if self.bundle is not None else None
+        if result is None:
+            return "no check of the ONNX backend on this CPU"
+        return refusal(result, self.precision, task)
 
     def _one(self, frame: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"images": frame})[0]
@@ -289,132 +292,40 @@ class OnnxTower:
 # --------------------------------------------------------------------------- the check
 
 
-def check_clips(model: "EchoClip") -> list[torch.Tensor]:
-    """Model-ready uint8 frames (T,3,S,S) of the check clips: pydicom's echo cine and its mirror image."""
-    from pydicom import examples
+def check(reference: Reference, note: Note = lambda _: None, task_numbers: TaskNumbers | None = None) -> dict[str, Any]:
+    """Measure both ONNX precisions against ``reference``'s torch fp32 tower on this CPU; saved
+    beside the exported files and returned. ``task_numbers`` (from the zero-shot code, for
+    zero-shot weights) gives EF and device scores of frame embeddings, so their changes are measured."""
+    from ..files import atomic_write_text
 
-    from .media import load_clip
-
-    clip = load_clip(examples.get_path("ybr_color"), model.preprocess)
-    return [clip.frames, clip.frames.flip(-1)]
-
-
-def _frame_embeddings(encode: Callable[[torch.Tensor], torch.Tensor], videos: list[torch.Tensor],
-                      model: "EchoClip") -> list[np.ndarray]:
-    from .preprocess import to_model_input
-
-    out = []
-    for frames in videos:
-        images = to_model_input(frames, model.preprocess, device=torch.device("cpu"))
-        out.append(torch.nn.functional.normalize(encode(images).float(), dim=-1).numpy().astype(np.float64))
-    return out
-
-
-def _rate(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, rounds: int = 2) -> float:
-    encode(images)  # warm-up
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        encode(images)
-        best = min(best, time.perf_counter() - start)
-    return len(images) / best
-
-
-NEAR_TIE = 1e-3  # a query whose 5th and 6th neighbours are closer than this has no stable top 5 at all
-
-
-def _neighbours(frames: np.ndarray, k: int = 5) -> list[tuple[frozenset[int], float]]:
-    """Each frame's k nearest other frames, with the cosine gap between the k-th and the next."""
-    similarity = frames @ frames.T
-    np.fill_diagonal(similarity, -np.inf)
-    out = []
-    for row in similarity:
-        order = np.argsort(-row, kind="stable")
-        out.append((frozenset(order[:k].tolist()), float(row[order[k - 1]] - row[order[k]])))
-    return out
-
-
-def _neighbour_changes(frames: np.ndarray, reference: list[tuple[frozenset[int], float]]) -> tuple[float, int]:
-    """(share of queries whose top 5 changed, number of queries compared), over the queries whose
-    reference top 5 is not a near-tie: frames of one cine are near-duplicates, and swapping two
-    neighbours 1e-4 apart is no retrieval change."""
-    stable = [(mine[0], ref[0]) for mine, ref in zip(_neighbours(frames), reference, strict=True) if ref[1] >= NEAR_TIE]
-    return (sum(a != b for a, b in stable) / len(stable) if stable else 0.0), len(stable)
-
-
-def _task_numbers(model: "EchoClip", per_video: list[np.ndarray]) -> dict[str, list[float]]:
-    """EF and device scores of each check video (zero-shot weights only)."""
-    from . import zeroshot
-    from .defaults import DEVICE_TASKS
-    from .prompts import select_tasks
-    from .tasks import prepare
-
-    out: dict[str, list[float]] = {}
-    tasks = select_tasks(["ejection_fraction", *DEVICE_TASKS])
-    for name, task in tasks.items():
-        prepared = prepare(model, task)
-        if task.mode == "regression":
-            assert prepared.prompts is not None and prepared.values is not None
-            out[name] = [zeroshot.regression(f, prepared.prompts, prepared.values).estimate for f in per_video]
-        elif task.mode == "binary":
-            assert prepared.prompts is not None
-            out[name] = [zeroshot.binary_score(f, prepared.prompts) for f in per_video]
-    return out
-
-
-def check(model: "EchoClip", note: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Measure both ONNX precisions against ``model``'s torch fp32 tower on this CPU; saved beside
-    the exported files and returned. ``model`` must be the torch backend in fp32."""
-    from .files import atomic_write_text
-
-    bundle = model.bundle
+    bundle, preprocess = reference.bundle, reference.preprocess
     note(f"checking the ONNX backend of {bundle.name} against torch fp32 on this CPU (once)…")
-    clips = check_clips(model)
-    reference = _frame_embeddings(model.encode_image, clips, model)
-    zero_shot = bundle.tokenizer_kind != "template"
-    ref_tasks = _task_numbers(model, reference) if zero_shot else {}
-    ref_neighbours = _neighbours(np.concatenate(reference))
-    size = int(model.preprocess.image_size)
-    from .preprocess import to_model_input
-
-    batch = to_model_input(torch.cat(clips)[:16], model.preprocess, device=torch.device("cpu"))
-    assert batch.shape[-1] == size
-    result: dict[str, Any] = {"cpu": cpu_kind(), "runtime": _runtime(), "weights": bundle.name, "weights_sha256": bundle.weights_sha256,
+    clips = measure.check_clips(preprocess)
+    frames_ref = measure.frame_embeddings(reference.encode_image, clips, preprocess)
+    tasks_ref = task_numbers(frames_ref) if task_numbers else {}
+    neighbours_ref = measure.neighbours(np.concatenate(frames_ref))
+    batch = measure.check_batch(clips, preprocess)
+    result: dict[str, Any] = {"cpu": cpu_kind(), "runtime": runtime_version(), "weights": bundle.name,
+                              "weights_sha256": bundle.weights_sha256,
                               "clips": "pydicom examples ybr_color and its mirror, frames as the bundle samples",
                               "int8_weight_bits": int8_weight_bits(),
-                              "frames_per_s": {"torch-fp32": round(_rate(model.encode_image, batch), 3)},
+                              "frames_per_s": {"torch-fp32": round(measure.rate(reference.encode_image, batch), 3)},
                               "precisions": {}}
     for precision in ONNX_PRECISIONS:
         tower = OnnxTower(model_file(bundle, precision))
-        frames = _frame_embeddings(tower, clips, model)
-        frame_cos = min(float(np.min(np.sum(a * b, axis=1))) for a, b in zip(frames, reference, strict=True))
-        video_cos = []
-        for a, b in zip(frames, reference, strict=True):
-            va, vb = a.mean(axis=0), b.mean(axis=0)
-            video_cos.append(float(va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb))))
-        changed, compared = _neighbour_changes(np.concatenate(frames), ref_neighbours)
-        numbers: dict[str, Any] = {"frame_cosine_min": frame_cos, "video_cosine_min": min(video_cos),
+        frames = measure.frame_embeddings(tower, clips, preprocess)
+        changed, compared = measure.neighbour_changes(np.concatenate(frames), neighbours_ref)
+        numbers: dict[str, Any] = {"frame_cosine_min": measure.min_frame_cosine(frames, frames_ref),
+                                   "video_cosine_min": measure.min_video_cosine(frames, frames_ref),
                                    "neighbour_changes": changed, "neighbour_queries": compared}
-        if zero_shot:
-            tasks = _task_numbers(model_with(model, tower, precision), frames)
-            deltas = {name: max(abs(x - y) for x, y in zip(tasks[name], ref_tasks[name], strict=True)) for name in tasks}
-            numbers["ef_delta"] = deltas.pop("ejection_fraction", None)
-            numbers["score_delta_max"] = max(deltas.values()) if deltas else None
-            numbers["score_deltas"] = deltas
-        result["frames_per_s"][f"onnx-{precision}"] = round(_rate(tower, batch), 3)
+        if task_numbers:
+            numbers.update(measure.task_deltas(task_numbers(frames), tasks_ref))
+        result["frames_per_s"][f"onnx-{precision}"] = round(measure.rate(tower, batch), 3)
         result["precisions"][precision] = numbers
-    path = _check_file(bundle)
-    atomic_write_text(path, json.dumps(result, indent=1))
+    atomic_write_text(_check_file(bundle), json.dumps(result, indent=1))
     for line in summary(result).splitlines():
         note(line)
     return result
-
-
-def model_with(model: "EchoClip", tower: OnnxTower, precision: str) -> "EchoClip":
-    """``model`` with its image tower replaced by ``tower`` (text tower unchanged)."""
-    import dataclasses
-
-    return dataclasses.replace(model, backend="onnx", onnx_precision=precision, _tower=tower)
 
 
 def summary(result: Mapping[str, Any]) -> str:
@@ -452,3 +363,30 @@ def refusal(result: Mapping[str, Any], precision: str, task: str) -> str | None:
             return (f"ONNX {precision} failed the {task} tolerance on this CPU: {_MEASURED[limit]} = {value:.4g} "
                     f"({'≥' if limit.startswith('min') else '≤'} {bound} needed)")
     return None
+
+
+class OnnxBackend(Backend):
+    name: ClassVar[str] = "onnx"
+    precisions: ClassVar[tuple[str, ...]] = ONNX_PRECISIONS
+
+    def missing(self) -> str | None:
+        return missing()
+
+    def built(self, bundle: "Bundle") -> Path | None:
+        fp32 = model_file(bundle, "fp32")
+        return fp32 if read_check(bundle) is not None and fp32.is_file() and runtime_found() else None
+
+    def gain(self, bundle: "Bundle") -> float | None:
+        found = read_check(bundle)  # timed against eager when it was checked
+        return found["frames_per_s"].get("onnx-fp32", 0) / found["frames_per_s"]["torch-fp32"] if found else None
+
+    def ensure(self, bundle: "Bundle", reference: Callable[[], Reference], note: Note,
+               task_numbers: Callable[[Reference], TaskNumbers | None]) -> None:
+        if exported(bundle) and read_check(bundle) is not None:
+            return
+        model = reference()
+        export(bundle, model.visual, note)
+        check(model, note, task_numbers(model))
+
+    def tower(self, bundle: "Bundle", precision: str = "fp32", eager: Any = None, **options: Any) -> OnnxTower:
+        return OnnxTower(model_file(bundle, precision), precision=precision, bundle=bundle)

@@ -1,0 +1,123 @@
+"""Optimising the image tower for this CPU, as a use case: build and check every fast CPU path,
+then race them against eager torch, so ``--backend auto`` runs the fastest exact one.
+
+    >>> import echoclip_cli
+    >>> report = echoclip_cli.optimise("echo-clip", note=print)   # about a minute per path, once
+    >>> report.chosen                                              # ('compiled', None), say
+
+The backends build and measure themselves (:mod:`echoclip_cli.backends`); what they cannot know
+without a use case, the EF and device-score changes a backend causes, comes in from the
+zero-shot code (:func:`echoclip_cli.tasks.task_numbers`) as a callback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .backends import registry
+from .backends.base import Note, quiet
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .inference import EchoClip
+    from .weights import Bundle
+
+
+@dataclass(frozen=True)
+class OptimiseReport:
+    """What :func:`optimise` did: each path's outcome and the path ``--backend auto`` now runs."""
+
+    chosen: tuple[str, str | None]
+    failed: dict[str, str] = field(default_factory=dict)  # backend -> why it could not be built
+    skipped: dict[str, str] = field(default_factory=dict)  # backend -> why it was not tried
+
+
+def _task_numbers(model: "EchoClip") -> Any:
+    from .tasks import task_numbers
+
+    return task_numbers(model)
+
+
+def ensure(bundle: "Bundle", backend: str, note: Note = quiet, reference: "EchoClip | None" = None) -> None:
+    """Build and check ``backend`` for ``bundle`` on this CPU unless that is done already."""
+    from .inference import reference as make_reference
+
+    model = reference or make_reference(bundle)
+    registry.get(backend).ensure(bundle, lambda: model, note, _task_numbers)
+
+
+def auto_build(bundle: "Bundle", inputs: int, note: Note = quiet) -> bool:
+    """``--backend auto`` on a large run with nothing built: build the compiled tower first (once
+    per CPU; success, failure and "not faster" are remembered). True when the run should use it."""
+    from .backends import compiled
+
+    note(f"{inputs} inputs: building the compiled image tower for this CPU first (once; --backend torch skips this)")
+    try:
+        ensure(bundle, "compiled", note)
+    except UsageError as exc:
+        note(f"{exc.message}; running eager")
+        return False
+    return compiled.usable(bundle)
+
+
+def optimise(weights: "str | Bundle", *, onnx: bool = True, force: bool = False, note: Note = quiet) -> OptimiseReport:
+    """Build, check and race the fast CPU paths of ``weights`` on this CPU (what ``echoclip weights
+    optimise`` does). Paths already built and checked here are kept, their numbers said again,
+    unless ``force``; nothing is built when nothing is to be built or checked."""
+    from . import weights as w
+    from .backends import compiled, race
+    from .backends import onnx as onnx_backend
+    from .inference import reference
+
+    bundle = weights if isinstance(weights, w.Bundle) else w.resolve(weights, auto_pull=False)
+    w.ensure_verified(bundle)
+    model = reference(bundle)  # built only if something is to be built, checked or raced
+    failed, skipped = {}, {}
+    try:
+        _compiled(bundle, model, note, compiled, force)
+    except UsageError as exc:
+        failed["compiled"] = exc.message  # said by the caller, as a warning
+    if onnx and registry.get("onnx").missing() is not None:
+        skipped["onnx"] = f"ONNX backend not checked: {registry.CPU_FAST_HINT}"
+        note(skipped["onnx"])
+    elif onnx:
+        _onnx(bundle, model, note, onnx_backend, force)
+    raced = None if force else race.read_race(bundle)
+    if raced is not None:
+        note(f"already timed against each other on this CPU: {race.race_summary(raced)}")
+    else:
+        race.race(bundle, model, note)
+    chosen = race.fastest_built(bundle)
+    note(f"--backend auto on this CPU now runs: {chosen[0]}" + (f" {chosen[1]}" if chosen[1] else ""))
+    return OptimiseReport(chosen=chosen, failed=failed, skipped=skipped)
+
+
+def _compiled(bundle: "Bundle", model: "EchoClip", note: Note, compiled: Any, force: bool) -> None:
+    found = None if force else compiled.read_check(bundle)
+    if found is not None and compiled.package_file(bundle).is_file():
+        note(f"already built on this CPU (--force to redo): {compiled.summary(found)}")
+        return
+    compiled.build(model, note)
+
+
+def _onnx(bundle: "Bundle", model: "EchoClip", note: Note, onnx: Any, force: bool) -> None:
+    checked = None if force else onnx.read_check(bundle)
+    if checked is not None and onnx.exported(bundle):
+        note("already checked on this CPU (--force to redo):")
+        for line in onnx.summary(checked).splitlines():  # one message per line
+            note(line)
+        return
+    onnx.export(bundle, model.visual, note)
+    onnx.check(model, note, _task_numbers(model))
+
+
+def cpu_path(bundle: "Bundle") -> tuple[tuple[str, str | None], dict[str, float]]:
+    """What ``--backend auto`` runs for ``bundle`` on this CPU, and each built path's speed against
+    eager torch as auto compared them (never builds anything): what ``echoclip info`` shows."""
+    from .backends import race
+
+    return race.fastest_built(bundle), race.relative_speeds(bundle)
+
+
+__all__ = ["OptimiseReport", "auto_build", "cpu_path", "ensure", "optimise"]
