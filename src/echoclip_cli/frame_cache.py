@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .files import recognise
+from .identity import recognise
 from .preprocess_config import PreprocessConfig
 from .records import VideoEmbedding
 from .store import Part, StoreError, StoreWriter, read_part

@@ -37,6 +37,7 @@ import numpy as np
 
 from .errors import EchoclipError, UsageError
 from .files import atomic_write, atomic_write_text
+from .identity import recognise
 from .preprocess_config import PreprocessConfig
 from .records import VideoEmbedding
 
@@ -364,12 +365,10 @@ class StoreWriter:
         stored are known by path, size and modification time, without reading them; any other file
         is hashed (a few threads; hashing costs far less than embedding) and skipped when its
         content is stored already, e.g. the same study exported again."""
-        from . import files as F
-
         stats, contents = self.resume_index()
         if not contents:
             return list(files)
-        known = F.recognise(files, stats, contents)
+        known = recognise(files, stats, contents)
         return [f for f in files if f not in known]
 
     def add(self, result: VideoEmbedding) -> None:
