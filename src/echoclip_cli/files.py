@@ -1,6 +1,7 @@
-"""File plumbing every stage shares: content hashes, stat keys (identity without reading), atomic
-writes with the usual permissions, and the DICOM sniff. It imports nothing of the package: every
-other module may import it (how inputs are recognised by these keys: :mod:`echoclip_cli.identity`).
+"""File plumbing every stage shares: the echoclip home, content hashes, stat keys (identity
+without reading), atomic writes with the usual permissions, and the DICOM sniff. It imports
+nothing of the package, so every module may import it (how stores recognise an input by these
+keys: :mod:`echoclip_cli.identity`).
 
 Atomic writes go to a temporary file in the target's folder and are renamed into place, so a
 reader (or a run killed at any moment) never sees half a file. ``mkstemp``/``mkdtemp`` create
@@ -19,6 +20,16 @@ from typing import Callable
 
 HASH_CHUNK = 8 << 20  # bytes read per step while hashing: large enough for disk throughput
 DICOM_MAGIC_AT = 128  # the DICOM preamble: 128 bytes, then "DICM"
+HOME_ENV = "ECHOCLIP_HOME"
+
+
+def home() -> Path:
+    """The echoclip home: installed weights, the frame and text caches, the patient-key salt.
+    ``$ECHOCLIP_HOME``, else ``$XDG_CACHE_HOME/echoclip``, else ``~/.cache/echoclip``."""
+    if env := os.environ.get(HOME_ENV):
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "echoclip"
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

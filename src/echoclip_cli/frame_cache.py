@@ -1,4 +1,4 @@
-"""Embed once, answer many: a bounded cache of per-frame embeddings in the weights home.
+"""Embed once, answer many: a bounded cache of per-frame embeddings in the echoclip home.
 
 ``predict-ef`` then ``detect-devices`` (then ``zero-shot``, ``report``) on the same files used to
 embed them three times — tens of seconds per cine on a CPU. Frame embeddings are kept in
@@ -29,6 +29,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .files import home
 from .identity import recognise
 from .preprocess_config import PreprocessConfig
 from .records import VideoEmbedding
@@ -39,9 +40,7 @@ CAP_ENV = "ECHOCLIP_CACHE_MB"
 
 
 def cache_root() -> Path:
-    from .weights import weights_home
-
-    return weights_home() / "cache" / "frames"
+    return home() / "cache" / "frames"
 
 
 def cap_bytes() -> int:
