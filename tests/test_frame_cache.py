@@ -95,3 +95,33 @@ def test_a_fully_cached_run_never_loads_the_network_and_quiet_hides_the_note(tin
     assert "loading weights tiny (frames" not in second.stderr and "from the embedding cache" in second.stderr
     quiet = run_cli("predict-ef", *clips, "-w", "tiny", "-f", "jsonl", "-q")
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_a_part_with_flipped_bytes_is_not_served(tiny_bundle, clips, monkeypatch):
+    """Bytes changed inside the frame embeddings (size, header and rows intact) fail the part's
+    checksum: the part is deleted and its clips are embedded again, never served."""
+    from tests.test_store import flip_tensor_bytes
+
+    first, _ = _ef(*clips)
+    (part,) = _parts()
+    flip_tensor_bytes(part, "frame_embeddings")
+    import echoclip_cli.pipeline
+
+    embedded = []
+    real = echoclip_cli.pipeline.embed_frames
+    monkeypatch.setattr(echoclip_cli.pipeline, "embed_frames", lambda *a, **k: embedded.append(1) or real(*a, **k))
+    second, run = _ef(*clips)
+    assert second == first and "from the embedding cache" not in run.stderr and embedded
+    assert not part.exists() and len(_parts()) == 1  # the damaged part deleted, the clips cached again
+    _, third = _ef(*clips)
+    assert "2 of 2 clips from the embedding cache" in third.stderr
+
+
+def test_cache_info_counts_only_sound_parts(tiny_bundle, clips):
+    from tests.test_store import flip_tensor_bytes
+
+    _ef(clips[0])
+    _ef(clips[1])
+    flip_tensor_bytes(_parts()[0], "embeddings")
+    info = run_cli("cache", "info", "-f", "jsonl")
+    assert info.exit_code == 0 and json.loads(info.stdout)["clips"] == 1

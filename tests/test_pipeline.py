@@ -124,13 +124,13 @@ def test_store_resume_skips_done_inputs(tiny_bundle, videos, tmp_path):
 
 
 def test_resume_knows_unchanged_files_without_reading_them(tiny_bundle, videos, tmp_path, monkeypatch):
-    import echoclip_cli.files
+    import echoclip_cli.identity
 
     store = tmp_path / "store"
     assert run_cli("embed", *videos[:2], "-w", "tiny", "--out", store).exit_code == 0
     hashed = []
-    real_key = echoclip_cli.files.input_key
-    monkeypatch.setattr(echoclip_cli.files, "input_key", lambda path: hashed.append(path) or real_key(path))
+    real_key = echoclip_cli.identity.input_key
+    monkeypatch.setattr(echoclip_cli.identity, "input_key", lambda path: hashed.append(path) or real_key(path))
     again = run_cli("embed", *videos, "-w", "tiny", "--out", store, "-f", "jsonl")
     assert again.exit_code == 0 and "2 inputs already in" in again.stderr
     assert hashed == [videos[2]]  # only the new file was read to decide

@@ -169,3 +169,89 @@ def test_a_damaged_part_is_named_skipped_and_repaired(tmp_path):
     second.write_bytes(bytes(data))  # damaged again, then merged: refused, naming the part
     with pytest.raises(StoreError, match="cannot merge"):
         merge_stores(tmp_path / "all", [tmp_path / "s"])
+
+
+def flip_tensor_bytes(part, name: str) -> None:
+    """Flip bytes in the middle of tensor ``name`` of a safetensors file; its size stays the same."""
+    import json
+
+    data = bytearray(part.read_bytes())
+    header_len = int.from_bytes(data[:8], "little")
+    start, end = json.loads(data[8:8 + header_len])[name]["data_offsets"]
+    middle = 8 + header_len + (start + end) // 2
+    data[middle:middle + 8] = bytes(b ^ 0x5A for b in data[middle:middle + 8])
+    part.write_bytes(bytes(data))
+
+
+def test_resume_over_a_damaged_part_refills_its_inputs(tmp_path):
+    """A damaged part's inputs are not done: a resumed run embeds them again, before or without
+    `store repair`, and readers then hold every input once."""
+    with writer(tmp_path / "s", keep_frames=True, flush_every=2) as w:
+        for i in range(4):
+            w.add(result(i))
+    first, second = sorted((tmp_path / "s").glob("part-*.safetensors"))
+    flip_tensor_bytes(second, "frame_embeddings")
+    with writer(tmp_path / "s", keep_frames=True) as w:
+        assert w.done_keys() == {"sha0", "sha1"}
+        for i in range(4):
+            w.add(result(i))  # the resumed run: only the damaged part's videos are added
+    store = read_store(tmp_path / "s", frames=True)
+    assert sorted(r["source"] for r in store.rows) == [f"v{i}.dcm" for i in range(4)]
+    assert len(store.damaged) == 1 and second.name in store.damaged[0]
+    np.testing.assert_allclose(store.frame_embeddings[3], result(3).frame_embeddings)
+    assert len(list((tmp_path / "s").glob("part-*.safetensors"))) == 3
+
+
+def test_one_reader_verifies_every_part_once_per_process(tmp_path, monkeypatch):
+    from echoclip_cli import store as S
+
+    with writer(tmp_path / "s", keep_frames=True) as w:
+        w.add(result(0))
+    (part,) = (tmp_path / "s").glob("part-*.safetensors")
+    hashed = []
+    real = S.part_checksum
+    monkeypatch.setattr(S, "part_checksum", lambda *a: hashed.append(1) or real(*a))
+    assert len(S.read_part(part, rows_only=True)) == 1 and len(hashed) == 1
+    assert S.read_part(part, rows_only=True).has_frames and len(hashed) == 1  # unchanged: trusted
+    whole = S.read_part(part, frames=True)  # tensors are verified as read, every time
+    assert len(hashed) == 2 and whole.frames[0].shape == (3, 8) and whole.vectors.shape == (1, 8)
+    flip_tensor_bytes(part, "embeddings")
+    for how in ({"rows_only": True}, {"frames": True}, {}):
+        with pytest.raises(StoreError, match="checksum"):
+            S.read_part(part, **how)
+    assert S.read_part(part, rows_only=True, verify=False).rows[0]["source"] == "v0.dcm"  # an index, unchecked
+    with pytest.raises(ValueError):
+        S.read_part(part, verify=False)
+
+
+def test_checksum_is_over_the_tensor_bytes(tmp_path):
+    """The checksum of parts already written does not change with how it is computed."""
+    import hashlib
+    import json
+
+    from echoclip_cli.store import part_checksum
+
+    tensors = {"embeddings": np.arange(16, dtype=np.float32).reshape(2, 8), "frame_counts": np.array([1, 1])}
+    rows_json = json.dumps([{"source": "a"}, {"source": "b"}])
+    digest = hashlib.sha256(rows_json.encode())
+    for name in sorted(tensors):
+        digest.update(f"{name}|{tensors[name].shape}|{tensors[name].dtype.str}|".encode() + tensors[name].tobytes())
+    assert part_checksum(tensors, rows_json) == digest.hexdigest()
+
+
+def test_frame_counts_that_do_not_add_up_are_damage(tmp_path):
+    """A part written before checksums is still checked for shapes that do not fit together."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    from echoclip_cli.store import check_parts
+
+    with writer(tmp_path / "s") as w:
+        w.add(result(0))
+    tensors = {"embeddings": np.zeros((1, 8), np.float32), "frame_embeddings": np.zeros((3, 8), np.float32),
+               "frame_counts": np.array([2])}
+    old = tmp_path / "s" / "part-000009-old.safetensors"
+    save_file(tensors, str(old), metadata={"rows": json.dumps([{"source": "x"}])})  # no "sha256"
+    ((_, sound), (_, problem)) = check_parts(tmp_path / "s")
+    assert sound is None and "frame counts" in problem

@@ -1,5 +1,7 @@
-"""File plumbing every stage shares: content hashes, identity without reading, atomic writes with
-the usual permissions, and the DICOM sniff.
+"""File plumbing every stage shares: the echoclip home, content hashes, stat keys (identity
+without reading), atomic writes with the usual permissions, and the DICOM sniff. It imports
+nothing of the package, so every module may import it (how stores recognise an input by these
+keys: :mod:`echoclip_cli.identity`).
 
 Atomic writes go to a temporary file in the target's folder and are renamed into place, so a
 reader (or a run killed at any moment) never sees half a file. ``mkstemp``/``mkdtemp`` create
@@ -14,10 +16,20 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Container, Sequence
+from typing import Callable
 
 HASH_CHUNK = 8 << 20  # bytes read per step while hashing: large enough for disk throughput
 DICOM_MAGIC_AT = 128  # the DICOM preamble: 128 bytes, then "DICM"
+HOME_ENV = "ECHOCLIP_HOME"
+
+
+def home() -> Path:
+    """The echoclip home: installed weights, the frame and text caches, the patient-key salt.
+    ``$ECHOCLIP_HOME``, else ``$XDG_CACHE_HOME/echoclip``, else ``~/.cache/echoclip``."""
+    if env := os.environ.get(HOME_ENV):
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "echoclip"
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -36,52 +48,6 @@ def stat_key(path: str | os.PathLike[str]) -> str:
     st = os.stat(path)
     text = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}"
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-
-
-def input_key(path: str | os.PathLike[str]) -> str:
-    """Identity of an input for resuming: the sha256 of its content (of the original, for our
-    preprocessed files, whose metadata records it)."""
-    from .media.store_file import is_store_file, recorded_source_sha256
-
-    path = Path(path)
-    if path.suffix == ".safetensors" and is_store_file(path):
-        recorded = recorded_source_sha256(path)
-        if recorded:
-            return recorded
-    return sha256_file(path)  # anything else, ours without a recorded original included
-
-
-def recognise(files: Sequence[Path], stat_keys: Container[str], contents: Container[str]) -> dict[Path, str]:
-    """The files a store (or cache) already holds, each with the key that matched: its stat key
-    when the file is unchanged (nothing read), else its content sha256 (hashed on a few threads:
-    hashing costs far less than embedding). Files gone or unreadable are left out: the pipeline
-    reports them."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    found: dict[Path, str] = {}
-    changed = []
-    for path in files:
-        try:
-            key = stat_key(path)
-        except OSError:
-            continue
-        if key in stat_keys:
-            found[path] = key
-        else:
-            changed.append(path)
-
-    def content(path: Path) -> str | None:
-        try:
-            return input_key(path)
-        except OSError:
-            return None
-
-    if changed:
-        with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-            for path, key in zip(changed, pool.map(content, changed), strict=True):
-                if key is not None and key in contents:
-                    found[path] = key
-    return found
 
 
 @functools.lru_cache(maxsize=1)

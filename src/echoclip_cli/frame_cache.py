@@ -1,4 +1,4 @@
-"""Embed once, answer many: a bounded cache of per-frame embeddings in the weights home.
+"""Embed once, answer many: a bounded cache of per-frame embeddings in the echoclip home.
 
 ``predict-ef`` then ``detect-devices`` (then ``zero-shot``, ``report``) on the same files used to
 embed them three times — tens of seconds per cine on a CPU. Frame embeddings are kept in
@@ -10,12 +10,15 @@ resumed ``embed --out``.
 
 Bounded: after each run whole parts are evicted, least recently used first (a part's mtime is
 touched when it serves a hit), until the cache is under its cap (``ECHOCLIP_CACHE_MB``, default
-2048 MB ≈ 50,000 clips of 20 frames). A part that cannot be read is deleted and its clips are
-embedded again — a damaged cache costs time, never a wrong vector or a failed run.
+2048 MB ≈ 50,000 clips of 20 frames). A part that cannot be read, or whose checksum does not
+match its bytes, is deleted and its clips are embedded again — a damaged cache costs time, never
+a wrong vector or a failed run. The index of what is cached comes from the parts' rows alone
+(hashing a full cache would cost each command seconds); a part is verified when it serves a hit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,18 +29,18 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .files import recognise
+from .files import home
+from .identity import recognise
 from .preprocess_config import PreprocessConfig
 from .records import VideoEmbedding
+from .store import Part, StoreError, StoreWriter, read_part
 
 DEFAULT_CAP_MB = 2048
 CAP_ENV = "ECHOCLIP_CACHE_MB"
 
 
 def cache_root() -> Path:
-    from .weights import weights_home
-
-    return weights_home() / "cache" / "frames"
+    return home() / "cache" / "frames"
 
 
 def cap_bytes() -> int:
@@ -69,18 +72,9 @@ class FrameCache:
         self._index: dict[str, _Hit] | None = None
 
     def _rows(self) -> Iterator[tuple[Path, int, dict[str, Any]]]:
-        from safetensors import safe_open
-
         for part in sorted(self.path.glob("part-*.safetensors")):
-            try:
-                with safe_open(str(part), framework="np") as fh:
-                    rows = json.loads(fh.metadata()["rows"])
-                    if "frame_embeddings" not in fh.keys():
-                        raise ValueError("no frame embeddings")
-            except Exception:  # damaged (safetensors raises its own types): embed those clips again
-                part.unlink(missing_ok=True)
-                continue
-            for i, row in enumerate(rows):
+            stored = _read_or_drop(part, rows_only=True, verify=False)  # verified when it serves a hit
+            for i, row in enumerate(stored.rows if stored else ()):
                 yield part, i, row
 
     def _load_index(self) -> dict[str, _Hit]:
@@ -102,34 +96,39 @@ class FrameCache:
 
     def read(self, hits: dict[Path, _Hit]) -> dict[Path, VideoEmbedding]:
         """Load the hit clips (only the parts holding them), marking those parts recently used."""
-        from safetensors import safe_open
-
         by_part: dict[Path, list[tuple[Path, int]]] = {}
         for path, hit in hits.items():
             by_part.setdefault(hit.part, []).append((path, hit.row))
         out: dict[Path, VideoEmbedding] = {}
         for part, wanted in by_part.items():
-            try:
-                with safe_open(str(part), framework="np") as fh:
-                    rows = json.loads(fh.metadata()["rows"])
-                    counts = fh.get_tensor("frame_counts")
-                    frames = np.split(fh.get_tensor("frame_embeddings"), np.cumsum(counts)[:-1])
-                os.utime(part)
-            except Exception:  # damaged since it was indexed: these clips are embedded again
-                part.unlink(missing_ok=True)
+            stored = _read_or_drop(part, frames=True)
+            if stored is None:  # damaged (its checksum fails, or it went since indexed): embedded again
                 continue
+            with contextlib.suppress(OSError):  # evicted meanwhile by another run: still served
+                os.utime(part)
             for path, i in wanted:
-                meta = {**rows[i], "source": str(path), "cache": "hit"}
-                per_frame = frames[i].astype(np.float32)
+                meta = {**stored.rows[i], "source": str(path), "cache": "hit"}
+                per_frame = stored.frames[i].astype(np.float32)
                 out[path] = VideoEmbedding(source=str(path), embedding=per_frame.mean(axis=0),
                                            frame_embeddings=per_frame, meta=meta)
         return out
 
-    def writer(self) -> Any:
-        from .store import StoreWriter
-
+    def writer(self) -> StoreWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return StoreWriter(self.path, flush_every=64, **self._writer_args)
+
+
+def _read_or_drop(part: Path, **how: bool) -> Part | None:
+    """A cache part, read by :func:`read_part` ``(part, **how)``; None when it is damaged or keeps
+    no frames (it is then deleted, so its clips are embedded again)."""
+    try:
+        stored = read_part(part, **how)
+    except StoreError:
+        stored = None
+    if stored is None or not stored.has_frames:
+        part.unlink(missing_ok=True)
+        return None
+    return stored
 
 
 def through_cache(cache: FrameCache | None, files: Sequence[Path], embed: Any, clip_types: Sequence[str],
@@ -210,12 +209,9 @@ def info() -> dict[str, Any]:
 
 
 def _row_count(part: Path) -> int:
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(part), framework="np") as fh:
-            return len(json.loads(fh.metadata()["rows"]))
-    except Exception:  # damaged: counted as nothing; the next run that meets it deletes it
+        return len(read_part(part, rows_only=True))
+    except StoreError:  # damaged: counted as nothing; the next run that meets it deletes it
         return 0
 
 

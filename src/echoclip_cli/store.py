@@ -14,6 +14,12 @@ Each part is written to a temporary name and renamed, so a run killed at any mom
 (torchrun ranks, SLURM array tasks: parts have unique names); re-running skips every input
 already stored, so each input ends up exactly once. A store refuses vectors from other weights or
 other preprocessing. ``read_store(path)`` gives vectors and metadata in one call.
+
+Every part records a sha256 over its rows and tensors (parts written before checksums carry
+none), and :func:`read_part` is the one reader of parts: each reader (``read_store``, ``store
+verify``, a resumed writer, the frame cache) gets a part verified or a :class:`StoreError` naming
+it. A damaged part is left out whole: readers go on without its rows, and a resumed run does not
+count its inputs as done, so it embeds them again (``echoclip store repair`` sets the part aside).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 
 from .errors import EchoclipError, UsageError
 from .files import atomic_write, atomic_write_text
+from .identity import recognise
 from .preprocess_config import PreprocessConfig
 from .records import VideoEmbedding
 
@@ -146,34 +153,102 @@ def part_checksum(tensors: dict[str, np.ndarray], rows_json: str) -> str:
     for name in sorted(tensors):
         array = np.ascontiguousarray(tensors[name])
         digest.update(f"{name}|{array.shape}|{array.dtype.str}|".encode())
-        digest.update(array.tobytes())
+        digest.update(array)  # the buffer itself: the bytes of tobytes(), without a copy
     return digest.hexdigest()
 
 
-def _read_part(part: Path, frames: bool) -> tuple[np.ndarray, list[dict[str, Any]], list[np.ndarray] | None]:
-    """A part's vectors, rows and (optionally) per-video frames, its checksum verified; a
-    :class:`StoreError` naming the part when it is damaged."""
+@dataclass(frozen=True)
+class Part:
+    """One part of a store, verified: ``rows[i]`` belongs to ``vectors[i]`` (and ``frames[i]``)."""
+
+    path: Path
+    rows: list[dict[str, Any]]
+    has_frames: bool  # whether the part keeps per-frame embeddings (known to a rows-only read too)
+    vectors: np.ndarray | None = None  # (n,E) float32; None for a rows-only read
+    frames: list[np.ndarray] | None = None  # per row (T,E), when asked for and kept
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+# Parts verified by this process, by path → (inode, size, mtime ns) when verified: a rows-only
+# read of a part unchanged since then trusts that check instead of hashing its tensors again.
+_verified: dict[Path, tuple[int, int, int]] = {}
+
+
+def read_part(part: Path, *, frames: bool = False, rows_only: bool = False, verify: bool = True) -> Part:
+    """A store part's rows and vectors (and per-video frames when ``frames``), its checksum
+    verified; a :class:`StoreError` naming the part when it is damaged.
+
+    ``rows_only``: the rows without the tensors, still verified — which reads and hashes the
+    tensors, unless this process verified the unchanged file before (same inode, size and mtime).
+    ``verify=False`` (rows only): the rows as recorded, unchecked, for an index that reads the part
+    again, verified, before it hands out anything from it (the frame cache). Tensors are never
+    handed out unverified."""
+    if not (verify or rows_only):
+        raise ValueError("read_part hands out tensors only verified: verify=False needs rows_only=True")
+    stamp = _stamp(part) if verify else None
+    if rows_only and (not verify or (stamp is not None and _verified.get(part) == stamp)):
+        metadata, _, names = _open_part(part, tensors=False)
+        return Part(part, _parse_rows(part, metadata), "frame_embeddings" in names)
+    metadata, tensors, names = _open_part(part, tensors=True)
+    rows = _parse_rows(part, metadata)
+    _verify(part, metadata, rows, tensors)
+    if stamp is not None:
+        _verified[part] = stamp
+    if rows_only:
+        return Part(part, rows, "frame_embeddings" in names)
+    per_video = None
+    if frames and "frame_embeddings" in tensors:
+        per_video = np.split(tensors["frame_embeddings"], np.cumsum(tensors["frame_counts"])[:-1])
+    return Part(part, rows, "frame_embeddings" in names, tensors["embeddings"], per_video)
+
+
+def _stamp(part: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime ns) of a part; None when it cannot be stat'ed (opening it then fails)."""
+    try:
+        st = os.stat(part)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _open_part(part: Path, *, tensors: bool) -> tuple[dict[str, str], dict[str, np.ndarray], set[str]]:
+    """A part's metadata, its tensors (when ``tensors``) and its tensor names, unverified."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(part), framework="np") as fh:
             metadata = fh.metadata() or {}
-            rows_json = metadata["rows"]
-            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
-        rows = json.loads(rows_json)
+            names = set(fh.keys())
+            loaded = {name: fh.get_tensor(name) for name in names} if tensors else {}
     except Exception as exc:  # safetensors raises its own types for damaged files
         raise StoreError(f"{part}: damaged store part ({type(exc).__name__})") from None
+    return metadata, loaded, names
+
+
+def _parse_rows(part: Path, metadata: dict[str, str]) -> list[dict[str, Any]]:
+    try:
+        rows = json.loads(metadata["rows"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{part}: damaged store part ({type(exc).__name__})") from None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise StoreError(f"{part}: damaged store part (its rows are not a list of records)")
+    return rows
+
+
+def _verify(part: Path, metadata: dict[str, str], rows: list[dict[str, Any]], tensors: dict[str, np.ndarray]) -> None:
+    """A :class:`StoreError` unless the part's checksum (when it records one) and shapes agree."""
     recorded = metadata.get("sha256")  # parts written before checksums carry none
-    if recorded is not None and recorded != part_checksum(tensors, rows_json):
+    if recorded is not None and recorded != part_checksum(tensors, metadata["rows"]):
         raise StoreError(f"{part}: damaged store part (its checksum does not match its content)")
     vectors = tensors.get("embeddings")
     if vectors is None or len(rows) != len(vectors):
         raise StoreError(f"{part}: {len(rows)} rows but {0 if vectors is None else len(vectors)} vectors")
-    per_video = None
-    if frames and "frame_embeddings" in tensors:
-        ends = np.cumsum(tensors["frame_counts"])
-        per_video = np.split(tensors["frame_embeddings"], ends[:-1])
-    return vectors, rows, per_video
+    if "frame_embeddings" in tensors:
+        counts = tensors.get("frame_counts")
+        if counts is None or len(counts) != len(rows) or int(counts.sum()) != len(tensors["frame_embeddings"]):
+            raise StoreError(f"{part}: damaged store part (its frame counts do not match its frame embeddings)")
 
 
 def check_parts(path: str | os.PathLike[str]) -> list[tuple[Path, str | None]]:
@@ -181,7 +256,7 @@ def check_parts(path: str | os.PathLike[str]) -> list[tuple[Path, str | None]]:
     out = []
     for part in _parts(Path(path)):
         try:
-            _read_part(part, frames=True)
+            read_part(part, frames=True)
             out.append((part, None))
         except StoreError as exc:
             out.append((part, exc.message))
@@ -207,20 +282,20 @@ def read_store(path: str | os.PathLike[str], *, frames: bool = False) -> Store:
     damaged: list[str] = []
     for part in _parts(path):
         try:
-            part_vectors, part_rows, part_frames = _read_part(part, frames)
+            stored = read_part(part, frames=frames)
         except StoreError as exc:  # one damaged part costs its own rows, named, not every reader
             damaged.append(exc.message)
             continue
-        has_frames = has_frames and part_frames is not None
-        for i, row in enumerate(part_rows):
+        has_frames = has_frames and stored.frames is not None
+        for i, row in enumerate(stored.rows):
             key = row.get("source_sha256") or row["source"]
             if key in seen:
                 continue
             seen.add(key)
             rows.append(row)
-            vectors.append(part_vectors[i])
-            if part_frames is not None:
-                per_video.append(part_frames[i])
+            vectors.append(stored.vectors[i])
+            if stored.frames is not None:
+                per_video.append(stored.frames[i])
     dim = int(header["embed_dim"])
     matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
     return Store(path, header, matrix, rows, per_video if frames and has_frames else None, damaged)
@@ -261,14 +336,13 @@ class StoreWriter:
         self._contents: set[str] | None = None  # sha256 of what is stored or pending, loaded on first add
 
     def _stored_rows(self) -> list[dict[str, Any]]:
-        from safetensors import safe_open
-
+        """The rows of every sound part. A damaged part's inputs are not done: a resumed run
+        embeds them again (``echoclip store repair`` sets the part aside, as readers skip it)."""
         rows: list[dict[str, Any]] = []
         for part in _parts(self.path):
             try:
-                with safe_open(str(part), framework="np") as fh:
-                    rows.extend(json.loads(fh.metadata()["rows"]))
-            except Exception:  # unreadable (safetensors raises its own types): its videos are embedded again
+                rows.extend(read_part(part, rows_only=True).rows)
+            except StoreError:
                 continue
         return rows
 
@@ -291,12 +365,10 @@ class StoreWriter:
         stored are known by path, size and modification time, without reading them; any other file
         is hashed (a few threads; hashing costs far less than embedding) and skipped when its
         content is stored already, e.g. the same study exported again."""
-        from . import files as F
-
         stats, contents = self.resume_index()
         if not contents:
             return list(files)
-        known = F.recognise(files, stats, contents)
+        known = recognise(files, stats, contents)
         return [f for f in files if f not in known]
 
     def add(self, result: VideoEmbedding) -> None:
@@ -386,4 +458,5 @@ def merge_stores(out: str | os.PathLike[str], stores: Sequence[str | os.PathLike
     return read_store(out)
 
 
-__all__ = ["Store", "StoreError", "StoreWriter", "check_parts", "merge_stores", "read_store", "set_aside"]
+__all__ = ["Part", "Store", "StoreError", "StoreWriter", "check_parts", "merge_stores", "read_part", "read_store",
+           "set_aside"]

@@ -32,6 +32,7 @@ import torch
 from . import preprocess_config
 from .defaults import DEFAULT_WEIGHTS
 from .files import atomic_write, sha256_file, staging_dir
+from .files import home as weights_home  # where bundles are installed: the echoclip home
 from .tokenizer import TEMPLATE_VOCAB_FILE
 from .errors import ChecksumError, ConfigError, NetworkError, StateDictError, UsageError, WeightsError, WeightsNotFoundError
 from .preprocess_config import PreprocessConfig
@@ -88,14 +89,6 @@ REGISTRY: dict[str, KnownWeights] = {
         ),
     )
 }
-
-
-def weights_home() -> Path:
-    """Where bundles are installed: ``$ECHOCLIP_HOME`` or a per-user cache folder."""
-    if env := os.environ.get("ECHOCLIP_HOME"):
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "echoclip"
 
 
 # --------------------------------------------------------------------------- hashing

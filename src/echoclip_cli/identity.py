@@ -1,0 +1,64 @@
+"""How an input is recognised: is it already in a store, or in the frame cache?
+
+Two keys, cheapest first. The *stat key* (:func:`echoclip_cli.files.stat_key`: a digest of the
+absolute path, size and modification time) knows an unchanged file without reading a byte. Any
+other file is known by its *content key*: the sha256 of its bytes — or, for one of our
+preprocessed files, the sha256 of the original it was made from, which its metadata records, so a
+study embedded from its DICOM is recognised again in its preprocessed form. Stores and the frame
+cache keep both keys in every row (``source_stat_key``, ``source_sha256``).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Container, Sequence
+
+from .files import sha256_file, stat_key
+from .media.store_file import is_store_file, recorded_source_sha256
+
+MAX_HASH_THREADS = 8  # hashing is disk-bound: a few threads keep a disk busy, more only contend
+
+
+def input_key(path: str | os.PathLike[str]) -> str:
+    """Identity of an input for resuming: the sha256 of its content (of the original, for our
+    preprocessed files, whose metadata records it)."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and is_store_file(path):
+        recorded = recorded_source_sha256(path)
+        if recorded:
+            return recorded
+    return sha256_file(path)  # anything else, ours without a recorded original included
+
+
+def recognise(files: Sequence[Path], stat_keys: Container[str], contents: Container[str]) -> dict[Path, str]:
+    """The files a store (or cache) already holds, each with the key that matched: its stat key
+    when the file is unchanged (nothing read), else its content key (hashed on a few threads:
+    hashing costs far less than embedding). Files gone or unreadable are left out: the pipeline
+    reports them."""
+    found: dict[Path, str] = {}
+    changed = []
+    for path in files:
+        try:
+            key = stat_key(path)
+        except OSError:
+            continue
+        if key in stat_keys:
+            found[path] = key
+        else:
+            changed.append(path)
+    if changed:
+        with ThreadPoolExecutor(max_workers=min(MAX_HASH_THREADS, 2 * (os.cpu_count() or 1))) as pool:
+            for path, key in zip(changed, pool.map(_content_key, changed), strict=True):
+                if key is not None and key in contents:
+                    found[path] = key
+    return found
+
+
+def _content_key(path: Path) -> str | None:
+    """:func:`input_key`, or None when the file cannot be read (any more)."""
+    try:
+        return input_key(path)
+    except OSError:
+        return None
