@@ -34,3 +34,5 @@ def batch_size_for(device_type: str, batch_size: int | None) -> int:
     if batch_size is not None:
         return batch_size
     return GPU_BATCH_SIZE if device_type == "cuda" else CPU_BATCH_SIZE
+
+TEMPLATE_VOCAB_FILE = "template_vocab.txt"  # EchoCLIP-R's template vocabulary, by this name in a weights bundle

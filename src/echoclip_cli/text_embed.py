@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .tokenizer import tokenizer_for
-from .weights import weights_home
+from .files import home
 
 if TYPE_CHECKING:
     from .inference import EchoClip
@@ -27,7 +27,7 @@ _SCHEMA = "CREATE TABLE IF NOT EXISTS text_embeddings (key TEXT PRIMARY KEY, dim
 
 
 def cache_path() -> Path:
-    return weights_home() / "cache" / "text.sqlite"
+    return home() / "cache" / "text.sqlite"
 
 
 class TextEmbeddingCache:

@@ -30,10 +30,9 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from . import preprocess_config
-from .defaults import DEFAULT_WEIGHTS
+from .defaults import DEFAULT_WEIGHTS, TEMPLATE_VOCAB_FILE
 from .files import atomic_write, sha256_file, staging_dir
 from .files import home as weights_home  # where bundles are installed: the echoclip home
-from .tokenizer import TEMPLATE_VOCAB_FILE
 from .errors import ChecksumError, ConfigError, NetworkError, StateDictError, UsageError, WeightsError, WeightsNotFoundError
 from .preprocess_config import PreprocessConfig
 

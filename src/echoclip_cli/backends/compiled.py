@@ -36,7 +36,7 @@ import torch
 
 from ..device import cpu_kind
 from ..errors import UsageError
-from ..weights import weights_home
+from ..files import home
 from . import measure
 from .base import Backend, Note, Reference, TaskNumbers
 
@@ -57,7 +57,7 @@ def folder(bundle: "Bundle") -> Path:
     # the vector ISA torch itself uses (ATEN_CPU_CAPABILITY can lower it) decides the generated code
     isa = torch.backends.cpu.get_cpu_capability()
     digest = hashlib.sha256(f"{cpu_kind()}|{isa}|torch {torch.__version__}|v{BUILD_VERSION}".encode()).hexdigest()[:12]
-    return weights_home() / "compiled" / f"{bundle.weights_sha256[:16]}-{digest}"
+    return home() / "compiled" / f"{bundle.weights_sha256[:16]}-{digest}"
 
 
 def package_file(bundle: "Bundle") -> Path:

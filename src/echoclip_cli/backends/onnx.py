@@ -32,7 +32,7 @@ import torch
 
 from ..device import cpu_flags, cpu_kind
 from ..errors import UsageError
-from ..weights import weights_home
+from ..files import home
 from . import measure
 from .base import Backend, Note, Reference, TaskNumbers
 
@@ -85,7 +85,7 @@ def runtime_found() -> bool:
 
 
 def folder(bundle: "Bundle") -> Path:
-    return weights_home() / "onnx" / f"{bundle.weights_sha256[:16]}-v{EXPORT_VERSION}"
+    return home() / "onnx" / f"{bundle.weights_sha256[:16]}-v{EXPORT_VERSION}"
 
 
 # The int8 tower exists twice: 8-bit weights, and 7-bit weights for x86 CPUs without VNNI. Those

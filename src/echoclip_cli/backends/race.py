@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from ..device import cpu_kind
-from ..weights import weights_home
+from ..files import home
 from . import compiled, measure, onnx
 from .base import Backend, Note, Reference, quiet
 
@@ -52,7 +52,7 @@ def race_file(bundle: "Bundle") -> Path:
     key = (f"{cpu_kind()}|{torch.backends.cpu.get_cpu_capability()}|torch {torch.__version__}|"
            f"{onnx.runtime_version()}|compiled v{compiled.BUILD_VERSION}|onnx v{onnx.EXPORT_VERSION} {onnx.RUN_SCHEME}")
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return weights_home() / "race" / f"{bundle.weights_sha256[:16]}-{digest}.json"
+    return home() / "race" / f"{bundle.weights_sha256[:16]}-{digest}.json"
 
 
 def _stamp(path: Path) -> int:

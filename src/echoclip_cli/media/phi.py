@@ -42,9 +42,9 @@ PHI_FIELDS = {
 
 
 def _salt_path() -> Path:
-    from ..weights import weights_home
+    from ..files import home
 
-    return weights_home() / SALT_FILE
+    return home() / SALT_FILE
 
 
 def _home_salt() -> str:

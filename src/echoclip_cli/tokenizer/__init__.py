@@ -8,20 +8,30 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import Any, Protocol, Union
 
+from ..defaults import TEMPLATE_VOCAB_FILE
 from ..errors import TokenizerError, UsageError
 from .base import Encoding
 from .bpe import ClipBpeTokenizer
 from .template import TemplateTokenizer
 
-if TYPE_CHECKING:
-    from ..weights import Bundle
+
+
+class TokenizerSource(Protocol):
+    """What :func:`tokenizer_for` needs of a weights bundle (:class:`echoclip_cli.weights.Bundle`)."""
+
+    config: dict[str, Any]
+
+    @property
+    def tokenizer_kind(self) -> str: ...
+
+    @property
+    def files_dir(self) -> Path | None: ...
 
 Tokenizer = Union[ClipBpeTokenizer, TemplateTokenizer]
 KINDS = ("clip", "template")
 TEMPLATE_VOCAB_ENV = "ECHOCLIP_TEMPLATE_VOCAB"
-TEMPLATE_VOCAB_FILE = "template_vocab.txt"  # its name in a weights bundle
 TEMPLATE_VOCAB_HINT = (
     "EchoCLIP-R's tokenizer needs template_vocab.txt (770 report phrases, from the EchoCLIP authors' "
     "repository, academic licence, so echoclip cannot ship it): pass --template-vocab FILE, set "
@@ -56,7 +66,7 @@ def get_tokenizer(
     raise UsageError(f"unknown tokenizer {kind!r}: use {' or '.join(KINDS)}")
 
 
-def tokenizer_for(bundle: "Bundle", *, template_vocab: str | os.PathLike[str] | None = None) -> Tokenizer:
+def tokenizer_for(bundle: TokenizerSource, *, template_vocab: str | os.PathLike[str] | None = None) -> Tokenizer:
     """The tokenizer ``bundle`` was trained with, from its own files where it has them."""
     return get_tokenizer(
         bundle.tokenizer_kind,
