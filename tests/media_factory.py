@@ -165,6 +165,21 @@ def jpeg_frames(frames: np.ndarray, quality: int = 95, strip: bool = False) -> l
     return out
 
 
+def jpeg_dicom(path: Path, streams: Sequence[bytes], rows: int, cols: int, *, seed: int = 0) -> Path:
+    """Write JPEG codestreams as they are (damaged, padded...) as a YBR_FULL_422 JPEG Baseline cine."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    ds = base_dataset(n_frames=len(streams), rows=rows, cols=cols, seed=seed)
+    _set_pixels(ds, "YBR_FULL_422", 3, 8, b"")
+    ds.PixelData = encapsulate(list(streams))
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.LossyImageCompression = "01"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def h264_stream(frames: np.ndarray, fps: int = 30) -> bytes:
     """An H.264 Annex-B elementary stream of the frames (as a DICOM MPEG-4 transfer syntax holds)."""
     import av

@@ -59,6 +59,22 @@ def test_tokenize_reports_dropped_text_and_variables(small_vocab):
     assert "THE RV IS SMALL." in result.stderr
 
 
+def test_tokenize_explain_shows_the_cleaned_text(small_vocab):
+    report = "lv ejection fraction was 35 %. [there was mildly mitral valve regurgitation.] 05/21/2019 the rv is small"
+    cleaned = "LV EJECTION FRACTION IS 35%. THERE IS MILD MITRAL VALVE REGURGITATION. THE RV IS SMALL"
+    result = run_cli("tokenize", "-t", "template", "--template-vocab", small_vocab, "--explain", report)
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == report
+    assert lines[1] == f"  cleaned: {cleaned}"
+    assert lines[2].startswith("  6 tokens (template): <start>:139 LV EJECTION FRACTION IS <#>%.:5 35:47 ")
+    assert lines[3] == "  dropped (no phrase): THE RV IS SMALL"
+    as_json = _jsonl(run_cli("tokenize", "-t", "template", "--template-vocab", small_vocab, "--json", report).stdout)
+    assert as_json[0]["cleaned"] == cleaned + " "  # the cleaning ends a text with a space
+    plain = run_cli("tokenize", "-t", "template", "--template-vocab", small_vocab, report)
+    assert "cleaned:" not in plain.stdout and "THE RV IS SMALL" in plain.stderr
+
+
 def test_tokenize_warns_on_truncation():
     result = run_cli("tokenize", "--json", " ".join(["regurgitation"] * 120))
     record = _jsonl(result.stdout)[0]

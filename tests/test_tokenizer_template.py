@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,10 @@ from echoclip_cli.tokenizer.template import (
     RELEASED_PHRASE_COUNT,
     RELEASED_VOCAB_SHA256,
     VARIABLE_OFFSET,
+    VARIABLE_PATTERN,
     TemplateTokenizer,
+    split_variable,
+    templatise,
 )
 
 # --- golden rows (reference files under an academic licence; skipped when absent) ----------
@@ -30,6 +34,12 @@ def released(reference_dir: Path) -> TemplateTokenizer:
 @pytest.fixture(scope="module")
 def golden_rows(reference_dir: Path) -> list[dict]:
     return json.loads((reference_dir / "golden" / "tokens.json").read_text())["rows"]
+
+
+@pytest.fixture(scope="module")
+def cleaning_rows(reference_dir: Path) -> list[dict]:
+    """34 texts written the way real reports are (WAS, MILDLY, dates, ICD codes, brackets...)."""
+    return json.loads((reference_dir / "golden" / "tokens-cleaning.json").read_text())["rows"]
 
 
 def test_released_vocab_layout(released: TemplateTokenizer, reference_dir: Path) -> None:
@@ -51,6 +61,26 @@ def test_all_golden_rows_match(released: TemplateTokenizer, golden_rows: list[di
         if released.encode(row["text"]).ids != row["template_ids"]
     ]
     assert mismatched == []
+
+
+def test_all_report_style_golden_rows_match(released: TemplateTokenizer, cleaning_rows: list[dict]) -> None:
+    assert len(cleaning_rows) == 34
+    mismatched = [
+        (i, row["text"][:60])
+        for i, row in enumerate(cleaning_rows)
+        if released.encode(row["text"]).ids != row["template_ids"]
+    ]
+    assert mismatched == []
+
+
+def test_report_style_row_pieces(released: TemplateTokenizer, cleaning_rows: list[dict]) -> None:
+    # Row 0 has a date, a period with no space after it, brackets and an -LY adverb: once cleaned,
+    # every sentence of it is a phrase.
+    enc = released.encode(cleaning_rows[0]["text"])
+    assert enc.cleaned is not None and enc.cleaned.endswith(". ")
+    assert not any(c in enc.cleaned for c in "[]/") and "MILDLY" not in enc.cleaned
+    assert enc.unmatched == []
+    assert enc.pieces[-3:] == ["<#> LEFT VENTRICULAR HYPERTROPHY.", "MILD", "<end>"]
 
 
 def test_golden_batch_tensor(released: TemplateTokenizer, golden_rows: list[dict]) -> None:
@@ -173,10 +203,41 @@ def test_severities_become_variables(tok: TemplateTokenizer, word: str, token: s
     assert enc.pieces == ["<start>", "<#> DILATED LEFT ATRIUM.", token, "<end>"]
 
 
-def test_severity_inside_a_longer_word_is_a_variable_but_breaks_the_phrase(tok: TemplateTokenizer) -> None:
-    enc = tok.encode("MODERATELY DILATED LEFT ATRIUM.")  # -> "<#>LY DILATED ...": no phrase has "<#>LY"
+def test_severity_adverbs_are_cleaned_to_severities(tok: TemplateTokenizer) -> None:
+    enc = tok.encode("moderately dilated left atrium.")  # cleaning: MODERATELY -> MODERATE
+    assert body(enc) == [6, v("MODERATE")]
+    assert enc.cleaned == "MODERATE DILATED LEFT ATRIUM. "
+
+
+def test_severity_with_a_letter_before_it_is_text(tok: TemplateTokenizer) -> None:
+    # released rule: a severity counts only when no letter stands right before it
+    enc = tok.encode("NONSEVERE DILATED LEFT ATRIUM. XMILD DILATED LEFT ATRIUM.")
     assert body(enc) == []
-    assert enc.unmatched == ["MODERATELY DILATED LEFT ATRIUM."]
+    assert enc.unmatched == ["NONSEVERE DILATED LEFT ATRIUM. XMILD DILATED LEFT ATRIUM."]
+    # a digit, a slash or a bracket before it is no letter; letters after it do not matter
+    assert templatise("2SEVERE (MILD) MODERATED").values == ("2", "SEVERE", "MILD", "MODERATE")
+
+
+def test_very_severe_is_one_variable(tok: TemplateTokenizer) -> None:
+    enc = tok.encode("THERE IS VERY SEVERE TRICUSPID REGURGITATION.")
+    # the variable vocabulary has no VERY: unknown token, then SEVERE (not pinned by a golden row)
+    assert body(enc) == [10, OFFSET + 1, v("SEVERE")]
+    assert enc.pieces[2:4] == ["<v-unk>", "SEVERE"]
+    assert split_variable("VERY SEVERE") == ("<v-unk>", "SEVERE")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "MILD MODERATE/SEVERE MILD/MODERATE VERY SEVERE SEVERE NONSEVERE XMILD 5MILD MODERATED",
+        "12.5MM 3.1.2 .5 5. A2 G/M2 MILD-MODERATE 55-60% VERYSEVERE VERY  SEVERE SMILD SSEVERE",
+    ],
+)
+def test_variable_pattern_is_the_released_one(text: str) -> None:
+    plain = re.compile(r"(?<![A-Z])(?:MODERATE/SEVERE|MILD/MODERATE|VERY SEVERE|MODERATE|SEVERE|MILD)"
+                       r"|[0-9]+(?:\.[0-9]+)?")
+    found = [(m.span(), m.group()) for m in re.finditer(VARIABLE_PATTERN, text)]
+    assert found == [(m.span(), m.group()) for m in plain.finditer(text)]
 
 
 # A slot filled with a value of the other kind: the released tokenizer emits the phrase and then
@@ -258,6 +319,29 @@ def test_several_phrases_in_order(tok: TemplateTokenizer) -> None:
     assert enc.unmatched == []
 
 
+def test_phrases_match_exactly_with_their_closing_space(tok: TemplateTokenizer) -> None:
+    # "THERE IS " ends in a space: it does not match inside "THERE ISN'T" (matched as exact strings)
+    assert body(tok.encode("THERE ISN'T ANY.")) == []
+    assert body(tok.encode("THERE IS")) == [15]  # cleaning ends every text with a space
+
+
+def test_resting_segmental_rewrite(reference_dir: Path, released: TemplateTokenizer) -> None:
+    # no period after ANALYSIS: cleaning adds one, then the released rewrite drops the colon
+    enc = released.encode("Resting segmental wall motion analysis: NORMAL LEFT VENTRICULAR SIZE.")
+    assert enc.cleaned == "RESTING SEGMENTAL WALL MOTION ANALYSIS. NORMAL LEFT VENTRICULAR SIZE. "
+    assert enc.pieces[1:3] == ["RESTING SEGMENTAL WALL MOTION ANALYSIS.", "NORMAL LEFT VENTRICULAR SIZE."]
+
+
+def test_released_phrases_survive_cleaning(released: TemplateTokenizer, reference_dir: Path) -> None:
+    # Every released phrase, its slots filled, still encodes to itself after cleaning.
+    from echoclip_cli.tokenizer.template import read_phrases
+
+    for line, phrase in enumerate(read_phrases(reference_dir / "template_vocab.txt")):
+        ids = released.encode(phrase.replace("<#>", "7")).ids
+        assert ids[1] == 5 + line, phrase
+        assert all(i >= VARIABLE_OFFSET for i in ids[2 : ids.index(EOS_ID)]), phrase
+
+
 def test_lower_case_and_whitespace_are_normalised(tok: TemplateTokenizer) -> None:
     expected = tok.encode("NORMAL LEFT VENTRICULAR SIZE. ").ids
     assert tok.encode("normal left ventricular size.").ids == expected
@@ -298,7 +382,7 @@ def test_only_unknown_words(tok: TemplateTokenizer) -> None:
 def test_variables_in_dropped_text_do_not_shift(tok: TemplateTokenizer) -> None:
     enc = tok.encode("EF WAS 35% BY EYE. LV EJECTION FRACTION IS 45%. PEAK 3.5 M/S.")
     assert body(enc) == [7, v("45")]
-    assert enc.unmatched == ["EF WAS 35% BY EYE.", "PEAK 3.5 M/S."]
+    assert enc.unmatched == ["EF IS 35% BY EYE.", "PEAK 3.5 M/S."]  # as cleaned (WAS -> IS)
 
 
 def test_punctuation_only_leftovers_are_not_reported(tok: TemplateTokenizer) -> None:

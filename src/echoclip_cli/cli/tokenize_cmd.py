@@ -13,6 +13,8 @@ from rich.markup import escape
 from .common import out_console, warn
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..tokenizer import Encoding, Tokenizer
 
 
@@ -63,18 +65,26 @@ def tokenize(
     template_vocab: Annotated[
         Optional[Path], typer.Option("--template-vocab", help="template_vocab.txt for the template tokenizer.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per text: text, ids (all 77), pieces.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per text: text, cleaned, ids (all 77), pieces.")
+    ] = False,
+    explain: Annotated[
+        bool,
+        typer.Option("--explain", help="Also show the cleaned text (template tokenizer) and what was dropped."),
+    ] = False,
 ) -> None:
     """Show the token ids and pieces a model will see for each text.
 
     Warns on stderr when a report is cut to the context length and, for the template tokenizer,
-    which parts of the text matched no phrase (they are dropped).
+    which parts of the text matched no phrase (they are dropped). The template tokenizer cleans a
+    report first (upper case; WAS -> IS, MILDLY -> MILD; dates, ICD-10 codes and brackets out; the
+    period a measurement lacks added); --explain shows the cleaned text the phrases were sought in.
 
     Examples:
 
         echoclip tokenize "LV EJECTION FRACTION IS 35%. "
 
-        echoclip tokenize --tokenizer template --template-vocab template_vocab.txt "SEVERE MR"
+        echoclip tokenize -t template --template-vocab template_vocab.txt --explain "The LA was mildly dilated"
 
         cut -f2 reports.tsv | echoclip tokenize --json - > ids.jsonl
     """
@@ -85,11 +95,20 @@ def tokenize(
         enc = tok.encode(text)
         _warn_about(enc, tok.kind, f"text {n}" if len(items) > 1 else "text")
         if as_json:
-            record = {"text": text, "tokenizer": tok.kind, "ids": enc.ids, "pieces": enc.pieces,
-                      "n_tokens": len(enc.pieces), "n_truncated": enc.n_truncated, "unmatched": enc.unmatched}
+            record = {"text": text, "tokenizer": tok.kind, "cleaned": enc.cleaned, "ids": enc.ids,
+                      "pieces": enc.pieces, "n_tokens": len(enc.pieces), "n_truncated": enc.n_truncated,
+                      "unmatched": enc.unmatched}
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
             continue
-        used = enc.ids[: len(enc.pieces)]
-        pieces = " ".join(f"[cyan]{escape(p)}[/cyan]" + f"[dim]:{i}[/dim]" for p, i in zip(enc.pieces, used))
-        console.print(f"[bold]{escape(text)}[/bold]")
-        console.print(f"  {len(enc.pieces)} tokens ({tok.kind}): {pieces}")
+        _print_encoding(console, enc, tok.kind, explain)
+
+
+def _print_encoding(console: "Console", enc: "Encoding", kind: str, explain: bool) -> None:
+    used = enc.ids[: len(enc.pieces)]
+    pieces = " ".join(f"[cyan]{escape(p)}[/cyan]" + f"[dim]:{i}[/dim]" for p, i in zip(enc.pieces, used))
+    console.print(f"[bold]{escape(enc.text)}[/bold]")
+    if explain and enc.cleaned is not None:
+        console.print(f"  cleaned: {escape(enc.cleaned.rstrip())}")
+    console.print(f"  {len(enc.pieces)} tokens ({kind}): {pieces}")
+    if explain and enc.unmatched:
+        console.print("  dropped (no phrase): " + " | ".join(escape(u) for u in enc.unmatched))

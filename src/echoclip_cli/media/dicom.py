@@ -13,7 +13,9 @@ Stages:
    * JPEG Baseline: the needed frames are cut from the encapsulated fragments
      (``pydicom.encaps.generate_frames``, stopping after the last one needed) and decoded by
      Pillow (libjpeg-turbo), about 4.5× faster than pydicom's pixel pipeline and the same pixels;
-     if Pillow refuses a frame, pydicom's pipeline is used instead.
+     if Pillow refuses a frame, pydicom's pipeline is used instead. A frame without its
+     end-of-image marker (cut short) fails the file; bytes after the marker are dropped
+     (:mod:`.jpeg_codestream`).
    * MPEG-2 / H.264 / HEVC transfer syntaxes: the fragments form a video stream, decoded by PyAV.
    * Everything else: ``pydicom.pixels.iter_pixels(path, indices=...)``, which reads and decodes
      only the requested frames (YBR → RGB happens there, once).
@@ -39,6 +41,7 @@ from ..files import has_dicom_preamble, head
 from ..preprocess import clip_region
 from . import budget, classify
 from .colour import grey_fraction, mostly_grey, to_rgb8
+from .jpeg_codestream import codestream_end
 from .phi import patient_key, phi_values, resolve_salt, safe_reason
 
 _HEADER_ERRORS = (EOFError, OSError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError, struct.error)
@@ -211,9 +214,22 @@ def pillow_jpeg(data: bytes, rows: int | None = None, cols: int | None = None) -
         return np.asarray(image)
 
 
+def _whole_codestream(ds: Any, index: int, data: bytes) -> bytes:
+    """Frame ``index``'s codestream up to its end-of-image marker; padding or stray bytes after
+    the marker are left out (decoders ignore them). :class:`MediaError` when the frame has no
+    end-of-image marker: decoders fill a cut image with grey or repeated rows and return it as if
+    whole. ``ValueError`` when the data is no JPEG codestream (the caller lets pydicom report)."""
+    end = codestream_end(data)
+    if end is None:
+        raise MediaError(f"{getattr(ds, 'filename', 'DICOM')}: frame {index}'s JPEG data is truncated "
+                         "(no end-of-image marker): its pixels would be partly made up")
+    return data[:end]
+
+
 def jpeg_codestreams(ds: Any, indices: Sequence[int], n_frames: int) -> list[bytes]:
     """The JPEG codestreams of frames ``indices`` (sorted), cut from the encapsulated fragments
-    without decoding; reading stops after the last one needed."""
+    without decoding, each up to its end-of-image marker; reading stops after the last one
+    needed. Raises :class:`MediaError` for a truncated frame (no end-of-image marker)."""
     from pydicom.encaps import generate_frames
 
     extended = None
@@ -223,11 +239,7 @@ def jpeg_codestreams(ds: Any, indices: Sequence[int], n_frames: int) -> list[byt
     out = []
     for index, data in enumerate(generate_frames(ds.PixelData, number_of_frames=n_frames, extended_offsets=extended)):
         if index in wanted:
-            if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-                # decoders fill a cut image with grey or repeated rows and return it as if whole
-                raise MediaError(f"{getattr(ds, 'filename', 'DICOM')}: frame {index}'s JPEG data is truncated "
-                                 "(no end-of-image marker): its pixels would be partly made up")
-            out.append(data)
+            out.append(_whole_codestream(ds, index, data))
         if index >= last:
             break
     if len(out) != len(wanted):

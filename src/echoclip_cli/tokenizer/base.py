@@ -15,6 +15,8 @@ class Encoding:
         pieces: a human-readable string for each id before the padding, special tokens included.
         n_truncated: how many tokens were cut to fit the context length (0 if none).
         unmatched: parts of the text the tokenizer could not represent (always ``[]`` for BPE).
+        cleaned: the text after the tokenizer's report cleaning, the one it matched phrases in
+            (template tokenizer); ``None`` for BPE.
     """
 
     text: str
@@ -22,3 +24,4 @@ class Encoding:
     pieces: list[str]
     n_truncated: int = 0
     unmatched: list[str] = field(default_factory=list)
+    cleaned: str | None = None

@@ -4,34 +4,46 @@ EchoCLIP-R does not read reports word by word. Its tokenizer knows 770 report-te
 (``template_vocab.txt``, one per line, ``<#>`` marking a slot) and encodes a report as the
 sequence of phrases it contains, each followed by the values of its slots.
 
-How a text is encoded (each rule was checked against the 107 golden rows made by the upstream
-implementation; they all match id for id):
+How a text is encoded (checked against the golden rows made by the upstream implementation: the
+107 of ``tokens.json`` and the 34 report-style rows of ``tokens-cleaning.json`` all match id for
+id):
 
-1. **Normalise**: upper-case; every run of whitespace becomes one space; strip the ends.
-   Phrases get the same normalisation, so their trailing spaces go: ``"...QUALITY."`` at the end
-   of a report, ``"...QUALITY.. "`` and ``"CARDIAC TAMPONADE IS NOW PRESENT"`` (no trailing space
-   or period) all still match their phrases, as the golden rows require.
-2. **Pull out variables**: every severity word (``MILD/MODERATE``, ``MODERATE/SEVERE``, ``MILD``,
-   ``MODERATE``, ``SEVERE``) and every number (``[0-9]+`` with an optional ``.[0-9]+``) is
-   replaced by ``<#>``, also inside words: ``A2``, ``3D``, ``G/M2``, ``4.0CM``, and a severity
-   glued to a unit, ``IS MODERATEMMHG.``, which the released tokenizer reads as the phrase
-   ``IS <#>MMHG.`` with the value ``MODERATE``. A slot takes whichever kind of value fills it: a
-   severity where the phrase means a number, a number where it means a severity
-   (``INDICATING 4.8 MITRAL REGURGITATION.`` -> the phrase, then ``4 .8``). In ``MODERATELY`` the
-   severity is pulled out too, and the ``LY`` left behind keeps any phrase from matching there. Other grading words (``TRACE``, ``TRIVIAL``, ``SMALL``, ``LARGE``) stay text. A range
-   ``55-60`` or ``MILD-MODERATE`` is two variables around a literal ``-`` (the vocabulary has
-   ``<#>-<#>`` slots); ``%``, ``MM``, ``MMHG`` and ``CM`` are literal phrase text.
-3. **Match phrases**: scan the text left to right; at each position take the longest phrase that
+1. **Clean** (:func:`~echoclip_cli.tokenizer.cleaning.clean_report`, the released 11 steps):
+   upper case, export debris, dates, ICD-10 codes and brackets out, ``WAS`` -> ``IS``,
+   ``MILDLY`` -> ``MILD``, ``PULMONARY ARTERY`` -> ``PA``, a space after each sentence's period,
+   one space per whitespace run, none before a unit, the period a measurement lacks added, and
+   one space at the end. :attr:`Encoding.cleaned` holds the result.
+2. **Pull out variables**: every severity (``MODERATE/SEVERE``, ``MILD/MODERATE``,
+   ``VERY SEVERE``, ``MODERATE``, ``SEVERE``, ``MILD``, longest first) that no letter stands right
+   before, and every number (``[0-9]+`` with an optional ``.[0-9]+``, also inside words: ``A2``,
+   ``3D``, ``G/M2``, ``4.0CM``) is replaced by ``<#>``. A severity may be followed by letters: in
+   ``IS MODERATEMMHG.`` the released tokenizer reads the phrase ``IS <#>MMHG.`` with the value
+   ``MODERATE``, and ``MODERATED`` is ``<#>D``; but in ``NONSEVERE`` (a letter before) it stays
+   text. A slot takes whichever kind of value fills it: a severity where the phrase means a
+   number, a number where it means a severity (``INDICATING 4.8 MITRAL REGURGITATION.`` -> the
+   phrase, then ``4 .8``). Other grading words (``TRACE``, ``TRIVIAL``, ``SMALL``, ``LARGE``) stay
+   text. A range ``55-60`` or ``MILD-MODERATE`` is two variables around a literal ``-`` (the
+   vocabulary has ``<#>-<#>`` slots); ``%``, ``MM``, ``MMHG`` and ``CM`` are literal phrase text.
+3. **Rewrite** ``RESTING SEGMENTAL WALL MOTION ANALYSIS.:`` without its colon (released; the
+   other released rewrite, of an IVC sentence's long form, is not documented and not done here).
+4. **Match phrases**: scan the text left to right; at each position take the longest phrase that
    starts there (leftmost-longest, non-overlapping, anywhere in the text, even mid-word: this is
-   how ``tokenizers`` matches added tokens). Text between matches is dropped and reported in
-   :attr:`Encoding.unmatched`; a sentence that is not exactly a phrase (``"THERE IS TRACE
-   PARAVALVULAR AORTIC REGURGITATION."``, ``"severe MR"``) therefore encodes to nothing.
-4. **Emit ids**: ``BOS``, then for each phrase its id (5 + line index) followed by the tokens of
+   how ``tokenizers`` matches added tokens). Phrases are matched as exact strings, closing
+   period and space included (cleaning ends every sentence with them): ``"...HAS WORSENED "``
+   matches ``"...HAS WORSENED THE ..."`` but not ``"...HAS WORSENED. "``. Text between matches is
+   dropped and reported in :attr:`Encoding.unmatched` (as cleaned); a sentence that is not
+   exactly a phrase (``"THERE IS TRACE PARAVALVULAR AORTIC REGURGITATION."``, ``"severe MR"``)
+   therefore encodes to nothing.
+5. **Emit ids**: ``BOS``, then for each phrase its id (5 + line index) followed by the tokens of
    its variables. A phrase's variables are joined with the separator ``‡`` and split greedily,
    longest piece first, against the variable vocabulary: ``20.0`` -> ``20 .0``;
    ``2.29`` -> ``2 .2 9``; ``50%``, ``(8MMHG)`` in one phrase -> ``50 ‡ 8``; ``MILD TO MODERATE``
    -> ``MILD ‡ MODERATE``; ``123`` -> ``12 3``; ``2005`` -> ``20 05``. Then ``EOS``, then 0s.
-5. **Truncate**: keep ``context_length`` ids and make the last kept one ``EOS``.
+6. **Truncate**: keep ``context_length`` ids and make the last kept one ``EOS``.
+
+``VERY SEVERE`` is one variable but the variable vocabulary has no ``VERY``: it is written as the
+vocabulary's unknown token and ``SEVERE`` (a WordPiece vocabulary's way with an unknown word). No
+golden row has it, so these two ids are our reading, not checked against the released code.
 
 Variables are given to the phrase whose matched text holds their ``<#>`` (by position), so
 numbers in dropped text never shift onto a later phrase. The golden rows cannot tell this apart
@@ -47,6 +59,7 @@ costs one dict lookup).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 import re
@@ -57,6 +70,7 @@ from typing import TYPE_CHECKING
 
 from echoclip_cli.errors import TokenizerError
 from echoclip_cli.tokenizer.base import Encoding
+from echoclip_cli.tokenizer.cleaning import clean_report
 
 if TYPE_CHECKING:
     import torch
@@ -86,6 +100,9 @@ VARIABLE_VOCAB: tuple[str, ...] = (
     *(f"0{d}" for d in range(10)),
 )  # fmt: skip
 VARIABLE_INDEX: dict[str, int] = {token: i for i, token in enumerate(VARIABLE_VOCAB)}
+# A variable word no vocabulary piece can spell (only the VERY of VERY SEVERE) becomes this token:
+# WordPiece's way with an unknown word; not pinned by any golden row (see the module doc).
+UNKNOWN_VARIABLE = VARIABLE_VOCAB[1]
 
 # The released vocabulary (shipped with the upstream repository, never with echoclip).
 RELEASED_PHRASE_COUNT = 770
@@ -99,9 +116,24 @@ BOS_PIECE = "<start>"
 EOS_PIECE = "<end>"
 
 _WHITESPACE_RE = re.compile(r"\s+")
-# Longer severities first so that MILD/MODERATE is one variable, not MILD + "/" + MODERATE. No
-# word boundaries: like numbers, severities are variables wherever they stand (module doc, rule 2).
-_VARIABLE_RE = re.compile(r"MILD/MODERATE|MODERATE/SEVERE|MILD|MODERATE|SEVERE|[0-9]+(?:\.[0-9]+)?")
+# Longer severities first so that MILD/MODERATE is one variable, not MILD + "/" + MODERATE. As
+# released, a severity counts only when no letter stands right before it (NONSEVERE stays text);
+# letters after it do not matter (MODERATED is <#>D). Numbers count wherever they stand. The
+# released pattern is "(?<![A-Z])(?:MODERATE/SEVERE|MILD/MODERATE|VERY SEVERE|MODERATE|SEVERE|MILD)"
+# or a number; written here to open with the character class [MSV0-9], so that re skips ahead to
+# the next candidate instead of trying every alternative at every character (2x faster; the same
+# matches, checked against the plain pattern in the tests).
+VARIABLE_PATTERN = (
+    r"[MSV0-9](?:(?<=[0-9])[0-9]*(?:\.[0-9]+)?"
+    r"|(?<![A-Z]M)(?<=M)(?:ODERATE/SEVERE|ILD/MODERATE|ODERATE|ILD)"
+    r"|(?<![A-Z]V)(?<=V)ERY SEVERE"
+    r"|(?<![A-Z]S)(?<=S)EVERE)"
+)
+_VARIABLE_RE = re.compile(VARIABLE_PATTERN)
+# The released tokenizer's phrase rewrites that we can do (module doc, rule 3).
+_PHRASE_REWRITES: tuple[tuple[str, str], ...] = (
+    ("RESTING SEGMENTAL WALL MOTION ANALYSIS.:", "RESTING SEGMENTAL WALL MOTION ANALYSIS."),
+)
 _SEVERITY_WORD_RE = re.compile(r"MILD|MODERATE|SEVERE")
 _ALNUM_RE = re.compile(r"[^\W_]")
 _MAX_VARIABLE_PIECE = max(len(token) for token in VARIABLE_VOCAB)
@@ -112,25 +144,40 @@ def normalise(text: str) -> str:
     return _WHITESPACE_RE.sub(" ", text.upper()).strip()
 
 
+def rewrite_phrases(cleaned: str) -> str:
+    """Apply the released phrase rewrites to a cleaned text (module doc, rule 3).
+
+    Done before the variables are pulled out, which gives the same result: no rewrite touches a
+    number or a severity.
+    """
+    for old, new in _PHRASE_REWRITES:
+        cleaned = cleaned.replace(old, new)
+    return cleaned
+
+
 @functools.lru_cache(maxsize=4096)
 def split_variable(value: str) -> tuple[str, ...]:
     """Split one variable value greedily (longest piece first) into variable-vocabulary pieces.
 
     ``"20.0"`` -> ``("20", ".0")``, ``"2.29"`` -> ``("2", ".2", "9")``, ``"MILD"`` -> ``("MILD",)``.
-    Raises ``ValueError`` for a value with a character no piece covers (cannot happen for values
-    taken from :data:`_VARIABLE_RE`).
+    A value is split word by word; a word with a character no piece covers is one
+    :data:`UNKNOWN_VARIABLE` (``"VERY SEVERE"`` -> ``("<v-unk>", "SEVERE")``).
     """
+    return tuple(piece for word in value.split(" ") for piece in _split_word(word))
+
+
+def _split_word(word: str) -> tuple[str, ...]:
     pieces: list[str] = []
     i = 0
-    while i < len(value):
-        for size in range(min(_MAX_VARIABLE_PIECE, len(value) - i), 0, -1):
-            piece = value[i : i + size]
+    while i < len(word):
+        for size in range(min(_MAX_VARIABLE_PIECE, len(word) - i), 0, -1):
+            piece = word[i : i + size]
             if piece in VARIABLE_INDEX:
                 pieces.append(piece)
                 i += size
                 break
         else:
-            raise ValueError(f"variable {value!r} has no piece at {i}")
+            return (UNKNOWN_VARIABLE,)
     return tuple(pieces)
 
 
@@ -152,25 +199,33 @@ class _Templated:
     slot_starts: tuple[int, ...]  # where each <#> starts in ``text``
     values: tuple[str, ...]  # the variable each <#> stands for, same order
 
+    def _slots_in(self, start: int, end: int) -> range:
+        """Indices of the ``<#>`` lying wholly inside ``text[start:end]`` (slots are sorted)."""
+        first = bisect.bisect_left(self.slot_starts, start)
+        stop = bisect.bisect_right(self.slot_starts, end - len(SLOT), lo=first)
+        return range(first, stop)
+
     def values_in(self, start: int, end: int) -> list[str]:
         """The variables whose ``<#>`` lies wholly inside ``text[start:end]``."""
-        return [v for s, v in zip(self.slot_starts, self.values) if start <= s and s + 3 <= end]
+        return [self.values[k] for k in self._slots_in(start, end)]
 
     def restore(self, start: int, end: int) -> str:
         """``text[start:end]`` with each ``<#>`` put back to the value it replaced."""
         out: list[str] = []
         pos = start
-        for s, v in zip(self.slot_starts, self.values):
-            if start <= s and s + 3 <= end:
-                out.append(self.text[pos:s])
-                out.append(v)
-                pos = s + 3
+        for k in self._slots_in(start, end):
+            out.append(self.text[pos : self.slot_starts[k]])
+            out.append(self.values[k])
+            pos = self.slot_starts[k] + len(SLOT)
         out.append(self.text[pos:end])
         return "".join(out)
 
 
 def templatise(normalised: str) -> _Templated:
-    """Replace every severity word and number in ``normalised`` by ``<#>``, remembering them."""
+    """Replace every severity word and number in ``normalised`` by ``<#>``, remembering them.
+
+    ``normalised`` is upper case (a cleaned report, or :func:`normalise`'s output).
+    """
     parts: list[str] = []
     starts: list[int] = []
     values: list[str] = []
@@ -289,12 +344,13 @@ class TemplateTokenizer:
         phrases = [normalise(p) for p in raw_phrases]
         _check_phrases(phrases)
         self.context_length = context_length
+        # For display (pieces, search); matching uses the phrases exactly as written (rule 4).
         self.phrases: tuple[str, ...] = tuple(phrases)
         self.variable_offset = N_SPECIAL_TOKENS + len(phrases)
         self.bos_id = self.variable_offset + len(VARIABLE_VOCAB)
         self.eos_id = self.bos_id + 1
         self.vocab_size = self.eos_id + 1
-        self._matcher = _PhraseMatcher(phrases)
+        self._matcher = _PhraseMatcher(raw_phrases)
 
     def __repr__(self) -> str:
         return (
@@ -304,7 +360,8 @@ class TemplateTokenizer:
 
     def encode(self, text: str) -> Encoding:
         """Encode one text to exactly ``context_length`` ids (see the module doc for the rules)."""
-        templated = templatise(normalise(text))
+        cleaned = rewrite_phrases(clean_report(text))
+        templated = templatise(cleaned)
         ids = [self.bos_id]
         pieces = [BOS_PIECE]
         unmatched: list[str] = []
@@ -320,7 +377,7 @@ class TemplateTokenizer:
         self._note_unmatched(templated, pos, len(templated.text), unmatched)
         ids.append(self.eos_id)
         pieces.append(EOS_PIECE)
-        return self._fit(text, ids, pieces, unmatched)
+        return self._fit(text, cleaned, ids, pieces, unmatched)
 
     @staticmethod
     def _note_unmatched(templated: _Templated, start: int, end: int, out: list[str]) -> None:
@@ -330,7 +387,9 @@ class TemplateTokenizer:
             if _ALNUM_RE.search(fragment):
                 out.append(fragment)
 
-    def _fit(self, text: str, ids: list[int], pieces: list[str], unmatched: list[str]) -> Encoding:
+    def _fit(
+        self, text: str, cleaned: str, ids: list[int], pieces: list[str], unmatched: list[str]
+    ) -> Encoding:
         """Truncate (last kept id becomes EOS) or pad with 0 to ``context_length``."""
         n = self.context_length
         n_truncated = 0
@@ -342,7 +401,12 @@ class TemplateTokenizer:
             pieces[-1] = EOS_PIECE
         padded = ids + [PAD_ID] * (n - len(ids))
         return Encoding(
-            text=text, ids=padded, pieces=pieces, n_truncated=n_truncated, unmatched=unmatched
+            text=text,
+            ids=padded,
+            pieces=pieces,
+            n_truncated=n_truncated,
+            unmatched=unmatched,
+            cleaned=cleaned,
         )
 
     def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:

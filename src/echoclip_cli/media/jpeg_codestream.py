@@ -1,0 +1,70 @@
+"""Where a JPEG codestream really ends: its end-of-image marker, wherever that is in the data.
+
+A JPEG Baseline DICOM frame is one JPEG codestream (ISO 10918-1 Annex B), but not always alone:
+encoders and PACS leave padding or stray bytes after the end-of-image marker (EOI, ``FF D9``),
+and DICOM pads an odd-length fragment with ``00``. Decoders stop at the EOI and ignore the rest,
+so such a frame is whole. A frame cut short has no EOI at all; decoders fill its missing rows
+with grey or repeated rows and return the image as if it were whole, which is why a reader must
+tell the two apart before decoding.
+
+:func:`codestream_end` finds the EOI the way a decoder reaches it, not by looking at the last
+bytes: it walks the marker segments from the start-of-image marker, skipping each segment by
+its length (so an ``FF D9`` inside an APP segment, e.g. an EXIF thumbnail, does not count) and,
+after each start-of-scan, the entropy-coded data up to the next real marker (there ``FF 00`` is a
+stuffed data byte, ``FF D0``-``FF D7`` restart markers and ``FF FF`` fill). Bytes where a marker
+should be are skipped up to the next marker, as libjpeg does with "extraneous bytes".
+"""
+
+from __future__ import annotations
+
+import re
+
+SOI = b"\xff\xd8"
+_EOI, _SOI, _SOS = 0xD9, 0xD8, 0xDA
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RST0-7 carry no length
+# Outside the entropy-coded data: one or more FF, then the marker byte (FF 00 is not a marker).
+_NEXT_MARKER_RE = re.compile(rb"\xff+([^\x00\xff])")
+# Inside it: an FF that is not stuffing (00), a restart marker (D0-D7) or fill before a marker (FF).
+_SCAN_END_RE = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def codestream_end(data: bytes) -> int | None:
+    """The offset just past the EOI marker that ends the codestream in ``data``, or ``None`` when
+    the data ends first (a truncated codestream). Bytes after the EOI are not looked at.
+
+    Raises ``ValueError`` when ``data`` does not start with a start-of-image marker or holds a
+    segment no decoder could read (a length below 2, a second start-of-image marker).
+    """
+    if not data.startswith(SOI):
+        raise ValueError("not a JPEG codestream (it does not start with a start-of-image marker)")
+    pos = len(SOI)
+    while True:
+        found = _NEXT_MARKER_RE.search(data, pos)
+        if found is None:
+            return None
+        marker, pos = found.group(1)[0], found.end()
+        if marker == _EOI:
+            return pos
+        if marker in _STANDALONE:
+            continue
+        if marker == _SOI:
+            raise ValueError("a second start-of-image marker inside the codestream")
+        pos = _skip_segment(data, pos)
+        if pos is None:
+            return None
+        if marker == _SOS:
+            scan_end = _SCAN_END_RE.search(data, pos)
+            if scan_end is None:
+                return None
+            pos = scan_end.start()
+
+
+def _skip_segment(data: bytes, pos: int) -> int | None:
+    """The offset after the segment whose length field starts at ``pos`` (None: data ends first)."""
+    if pos + 2 > len(data):
+        return None
+    length = int.from_bytes(data[pos : pos + 2], "big")
+    if length < 2:
+        raise ValueError(f"a JPEG marker segment with length {length}")
+    end = pos + length
+    return end if end <= len(data) else None
