@@ -169,3 +169,15 @@ USE_CASES = ("embed", "predict_ef", "detect_devices", "zero_shot", "report", "ma
 def test_public_calls_take_few_parameters(name):
     """One options value instead of a dozen loose keywords: no public call has more than 10."""
     assert len(inspect.signature(getattr(echoclip_cli, name)).parameters) <= 10
+
+
+def test_a_store_call_reads_the_store_header_once_more_than_the_reader(model, store, monkeypatch):
+    """Checking the store, the model against it and its inputs share one read of its header (it
+    was read five times per call); reading the vectors reads it once more."""
+    from echoclip_cli import store as store_module
+
+    calls = []
+    real = store_module.read_header
+    monkeypatch.setattr(store_module, "read_header", lambda path: calls.append(path) or real(path))
+    records = list(echoclip_cli.predict_ef(model, store=store))
+    assert records and len(calls) <= 2, calls

@@ -237,6 +237,13 @@ def test_search_command_finds_the_planted_video(tmp_path: Path, template_model) 
                     "--format", "csv", "-k", "1")
     assert alias.exit_code == 0 and alias.stdout.splitlines()[1].startswith("video,1,")
 
+    spelled = run_cli("search", "severe MR", "--store", store, "--weights", "tiny-r", "--top-k", "3", "-f", "jsonl")
+    assert spelled.exit_code == 0 and spelled.stdout == result.stdout  # --store, as every command spells it
+    both = run_cli("search", "severe MR", "--store", store, "--index", store, "--weights", "tiny-r")
+    assert both.exit_code == 2 and "--index is its old spelling" in both.stderr
+    shown = run_cli("search", "--help").stdout
+    assert "--store" in shown and "--index" not in shown  # the old spelling still works, unlisted
+
 
 def test_search_command_errors(tmp_path: Path, template_model) -> None:
     store = write_store(tmp_path / "s", template_model, np.ones((2, template_model.embed_dim)), ["a", "b"])

@@ -6,6 +6,8 @@ Light at import (no torch), so that checking arguments never waits for the model
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
@@ -74,14 +76,25 @@ def find(inputs: Sequence[PathLike] | None) -> Found:
 
 
 def store_header(store: PathLike) -> dict[str, Any]:
-    """A store's header, or a usage error when ``store`` is not a readable store."""
-    from ..store import read_header
-
+    """A store's header, or a usage error when ``store`` is not a readable store. Read once while
+    it is unchanged: a call checks it, its model against it and its inputs against it."""
     path = Path(store)
     if not path.exists():
         raise UsageError(f"no such store: {path}")
     try:
-        return read_header(path)
+        stat = (path / "store.json").stat()
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    except OSError:
+        stamp = (0, 0, 0)  # read_header says what is wrong
+    return copy.deepcopy(_read_header(str(path), stamp))
+
+
+@functools.lru_cache(maxsize=16)
+def _read_header(path: str, stamp: tuple[int, int, int]) -> dict[str, Any]:
+    from ..store import read_header
+
+    try:
+        return read_header(Path(path))
     except EchoclipError as exc:
         raise UsageError(exc.message, hint=exc.hint) from None
 
