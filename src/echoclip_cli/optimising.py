@@ -50,39 +50,42 @@ def ensure(bundle: "Bundle", backend: str, note: Note = quiet, reference: "EchoC
 def auto_build(bundle: "Bundle", inputs: int, note: Note = quiet) -> bool:
     """``--backend auto`` on a large run with nothing built: build the compiled tower first (once
     per CPU; success, failure and "not faster" are remembered). True when the run should use it."""
-    from .backends import compiled
-
     note(f"{inputs} inputs: building the compiled image tower for this CPU first (once; --backend torch skips this)")
     try:
         ensure(bundle, "compiled", note)
     except UsageError as exc:
         note(f"{exc.message}; running eager")
         return False
-    return compiled.usable(bundle)
+    return registry.get("compiled").usable(bundle)
+
+
+FAST_BACKENDS = ("compiled", "onnx")  # what optimise builds, checks and races against eager torch
 
 
 def optimise(weights: "str | Bundle", *, onnx: bool = True, force: bool = False, note: Note = quiet) -> OptimiseReport:
     """Build, check and race the fast CPU paths of ``weights`` on this CPU (what ``echoclip weights
     optimise`` does). Paths already built and checked here are kept, their numbers said again,
-    unless ``force``; nothing is built when nothing is to be built or checked."""
+    unless ``force``; nothing is built when nothing is to be built or checked. ``onnx=False``
+    leaves the ONNX backend out."""
     from . import weights as w
-    from .backends import compiled, race
-    from .backends import onnx as onnx_backend
+    from .backends import race
     from .inference import reference
 
     bundle = weights if isinstance(weights, w.Bundle) else w.resolve(weights, auto_pull=False)
     w.ensure_verified(bundle)
     model = reference(bundle)  # built only if something is to be built, checked or raced
     failed, skipped = {}, {}
-    try:
-        _compiled(bundle, model, note, compiled, force)
-    except UsageError as exc:
-        failed["compiled"] = exc.message  # said by the caller, as a warning
-    if onnx and registry.get("onnx").missing() is not None:
-        skipped["onnx"] = f"ONNX backend not checked: {registry.CPU_FAST_HINT}"
-        note(skipped["onnx"])
-    elif onnx:
-        _onnx(bundle, model, note, onnx_backend, force)
+    for name in FAST_BACKENDS if onnx else FAST_BACKENDS[:1]:
+        backend = registry.get(name)
+        reason = backend.missing()
+        if reason:
+            skipped[name] = f"{backend.label or name + ' backend'} not checked: {registry.CPU_FAST_HINT}"
+            note(skipped[name])
+            continue
+        try:
+            backend.optimise(bundle, lambda: model, note, _task_numbers, force)
+        except UsageError as exc:
+            failed[name] = exc.message  # said by the caller, as a warning
     raced = None if force else race.read_race(bundle)
     if raced is not None:
         note(f"already timed against each other on this CPU: {race.race_summary(raced)}")
@@ -91,25 +94,6 @@ def optimise(weights: "str | Bundle", *, onnx: bool = True, force: bool = False,
     chosen = race.fastest_built(bundle)
     note(f"--backend auto on this CPU now runs: {chosen[0]}" + (f" {chosen[1]}" if chosen[1] else ""))
     return OptimiseReport(chosen=chosen, failed=failed, skipped=skipped)
-
-
-def _compiled(bundle: "Bundle", model: "EchoClip", note: Note, compiled: Any, force: bool) -> None:
-    found = None if force else compiled.read_check(bundle)
-    if found is not None and compiled.package_file(bundle).is_file():
-        note(f"already built on this CPU (--force to redo): {compiled.summary(found)}")
-        return
-    compiled.build(model, note)
-
-
-def _onnx(bundle: "Bundle", model: "EchoClip", note: Note, onnx: Any, force: bool) -> None:
-    checked = None if force else onnx.read_check(bundle)
-    if checked is not None and onnx.exported(bundle):
-        note("already checked on this CPU (--force to redo):")
-        for line in onnx.summary(checked).splitlines():  # one message per line
-            note(line)
-        return
-    onnx.export(bundle, model.visual, note)
-    onnx.check(model, note, _task_numbers(model))
 
 
 def cpu_path(bundle: "Bundle") -> tuple[tuple[str, str | None], dict[str, float]]:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
 Note = Callable[[str], None]
+MIN_GAIN = 1.05  # a fast path is used only where it measured at least this much faster than eager torch
 # per-video frame embeddings (normalised, T×E each) -> task name -> one number per video
 TaskNumbers = Callable[[list["np.ndarray"]], dict[str, list[float]]]
 
@@ -69,6 +70,7 @@ class Backend(ABC):
     """One way of running the image tower. Subclasses are singletons found through the registry."""
 
     name: ClassVar[str]
+    label: ClassVar[str] = ""  # how messages name it (default: "the NAME backend")
     precisions: ClassVar[tuple[str, ...]]  # what --precision may say for it ("auto" aside)
     devices: ClassVar[tuple[str, ...]] = ("cpu",)  # torch device types it runs on
 
@@ -83,6 +85,16 @@ class Backend(ABC):
     def gain(self, bundle: Any) -> float | None:
         """Its speed against eager torch as measured when it was built or checked, if it was."""
         return None
+
+    def usable(self, bundle: Any) -> bool:
+        """Built and checked on this CPU, and measured at least :data:`MIN_GAIN` times faster than eager."""
+        return self.built(bundle) is not None and (self.gain(bundle) or 0.0) >= MIN_GAIN
+
+    def optimise(self, bundle: Any, reference: Callable[[], Reference], note: Note,
+                 task_numbers: Callable[[Reference], TaskNumbers | None], force: bool = False) -> None:
+        """What ``echoclip weights optimise`` does for this backend: build and check it (again with
+        ``force``), or say what it measured when it was built and checked on this CPU."""
+        self.ensure(bundle, reference, note, task_numbers)
 
     @abstractmethod
     def ensure(self, bundle: Any, reference: Callable[[], Reference], note: Note,

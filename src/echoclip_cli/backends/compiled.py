@@ -38,7 +38,7 @@ from ..device import cpu_kind
 from ..errors import UsageError
 from ..files import home
 from . import measure
-from .base import Backend, Note, Reference, TaskNumbers
+from .base import MIN_GAIN, Backend, Note, Reference, TaskNumbers
 
 if TYPE_CHECKING:
     from ..weights import Bundle
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 BUILD_VERSION = 1
 MIN_COSINE = 0.99999  # fp32 against fp32: anything lower is a compiler bug, not rounding
 MAX_BATCH = 4096
-MIN_GAIN = 1.05  # auto takes the compiled tower only when it measured at least this much faster than eager
 # --backend auto builds the compiled tower itself (once per machine) for a run of at least this many
 # inputs: ~20 frames each at ~4 frames/s is ~1,000 s of tower time, so a one-minute build that
 # gains 20-30 % pays back within the run; smaller runs stay eager until `weights optimise`.
@@ -225,6 +224,14 @@ class CompiledBackend(Backend):
             raise UsageError(f"the compiled image tower failed its check on this CPU (frame cosine "
                              f"{found['frame_cosine_min'] if found else 'unknown'} < {MIN_COSINE})",
                              hint="use --backend torch")
+
+    def optimise(self, bundle: "Bundle", reference: Callable[[], Reference], note: Note,
+                 task_numbers: Callable[[Reference], TaskNumbers | None], force: bool = False) -> None:
+        found = None if force else read_check(bundle)
+        if found is not None and package_file(bundle).is_file():
+            note(f"already built on this CPU (--force to redo): {summary(found)}")
+            return
+        build(reference(), note)
 
     def tower(self, bundle: "Bundle", precision: str = "fp32", eager: Any = None, **options: Any) -> CompiledTower:
         return CompiledTower(package_file(bundle))

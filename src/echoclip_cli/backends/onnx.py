@@ -367,6 +367,7 @@ def refusal(result: Mapping[str, Any], precision: str, task: str) -> str | None:
 
 class OnnxBackend(Backend):
     name: ClassVar[str] = "onnx"
+    label: ClassVar[str] = "ONNX backend"
     precisions: ClassVar[tuple[str, ...]] = ONNX_PRECISIONS
 
     def missing(self) -> str | None:
@@ -383,6 +384,18 @@ class OnnxBackend(Backend):
     def ensure(self, bundle: "Bundle", reference: Callable[[], Reference], note: Note,
                task_numbers: Callable[[Reference], TaskNumbers | None]) -> None:
         if exported(bundle) and read_check(bundle) is not None:
+            return
+        model = reference()
+        export(bundle, model.visual, note)
+        check(model, note, task_numbers(model))
+
+    def optimise(self, bundle: "Bundle", reference: Callable[[], Reference], note: Note,
+                 task_numbers: Callable[[Reference], TaskNumbers | None], force: bool = False) -> None:
+        checked = None if force else read_check(bundle)
+        if checked is not None and exported(bundle):
+            note("already checked on this CPU (--force to redo):")
+            for line in summary(checked).splitlines():  # one message per line
+                note(line)
             return
         model = reference()
         export(bundle, model.visual, note)

@@ -22,7 +22,7 @@ import torch
 from ..device import cpu_kind
 from ..files import home
 from . import compiled, measure, onnx
-from .base import Backend, Note, Reference, quiet
+from .base import MIN_GAIN, Backend, Note, Reference, quiet
 
 if TYPE_CHECKING:
     from ..weights import Bundle
@@ -117,7 +117,7 @@ def relative_speeds(bundle: "Bundle") -> dict[str, float]:
 
 def fastest_built(bundle: "Bundle") -> Path_:
     """The exact CPU path measured fastest on this CPU among those already built (never builds):
-    eager torch unless a built path measured at least ``compiled.MIN_GAIN`` times faster."""
+    eager torch unless a built path measured at least :data:`~.base.MIN_GAIN` times faster."""
     measured = gains(bundle)
     best = max(measured, key=lambda p: measured[p])
-    return best if measured[best] >= compiled.MIN_GAIN else EAGER
+    return best if measured[best] >= MIN_GAIN else EAGER
