@@ -84,7 +84,6 @@ USAGE_MISTAKES = [
     ("match-patients", "--store", "nostore"),
     ("search", "severe MR", "--index", "nostore"),
     ("search", "severe MR", "--index", "{clip}"),
-    ("search", "severe MR"),
     ("embed",),
     ("embed", "{clip}", "--backend", "tpu"),
     ("predict-ef", "{clip}", "--backend", "torch", "--precision", "int8"),

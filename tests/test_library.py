@@ -162,7 +162,7 @@ def test_embed_texts_takes_the_model_first(model):
 
 
 USE_CASES = ("embed", "predict_ef", "detect_devices", "zero_shot", "report", "match_patients", "search",
-             "search_reports", "load_model", "optimise", "embed_texts")
+             "search_reports", "load_model", "optimise", "embed_texts", "holdings", "remember_store", "forget_store")
 
 
 @pytest.mark.parametrize("name", USE_CASES)

@@ -13,6 +13,7 @@ model first and streaming typed records::
 
     retrieval = echoclip_cli.load_model(store="archive.store")   # the weights that made a store
     echoclip_cli.search(retrieval, "severe MR", "archive.store")
+    echoclip_cli.search(retrieval, "severe MR")                  # every store embed --out wrote, and the cache
     echoclip_cli.match_patients(retrieval, store="archive.store")
 
     model.encode_image(images), model.encode_text(ids)           # unnormalised N×512 embeddings
@@ -36,6 +37,9 @@ _LAZY = {
     "match_patients": "api",
     "search": "api",
     "search_reports": "api",
+    "holdings": "api",
+    "remember_store": "api",
+    "forget_store": "api",
     "report": "api",
     "find": "api",
     "optimise": "optimising",

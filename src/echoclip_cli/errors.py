@@ -62,3 +62,7 @@ class DeviceError(EchoclipError):
 
 class MediaError(EchoclipError):
     """An input file cannot be read or decoded (one input; the batch goes on)."""
+
+
+class NothingHeldError(EchoclipError):
+    """A call that searches what echoclip holds found nothing to search (no store, empty cache)."""

@@ -33,7 +33,7 @@ from .files import home
 from .identity import recognise
 from .preprocess_config import PreprocessConfig
 from .records import VideoEmbedding
-from .store import Part, StoreError, StoreWriter, read_part
+from .store import Part, Store, StoreError, StoreWriter, numerics_of, read_header, read_part
 
 DEFAULT_CAP_MB = 2048
 CAP_ENV = "ECHOCLIP_CACHE_MB"
@@ -115,7 +115,7 @@ class FrameCache:
 
     def writer(self) -> StoreWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        return StoreWriter(self.path, flush_every=64, **self._writer_args)
+        return StoreWriter(self.path, flush_every=64, remember=False, **self._writer_args)
 
 
 def _read_or_drop(part: Path, **how: bool) -> Part | None:
@@ -183,6 +183,59 @@ def evict(cap: int | None = None) -> int:
         part.unlink(missing_ok=True)
         freed += size
     return freed
+
+
+@dataclass(frozen=True)
+class CacheFolder:
+    """One folder of the cache: the clips of one weights, preprocessing and backend."""
+
+    path: Path
+    weights: str
+    weights_sha256: str
+    backend: str
+    videos: int  # rows its parts record (counted without verifying them)
+
+
+def folders(weights_sha256: str | None = None) -> list[CacheFolder]:
+    """The cache's folders (only those of ``weights_sha256`` when given), torch ones first."""
+    root = cache_root()
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            header = read_header(path)
+        except StoreError:
+            continue  # a folder being created, or a damaged header: nothing to hand out
+        weights = header["weights"]
+        if weights_sha256 in (None, weights["sha256"]):
+            videos = sum(_recorded_rows(part) for part in path.glob("part-*.safetensors"))
+            found.append(CacheFolder(path, weights["name"], weights["sha256"], numerics_of(header)["backend"], videos))
+    return sorted(found, key=lambda folder: folder.backend != "torch")
+
+
+def _recorded_rows(part: Path) -> int:
+    try:
+        return len(read_part(part, rows_only=True, verify=False))
+    except StoreError:
+        return 0
+
+
+def videos(path: Path) -> Store:
+    """The cached videos of one folder, read as a store reads its own: each vector is the one the
+    pipeline made (the mean of the clip's normalised frame embeddings, exactly what ``embed
+    --out`` stores), from verified parts; a damaged part is deleted and left out."""
+    header = read_header(path)
+    rows: list[dict[str, Any]] = []
+    vectors: list[np.ndarray] = []
+    for part in sorted(path.glob("part-*.safetensors")):
+        stored = _read_or_drop(part)
+        if stored is not None and stored.vectors is not None:
+            rows.extend(stored.rows)
+            vectors.append(stored.vectors)
+    dim = int(header["embed_dim"])
+    matrix = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
+    return Store(path, header, matrix, rows)
 
 
 def info() -> dict[str, Any]:

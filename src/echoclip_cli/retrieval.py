@@ -14,7 +14,8 @@ Three parts, each usable on its own:
    with the query's severities and numbers, so the model embeds a sentence it was trained on.
    With EchoCLIP (BPE tokenizer) the rewritten free text is embedded as it is.
 3. **Ranking** (:func:`search_store`, :func:`rank_reports`): videos and studies of an embedding
-   store by a query, or a corpus of report texts by one video.
+   store by a query, or a corpus of report texts by one video. :func:`pool` joins several stores
+   of one weights (and the frame cache) into one, each row naming the store it came from.
 
 Query understanding lives in :mod:`echoclip_cli.query`.
 """
@@ -169,6 +170,7 @@ def _study_info(rows: Sequence[Mapping[str, Any]], members: list[int]) -> dict[s
         "study_date": dates[0] if dates else None,
         "patient_key": keys[0] if len(keys) == 1 else None,
         "patient_keys": keys,
+        "stores": sorted({str(rows[i]["store"]) for i in members if rows[i].get("store")}),  # see pool()
     }
 
 
@@ -196,7 +198,7 @@ def rank_videos(store: "Store", query_vector: np.ndarray, k: int, *, studies: St
             row = store.rows[int(i)]
             records.append({"level": "video", "rank": rank, "score": round(float(score), 5),
                             "source": row.get("source"), "study": study_of(str(row.get("source", "")), row),
-                            "study_date": row.get("study_date")})
+                            "study_date": row.get("study_date"), "store": row.get("store")})
     if level in ("study", "both"):
         studies = studies or group_studies(store.embeddings, store.rows)
         scores, index = VectorIndex(studies.vectors).search(query_vector, k)
@@ -204,8 +206,33 @@ def rank_videos(store: "Store", query_vector: np.ndarray, k: int, *, studies: St
             info = studies.info[int(i)]
             records.append({"level": "study", "rank": rank, "score": round(float(score), 5),
                             "study": studies.keys[int(i)], "n_videos": info["n_videos"],
-                            "study_date": info["study_date"]})
+                            "study_date": info["study_date"], "stores": info["stores"]})
     return records
+
+
+def pool(labelled: Sequence[tuple[str, "Store"]]) -> "Store":
+    """Several stores of one weights searched as one: every row gains ``store``, the label of
+    the store it came from (its path, or ``cache``); a video held twice (same content, e.g. in a
+    store and in the frame cache) counts once, from the first store that holds it."""
+    from .store import Store
+
+    if not labelled:
+        raise ValueError("pool needs at least one store")
+    rows: list[dict[str, Any]] = []
+    vectors: list[np.ndarray] = []
+    seen: set[str] = set()
+    for label, store in labelled:
+        keep = []
+        for i, row in enumerate(store.rows):
+            key = str(row.get("source_sha256") or row.get("source"))
+            if key not in seen:
+                seen.add(key)
+                keep.append(i)
+                rows.append({**row, "store": label})
+        vectors.append(store.embeddings[keep])
+    first = labelled[0][1]
+    damaged = [message for _, store in labelled for message in store.damaged]
+    return Store(first.path, first.header, np.concatenate(vectors).astype(np.float32), rows, damaged=damaged)
 
 
 @dataclass
@@ -213,6 +240,7 @@ class SearchResult:
     plan: QueryPlan
     records: list[dict[str, Any]]
     warnings: tuple[str, ...] = ()  # e.g. store parts left out as damaged
+    notes: tuple[str, ...] = ()  # what was searched, when echoclip chose it (no --store)
 
 
 def search_store(store: "Store", model: "EchoClip", query: str, *, k: int = 10, level: str = "both",
@@ -308,5 +336,5 @@ def rank_reports(video_vector: np.ndarray, reports: Sequence[Report], model: "Ec
 
 __all__ = [
     "SCORE_BUDGET", "Report", "ReportRanking", "SearchResult", "Studies", "VectorIndex", "embed_query",
-    "group_studies", "rank_reports", "rank_videos", "read_reports", "search_store", "study_of", "topk_cosine",
+    "group_studies", "pool", "rank_reports", "rank_videos", "read_reports", "search_store", "study_of", "topk_cosine",
 ]

@@ -40,6 +40,7 @@ from .files import atomic_write, atomic_write_text
 from .identity import recognise
 from .preprocess_config import PreprocessConfig
 from .records import VideoEmbedding
+from . import remembered
 
 HEADER = "store.json"
 FORMAT_VERSION = 1
@@ -315,9 +316,11 @@ class StoreWriter:
         keep_frames: bool = False,
         flush_every: int = 256,
         numerics: dict[str, Any] | None = None,
+        remember: bool = True,
     ) -> None:
         self.path = Path(path)
         self.keep_frames = keep_frames
+        self.remember = remember  # note the store in the home (search finds it); not the frame cache
         self.flush_every = flush_every
         self._pending: list[VideoEmbedding] = []
         want = _header(weights_name, weights_sha256, cfg, embed_dim, numerics)
@@ -334,6 +337,7 @@ class StoreWriter:
         self.header = read_header(self.path)
         self._seq = len(_parts(self.path))
         self._contents: set[str] | None = None  # sha256 of what is stored or pending, loaded on first add
+        self._note()
 
     def _stored_rows(self) -> list[dict[str, Any]]:
         """The rows of every sound part. A damaged part's inputs are not done: a resumed run
@@ -405,6 +409,14 @@ class StoreWriter:
         rows_json = json.dumps(rows)
         metadata = {"rows": rows_json, "sha256": part_checksum(tensors, rows_json)}
         atomic_write(self.path / name, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        self._note()
+
+    def _note(self) -> None:
+        """Remember the store in the home, with the videos this writer knows of (best effort)."""
+        if self.remember:
+            weights = self.header["weights"]
+            remembered.remember(self.path, weights["name"], weights["sha256"],
+                                None if self._contents is None else len(self._contents))
 
     def __enter__(self) -> "StoreWriter":
         return self

@@ -18,6 +18,7 @@ never waits for torch.
 
 from .common import Found, Progress, find, inputs_or_store, store_header, weights_for
 from .embed import embed, embed_files
+from .holdings import forget_store, holdings, remember_store, remembered_stores
 from .load import device_for_rank, load_model
 from .report import report
 from .retrieval import PATIENT_TYPES, check_search, match_patients, search, search_reports
@@ -25,6 +26,7 @@ from .zeroshot import check_tasks, detect_devices, predict_ef, zero_shot
 
 __all__ = [
     "PATIENT_TYPES", "Found", "Progress", "check_search", "check_tasks", "detect_devices", "device_for_rank", "embed",
-    "embed_files", "find", "inputs_or_store", "load_model", "match_patients", "predict_ef", "report", "search",
-    "search_reports", "store_header", "weights_for", "zero_shot",
+    "embed_files", "find", "forget_store", "holdings", "inputs_or_store", "load_model", "match_patients", "predict_ef",
+    "remember_store", "remembered_stores", "report", "search", "search_reports", "store_header", "weights_for",
+    "zero_shot",
 ]

@@ -3,12 +3,14 @@
     >>> import echoclip_cli
     >>> model = echoclip_cli.load_model(store="archive.store")     # the weights that made the store
     >>> echoclip_cli.search(model, "severe MR", "archive.store").records
+    >>> echoclip_cli.search(model, "severe MR").records     # every store embed --out wrote, and the cache
     >>> echoclip_cli.match_patients(model, store="archive.store").groups
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -21,34 +23,111 @@ if TYPE_CHECKING:
     from ..inference import EchoClip
     from ..patients import MatchSettings, PatientMatches
     from ..retrieval import ReportRanking, SearchResult
+    from ..store import Store
 
 PATIENT_TYPES = ("2d", "2d_colour")  # clips patient matching compares (videos; colour flow keeps its tissue)
 
 
-def check_search(query: str, store: PathLike, *, level: str = "both", template_vocab: PathLike | None = None) -> None:
-    """Everything :func:`search` refuses, checked without loading anything heavy."""
+Stores = PathLike | Sequence[PathLike] | None  # one store, several of one weights, or None: what echoclip holds
+
+
+def check_search(query: str, store: "Stores" = None, *, level: str = "both",
+                 template_vocab: PathLike | None = None) -> None:
+    """Everything :func:`search` refuses, checked without loading anything heavy: with stores,
+    that each is a store and all hold vectors of one weights; without, that echoclip holds
+    something to search (else a :class:`~echoclip_cli.errors.NothingHeldError`, exit 1)."""
     if not query.strip():
         raise UsageError("the query is empty")
     if level not in ("video", "study", "both"):
         raise UsageError(f"level must be video, study or both, not {level!r}")
     check_vocab(template_vocab)
-    store_header(store)
+    stores = store_list(store)
+    if stores is None:
+        from ..held import holdings, nothing_held
+
+        if not holdings().held:
+            raise nothing_held()
+        return
+    made_by = {str(s): store_header(s)["weights"] for s in stores}
+    if len({weights["sha256"] for weights in made_by.values()}) > 1:
+        named = ", ".join(f"{s} ({w['name']})" for s, w in made_by.items())
+        raise UsageError(f"stores searched together must hold vectors of one weights: {named}",
+                         hint="search them one at a time")
 
 
-def search(model: "EchoClip", query: str, store: PathLike, *, k: int = 10, level: str = "both",
+def store_list(store: Stores) -> list[Path] | None:
+    """``store`` as a list of paths (None stays None: search what echoclip holds)."""
+    if store is None:
+        return None
+    paths = [Path(store)] if isinstance(store, (str, os.PathLike)) else [Path(s) for s in store]
+    if not paths:
+        raise UsageError("no store given: pass one or more stores, or None to search what echoclip holds")
+    return paths
+
+
+def search(model: "EchoClip", query: str, store: Stores = None, *, k: int = 10, level: str = "both",
            template_vocab: PathLike | None = None) -> "SearchResult":
-    """Rank a store's videos and studies by report text; ``result.records`` are the hits
-    (``level`` video or study, best first) and ``result.plan`` says what was embedded."""
+    """Rank videos and studies by report text: those of ``store`` (a path, or a list of stores of
+    one weights), or with ``store`` None everything this machine's echoclip holds for ``model``'s
+    weights (the stores ``embed --out`` wrote and the frame cache: :func:`~echoclip_cli.holdings`).
+
+    ``result.records`` are the hits (``level`` video or study, best first; ``store`` on videos and
+    ``stores`` on studies name where they came from: a store's path, or ``cache``);
+    ``result.plan`` says what was embedded, ``result.notes`` what was searched and
+    ``result.warnings`` what was left out."""
     check_search(query, store, level=level, template_vocab=template_vocab)
-    from ..retrieval import search_store
-    from ..store import read_store
+    from ..retrieval import pool, search_store
     from ..tokenizer import tokenizer_for
 
-    check_model(model, "search", store)
+    stores = store_list(store)
+    for path in stores or [None]:
+        check_model(model, "search", path)
+    labelled, warnings = _given(stores) if stores is not None else _held(model)
+    pooled = pool(labelled)
+    if stores is None and len(pooled) == 0:
+        from ..held import nothing_held
+
+        raise nothing_held(model.bundle.name)
+    notes = [] if stores is not None else [_searched(pooled, model)]
     tokenizer = tokenizer_for(model.bundle, template_vocab=template_vocab)
-    loaded = read_store(store)
-    result = search_store(loaded, model, query, k=k, level=level, tokenizer=tokenizer)
-    return dataclasses.replace(result, warnings=tuple(damage_notes(loaded)))
+    result = search_store(pooled, model, query, k=k, level=level, tokenizer=tokenizer)
+    return dataclasses.replace(result, warnings=(*warnings, *damage_notes(pooled)), notes=tuple(notes))
+
+
+def _given(stores: list[Path]) -> tuple[list[tuple[str, "Store"]], list[str]]:
+    """The stores named, each labelled with its path as the holdings remember it."""
+    from ..remembered import where
+    from ..store import read_store
+
+    return [(str(where(path)), read_store(path)) for path in stores], []
+
+
+def _held(model: "EchoClip") -> tuple[list[tuple[str, "Store"]], list[str]]:
+    """Everything held for the model's weights; a NothingHeldError when that is nothing."""
+    from .. import held as H
+
+    held = H.holdings(model.weights_sha256)
+    warnings = H.drop_gone(held.gone)
+    mine = held.for_weights(model.weights_sha256)
+    if mine is None:
+        raise H.nothing_held(model.bundle.name, H.holdings().held)
+    labelled, unreadable = H.read_held(mine)
+    if not labelled:
+        raise H.nothing_held(model.bundle.name)
+    return labelled, [*warnings, *unreadable]
+
+
+def _searched(pooled: "Store", model: "EchoClip") -> str:
+    """'searched /data/a.store (12 videos) and 5 cached videos (weights echo-clip-r)'."""
+    from collections import Counter
+
+    from ..held import CACHE
+
+    counts = Counter(str(row["store"]) for row in pooled.rows)
+    stores = [f"{label} ({n} video{'s' if n != 1 else ''})" for label, n in counts.items() if label != CACHE]
+    cached = counts.get(CACHE, 0)
+    return (f"searched {', '.join(stores) or 'no store'} and {cached} cached video{'s' if cached != 1 else ''} "
+            f"(weights {model.bundle.name})")
 
 
 def search_reports(model: "EchoClip", video: PathLike, reports: PathLike, *, k: int = 10,

@@ -117,8 +117,8 @@ def _root(
 
 
 def _register() -> None:
-    from . import (cache_cmd, embed_cmd, evaluate_cmd, report_cmd, info_cmd, patients_cmd, preprocess_cmd, search_cmd, store_cmd,
-                   tokenize_cmd, weights_cmd, zeroshot_cmd)
+    from . import (cache_cmd, embed_cmd, evaluate_cmd, index_cmd, report_cmd, info_cmd, patients_cmd, preprocess_cmd,
+                   search_cmd, store_cmd, tokenize_cmd, weights_cmd, zeroshot_cmd)
 
     app.command("preprocess")(preprocess_cmd.preprocess)
     app.command("embed")(embed_cmd.embed)
@@ -133,6 +133,7 @@ def _register() -> None:
     app.command("evaluate")(evaluate_cmd.evaluate)
     app.command("tokenize")(tokenize_cmd.tokenize)
     app.add_typer(store_cmd.app, name="store")
+    app.add_typer(index_cmd.app, name="index")
     app.add_typer(cache_cmd.app, name="cache")
     app.add_typer(weights_cmd.app, name="weights")
     app.command("info")(info_cmd.info)
