@@ -15,6 +15,8 @@ model first and streaming typed records::
     echoclip_cli.search(retrieval, "severe MR", "archive.store")
     echoclip_cli.match_patients(retrieval, store="archive.store")
 
+    echoclip_cli.explain(model, "a4c.avi", task="pacemaker")     # PromptCAM maps, one record per frame
+
     model.encode_image(images), model.encode_text(ids)           # unnormalised N×512 embeddings
 
 Heavy modules (torch, model code) load on first use, so ``echoclip --help`` stays fast.
@@ -37,6 +39,7 @@ _LAZY = {
     "search": "api",
     "search_reports": "api",
     "report": "api",
+    "explain": "api",
     "find": "api",
     "optimise": "optimising",
     "RunOptions": "options",
