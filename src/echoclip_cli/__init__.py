@@ -40,6 +40,7 @@ _LAZY = {
     "search_reports": "api",
     "report": "api",
     "explain": "api",
+    "ReportContent": "api",
     "find": "api",
     "optimise": "optimising",
     "RunOptions": "options",

@@ -4,10 +4,12 @@
     >>> model = echoclip_cli.load_model("echo-clip")
     >>> studies = echoclip_cli.report(model, ["studies/"], out="report/")
     >>> [s.wide_row(["pacemaker"]) for s in studies]                  # one row per study
+    >>> echoclip_cli.report(model, ["studies/"], out="fast/", content=echoclip_cli.ReportContent(maps=False))
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -23,6 +25,33 @@ if TYPE_CHECKING:
     from ..tasks import FrameSet, PreparedTask
 
 
+@dataclass(frozen=True)
+class ReportContent:
+    """What the study pages show besides the numbers (one value, like :class:`RunOptions`).
+
+    animations: the frames the model received, as an animation (each clip is decoded again).
+    maps: the evidence behind each scored clip's numbers: the PromptCAM overlay
+    (:mod:`echoclip_cli.promptcam`) of the frame that scored highest for each device task with a
+    threshold, and of the frames whose own EF is nearest to and furthest from the clip's.
+    sentences: each study's five nearest sentences: ``auto`` (EchoCLIP-R's report sentences when
+    its weights (``echo-clip-r``, else another bundle with the template tokenizer) and their
+    template vocabulary are installed, embedding the clips with them too, else the prompt library), ``prompts`` (the prompt library, with the report's
+    model) or ``none``.
+    """
+
+    animations: bool = True
+    maps: bool = True
+    sentences: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.sentences not in SENTENCE_SOURCES:
+            raise UsageError(f"sentences must be one of {', '.join(SENTENCE_SOURCES)}, not {self.sentences!r}")
+
+
+SENTENCE_SOURCES = ("auto", "prompts", "none")
+N_SENTENCES = 5  # nearest sentences listed per study
+
+
 def report(
     model: "EchoClip",
     inputs: Sequence[PathLike] | None = None,
@@ -33,25 +62,16 @@ def report(
     devices: Sequence[str] | None = None,
     thresholds: Thresholds = None,
     force: bool = False,
-    animations: bool = True,
-    maps: bool = True,
-    sentences: str = "auto",
+    content: ReportContent = ReportContent(),
     progress: Progress | None = None,
 ) -> "list[StudyReport]":
     """Score every clip for EF and devices in one embedding pass and write a static HTML report
     to ``out`` (``index.html`` + a page per study, :mod:`echoclip_cli.report_html`); returns the
-    studies (``wide_row(tasks)`` is the one-row-per-study summary). ``animations`` shows the
-    frames the model received (each clip is decoded again). ``maps`` adds the evidence behind
-    each scored clip's numbers: the PromptCAM overlay (:mod:`echoclip_cli.promptcam`) of the frame
-    that scored highest for each device task with a threshold, and of the frames whose own EF is
-    nearest to and furthest from the clip's. ``sentences`` lists each study's five nearest
-    sentences: ``auto`` (EchoCLIP-R's report sentences when the ``echo-clip-r`` weights and their
-    template vocabulary are installed, embedding the clips with them too, else the prompt
-    library), ``prompts`` (the prompt library, with ``model``) or ``none``."""
+    studies (``wide_row(tasks)`` is the one-row-per-study summary). ``content`` chooses what the
+    pages show besides the numbers (:class:`ReportContent`: animations, PromptCAM maps, nearest
+    sentences; all by default)."""
     from .. import report_html as R
 
-    if sentences not in SENTENCE_SOURCES:
-        raise UsageError(f"sentences must be one of {', '.join(SENTENCE_SOURCES)}, not {sentences!r}")
     tasks = list(devices or DEVICE_TASKS)
     run = Scoring.start(model, "zero-shot", ["ejection_fraction", *tasks], inputs, store, options, progress,
                         force=force)
@@ -59,17 +79,13 @@ def report(
     ef, prepared = run.prepare("ejection_fraction"), [run.prepare(t) for t in tasks]
     called = {t: user.get(t, run.tasks[t].threshold) for t in tasks}
     cfg = run.options.sampled().apply(model.preprocess)
-    evidence = Evidence(model, ef, [p for p in prepared if called[p.task.name] is not None]) if maps else None
-    rows = [_row(fs, model, ef, prepared, user, cfg, animations, evidence) for fs in run.frame_sets()]
+    evidence = Evidence(model, ef, [p for p in prepared if called[p.task.name] is not None]) if content.maps else None
+    rows = [_row(fs, model, ef, prepared, user, cfg, content.animations, evidence) for fs in run.frame_sets()]
     studies = R.group(rows)
-    if sentences != "none":
-        nearest_sentences(model, studies, run, sentences == "auto")
+    if content.sentences != "none":
+        nearest_sentences(model, studies, run, content.sentences == "auto")
     R.write_html(studies, Path(out), tasks, called)
     return studies
-
-
-SENTENCE_SOURCES = ("auto", "prompts", "none")
-N_SENTENCES = 5  # nearest sentences listed per study
 
 
 def _row(fs: "FrameSet", model: "EchoClip", ef: "PreparedTask", prepared: list["PreparedTask"],
@@ -212,7 +228,6 @@ def _retrieval_sentences(model: "EchoClip", studies: Sequence["StudyReport"],
                          run: Scoring) -> tuple[Any, list[str], dict[int, Any], str] | None:
     """(EchoCLIP-R model, its slot-free report sentences, each scored clip's EchoCLIP-R embedding,
     source name), or None when EchoCLIP-R or its template vocabulary is not installed."""
-    from ..defaults import RETRIEVAL_WEIGHTS
     from ..errors import EchoclipError as Failed
     from ..tokenizer import tokenizer_for
     from ..tokenizer.template import SLOT
@@ -222,7 +237,10 @@ def _retrieval_sentences(model: "EchoClip", studies: Sequence["StudyReport"],
         if model.bundle.tokenizer_kind == "template":
             retrieval = model
         else:
-            retrieval = load_model(RETRIEVAL_WEIGHTS, device=str(model.device), precision=model.text_precision,
+            bundle = _retrieval_bundle()
+            if bundle is None:
+                return None
+            retrieval = load_model(bundle, device=str(model.device), precision=model.text_precision,
                                    backend="torch", lazy=True)
         phrases = getattr(tokenizer_for(retrieval.bundle), "phrases", ())
     except Failed as exc:
@@ -240,3 +258,14 @@ def _retrieval_sentences(model: "EchoClip", studies: Sequence["StudyReport"],
         vectors = {id(clips[fs.source]): fs.frames.mean(axis=0) for fs in again.frame_sets()
                    if fs.frames is not None and fs.source in clips}
     return retrieval, texts, vectors, f"EchoCLIP-R report sentences ({retrieval.bundle.name})"
+
+
+def _retrieval_bundle() -> Any:
+    """The installed EchoCLIP-R weights: ``echo-clip-r``, else another bundle with the template
+    tokenizer (a fine-tuned EchoCLIP-R), else None."""
+    from ..defaults import RETRIEVAL_WEIGHTS
+    from ..weights import installed_bundles
+
+    found = sorted((b for b in installed_bundles() if b.tokenizer_kind == "template"),
+                   key=lambda b: (b.name != RETRIEVAL_WEIGHTS, b.name))
+    return found[0] if found else None

@@ -36,7 +36,7 @@ def report(
     clip_types: ClipTypesOpt = None,
     animations: Annotated[bool, typer.Option("--animations/--no-animations", help="Show the frames the model received (decodes each clip again).")] = True,
     maps: Annotated[bool, typer.Option("--maps/--no-maps", help="Show the evidence behind each clip's numbers: PromptCAM overlays of the frame that scored highest for each device with a threshold, and of the frames whose own EF is nearest to and furthest from the clip's.")] = True,
-    sentences: Annotated[SentenceSource, typer.Option("--sentences", help="Each study's five nearest sentences: auto (EchoCLIP-R's report sentences when echo-clip-r and its template vocabulary are installed, which embeds the clips again with it; else the prompt library), prompts, or none.")] = SentenceSource.auto,
+    sentences: Annotated[SentenceSource, typer.Option("--sentences", help="Each study's five nearest sentences: auto (EchoCLIP-R's report sentences when its weights, echo-clip-r or another template-tokenizer bundle, and their template vocabulary are installed: the clips are embedded again with them; else the prompt library), prompts, or none.")] = SentenceSource.auto,
     force: ForceOpt = False,
     no_cache: NoCacheOpt = False,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
@@ -76,8 +76,9 @@ def report(
     with progress_bar(quiet) as bar:
         options = run_options(batch_size=batch_size, workers=workers, clip_types=types, no_cache=no_cache)
         studies = api.report(model, files, out=out, store=store, options=options, devices=tasks,
-                             thresholds=user_thresholds, force=force, animations=animations, maps=maps,
-                             sentences=sentences.value, progress=bar)
+                             thresholds=user_thresholds, force=force,
+                             content=api.ReportContent(animations=animations, maps=maps, sentences=sentences.value),
+                             progress=bar)
     failed = [c.error for s in studies for c in s.clips if c.error]
     for message in failed:
         report_failure(message)
