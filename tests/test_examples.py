@@ -73,7 +73,7 @@ def test_readme_python_section_runs(tmp_path, tiny_checkpoint, monkeypatch):
     study = tmp_path / "study"
     study.mkdir()
     make_dicom(study / "a.dcm", echo_frames(24, 48, 64, seed=1), "jpeg", seed=3)
-    make_video(study / "b.avi", echo_frames(12, 48, 64, seed=2))
+    make_video(study / "a4c.avi", echo_frames(12, 48, 64, seed=2))
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(code, "README.md (Python section)", "exec"), namespace)  # noqa: S102 - our own documentation
@@ -85,3 +85,4 @@ def test_readme_python_section_runs(tmp_path, tiny_checkpoint, monkeypatch):
     assert {r["store"] for r in everywhere.records if r["level"] == "video"} == {str((tmp_path / "archive.store").resolve())}
     assert len([r for r in everywhere.records if r["level"] == "video"]) == 2 and "searched" in everywhere.notes[0]
     assert (tmp_path / "report" / "index.html").is_file() and namespace["report"]
+    assert sorted(p.name for p in (tmp_path / "maps").glob("*.png")) == ["frame_0.png", "frame_10.png"]

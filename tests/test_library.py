@@ -118,7 +118,8 @@ def test_run_options_are_one_frozen_value(model, study):
 
 
 def test_report_writes_pages_and_returns_the_studies(model, study, tmp_path):
-    studies = echoclip_cli.report(model, [study], out=tmp_path / "report", devices=["pacemaker"], animations=False)
+    studies = echoclip_cli.report(model, [study], out=tmp_path / "report", devices=["pacemaker"],
+                                  content=echoclip_cli.ReportContent(animations=False))
     assert len(studies) == 2 and (tmp_path / "report" / "index.html").is_file()  # the DICOM's study, the AVI's folder
     rows = [s.wide_row(["pacemaker"]) for s in studies]
     assert [r["n_clips"] for r in rows] == [1, 1] and all(r["ef"] is not None for r in rows)
@@ -162,7 +163,8 @@ def test_embed_texts_takes_the_model_first(model):
 
 
 USE_CASES = ("embed", "predict_ef", "detect_devices", "zero_shot", "report", "match_patients", "search",
-             "search_reports", "load_model", "optimise", "embed_texts", "holdings", "remember_store", "forget_store")
+             "search_reports", "load_model", "optimise", "embed_texts", "holdings", "remember_store", "forget_store",
+             "explain")
 
 
 @pytest.mark.parametrize("name", USE_CASES)

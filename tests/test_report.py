@@ -3,6 +3,7 @@ linked, no network), one wide row per study, and it renders in a headless browse
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import echoclip_cli
 from tests.cli_helpers import run_cli
 from tests.media_factory import echo_frames, make_dicom, make_video, region_item
 
@@ -76,8 +78,8 @@ def test_report_is_self_contained_and_links_every_study(tiny_bundle, archive, tm
         assert not parsed.remote and parsed.scripts == 0
         assert "index.html" in parsed.links or page.name == "index.html"
         for src in parsed.images:
-            assert src.startswith("data:image/gif;base64,") or (out / src).is_file()
-            animations += src.startswith("data:")
+            assert src.startswith(("data:image/gif;base64,", "data:image/png;base64,")) or (out / src).is_file()
+            animations += src.startswith("data:image/gif")
     assert animations >= 2
     text = "".join(p.read_text() for p in out.glob("*.html"))
     assert "not_ultrasound" in text and "Modality CT" in text and "not read" in text
@@ -101,3 +103,63 @@ def test_report_renders_in_headless_chromium(tiny_bundle, archive, tmp_path):
         console_errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
         assert not console_errors, console_errors
         assert (tmp_path / (page.stem + ".png")).stat().st_size > 5000  # something was drawn
+
+
+def _overlays(out: Path) -> list[str]:
+    return [src for page in out.glob("study-*.html") for src in _parse(page).images if src.startswith("data:image/png")]
+
+
+def test_report_shows_the_evidence_behind_each_number_and_no_maps_leaves_it_out(tiny_bundle, tmp_path):
+    root = tmp_path / "study"
+    root.mkdir()
+    make_video(root / "a4c.avi", echo_frames(16, 48, 64, seed=3))
+    make_video(root / "a2c.avi", echo_frames(16, 48, 64, seed=4))
+    out = tmp_path / "with"
+    result = run_cli("report", "--dir", root, "-w", "tiny", "--out", out, "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    page = next(out.glob("study-*.html")).read_text()
+    # per clip: the pacemaker's best frame (the one device with a threshold) and EF's nearest and
+    # furthest frames (one map when every frame gives the clip's EF)
+    overlays = _overlays(out)
+    assert 4 <= len(overlays) <= 6 and page.count("<b>pacemaker</b>") == 2
+    assert "scored highest" in page and "nearest to the clip" in page
+    assert "Nearest sentences" in page and page.count("cosine ") == 5 and "the prompt library" in page
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(base64.b64decode(overlays[0].split(",", 1)[1])))
+    assert image.size == (64, 64) and image.mode == "RGB"  # the tiny model's input, coloured
+
+    bare = tmp_path / "without"
+    result = run_cli("report", "--dir", root, "-w", "tiny", "--out", bare, "--no-maps", "--sentences", "none",
+                     "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    assert _overlays(bare) == [] and "Nearest sentences" not in next(bare.glob("study-*.html")).read_text()
+    assert run_cli("report", "--dir", root, "--sentences", "some").exit_code == 2
+
+
+def test_report_sentences_come_from_echoclip_r_when_it_is_installed(tiny_bundle, tiny_checkpoint, tmp_path):
+    from echoclip_cli.weights import import_openclip
+
+    phrases = ["THERE IS <#> REGURGITATION OF THE MITRAL VALVE. ", "THE LEFT VENTRICLE IS NORMAL IN SIZE. ",
+               "<#> PERICARDIAL EFFUSION. ", "A PACER WIRE IS SEEN IN THE RIGHT VENTRICLE. ",
+               "NORMAL LEFT ATRIAL SIZE. ", "THE AORTIC VALVE IS TRILEAFLET. ", "NO PERICARDIAL EFFUSION. ",
+               "THE RIGHT VENTRICLE IS NORMAL IN SIZE. "]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(phrases) + "\n")
+    import_openclip(tiny_checkpoint, "tiny-r", tokenizer="template", template_vocab=vocab)  # a fine-tuned EchoCLIP-R
+    root = tmp_path / "study"
+    root.mkdir()
+    make_video(root / "a4c.avi", echo_frames(16, 48, 64, seed=3))
+    studies = echoclip_cli.report(echoclip_cli.load_model("tiny", device="cpu"), [root], out=tmp_path / "r",
+                                  devices=["pacemaker"], content=echoclip_cli.ReportContent(maps=False))
+    (study,) = studies
+    assert study.sentence_source.startswith("EchoCLIP-R report sentences")
+    texts = [text for text, _ in study.sentences]
+    assert len(texts) == 5 and set(texts) <= {p.strip() for p in phrases if "<#>" not in p}  # the slot-free ones
+    scores = [score for _, score in study.sentences]
+    assert scores == sorted(scores, reverse=True)
+    page = next((tmp_path / "r").glob("study-*.html")).read_text()
+    assert "EchoCLIP-R report sentences (tiny-r)" in page
+    prompts = echoclip_cli.report(echoclip_cli.load_model("tiny", device="cpu"), [root], out=tmp_path / "p",
+                                  content=echoclip_cli.ReportContent(maps=False, sentences="prompts"))
+    assert prompts[0].sentence_source == "the prompt library"

@@ -16,6 +16,8 @@ model first and streaming typed records::
     echoclip_cli.search(retrieval, "severe MR")                  # every store embed --out wrote, and the cache
     echoclip_cli.match_patients(retrieval, store="archive.store")
 
+    echoclip_cli.explain(model, "a4c.avi", task="pacemaker")     # PromptCAM maps, one record per frame
+
     model.encode_image(images), model.encode_text(ids)           # unnormalised N×512 embeddings
 
 Heavy modules (torch, model code) load on first use, so ``echoclip --help`` stays fast.
@@ -41,6 +43,8 @@ _LAZY = {
     "remember_store": "api",
     "forget_store": "api",
     "report": "api",
+    "explain": "api",
+    "ReportContent": "api",
     "find": "api",
     "optimise": "optimising",
     "RunOptions": "options",

@@ -58,7 +58,9 @@ class EchoClip:
             assert self._build is not None
             if self.on_build is not None:
                 self.on_build()
-            self._module, self._build = self._build(), None
+            with torch.inference_mode(False):  # first use may come from inside encode_image: the
+                # parameters must still be ordinary tensors, which PromptCAM's backward pass can use
+                self._module, self._build = self._build(), None
         return self._module
 
     @property

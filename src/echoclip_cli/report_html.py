@@ -3,7 +3,8 @@
 One folder: ``index.html`` (archive plots and a table of studies) and one page per study with,
 for every object, an animation of the frames the model actually received (after crop, mask and
 resize), its clip type and why it was or was not scored, its EF and device scores (a call only
-where a threshold exists), and the study summary. Images are inline (data URIs) and plots are
+where a threshold exists), the evidence behind those numbers (PromptCAM overlays of the frames
+that decided them), the study summary and the five sentences nearest to the study's embedding. Images are inline (data URIs) and plots are
 inline SVG: no network, no CDN, no JavaScript; the folder opens from a USB stick.
 
 Study pages are named by a hash of the study key, never by a path or an identifier, and the
@@ -24,6 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 THUMB = 112  # pixels of the animation's side: enough to see a view, small enough to inline
+MAP_SIDE = 224  # pixels of a PromptCAM overlay's side: the model's input, shown as it is
 GIF_MS = 100  # frame duration of the animation
 
 
@@ -41,12 +43,16 @@ class ClipRow:
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> score, threshold, detected
     animation: str | None = None  # data URI of a GIF of the frames the model received
     identity: str = ""  # SOP instance or content hash: copies count once in the study summary
+    evidence: list[dict[str, Any]] = field(default_factory=list)  # PromptCAM overlays: title, caption, frame, image
+    embedding: np.ndarray | None = field(default=None, repr=False)  # (E,) mean of normalised frame embeddings
 
 
 @dataclass
 class StudyReport:
     study: str
     clips: list[ClipRow]
+    sentences: list[tuple[str, float]] = field(default_factory=list)  # nearest sentences, (text, cosine)
+    sentence_source: str | None = None  # where the sentences come from
 
     @property
     def scored(self) -> list[ClipRow]:
@@ -111,6 +117,15 @@ def animation(frames: np.ndarray) -> str:
     return "data:image/gif;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def png_uri(rgb: np.ndarray) -> str:
+    """A data URI of a PNG of an (H, W, 3) uint8 RGB image."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def group(rows: Iterable[ClipRow]) -> list[StudyReport]:
     by_study: dict[str, list[ClipRow]] = defaultdict(list)
     for row in rows:
@@ -126,6 +141,8 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 th{background:#f3f3f3}.skipped{color:#777}.error{color:#b00}.yes{color:#b00;font-weight:600}
 .clip{display:flex;gap:1em;align-items:flex-start;border-bottom:1px solid #eee;padding:.6em 0}
 img{image-rendering:pixelated;border:1px solid #ccc}.plots{display:flex;gap:2em;flex-wrap:wrap}
+.evidence{display:flex;gap:1em;flex-wrap:wrap}figure{margin:0;max-width:230px}figcaption{font-size:12px;color:#444}
+.evidence img{image-rendering:auto}ol.sentences li{margin:.2em 0}.cos{color:#777;font-size:12px}
 """
 
 
@@ -188,7 +205,33 @@ def _clip_html(clip: ClipRow, tasks: Sequence[str]) -> str:
                          f"<td class=\"{'yes' if d.get('detected') else ''}\">{call}</td>")
         scores = "<table>" + "".join(f"<tr>{c}</tr>" for c in cells) + "</table>"
     return (f'<div class="clip">{image}<div><b>{html.escape(Path(clip.source).name)}</b> — '
-            f'{_fmt(clip.clip_type)} <span class="skipped">({_fmt(clip.clip_reason)})</span>{status}{scores}</div></div>')
+            f'{_fmt(clip.clip_type)} <span class="skipped">({_fmt(clip.clip_reason)})</span>{status}{scores}'
+            f'{_evidence_html(clip.evidence)}</div></div>')
+
+
+def _evidence_html(evidence: Sequence[Mapping[str, Any]]) -> str:
+    """The PromptCAM overlays behind a clip's numbers, each with what it shows."""
+    if not evidence:
+        return ""
+    figures = []
+    for item in evidence:
+        title, caption = html.escape(str(item["title"])), html.escape(str(item["caption"]))
+        figures.append(f'<figure><img src="{html.escape(str(item["image"]), quote=True)}" width="{MAP_SIDE}" '
+                       f'height="{MAP_SIDE}" alt="PromptCAM overlay, {title}, {caption}">'
+                       f"<figcaption><b>{title}</b> — {caption}</figcaption></figure>")
+    return ('<p class="skipped">Why (PromptCAM: where in the frame the model found the prompts\' words; '
+            'red most, blue least)</p><div class="evidence">' + "".join(figures) + "</div>")
+
+
+def _sentences_html(study: StudyReport) -> str:
+    """The study's nearest sentences, with their cosine and where they come from."""
+    if not study.sentences:
+        return ""
+    items = "".join(f'<li>{html.escape(text)} <span class="cos">cosine {score:.3f}</span></li>'
+                    for text, score in study.sentences)
+    return (f"<h2>Nearest sentences</h2><p class=\"skipped\">{len(study.sentences)} sentences of "
+            f"{html.escape(study.sentence_source or '')} nearest to the study's embedding</p>"
+            f'<ol class="sentences">{items}</ol>')
 
 
 def write_html(studies: Sequence[StudyReport], out: Path, tasks: Sequence[str],
@@ -203,7 +246,7 @@ def write_html(studies: Sequence[StudyReport], out: Path, tasks: Sequence[str],
         body = (f'<p><a href="index.html">← all studies</a></p><h1>Study {html.escape(study.study)}</h1>'
                 f"<p>EF {_fmt(study.ef)} % (mean of {len(study.scored)} scored clips); device calls: "
                 f"{html.escape(calls)}; {summary['n_skipped']} clips not scored, {summary['n_failed']} not read.</p>"
-                + "".join(_clip_html(c, tasks) for c in study.clips))
+                + _sentences_html(study) + "".join(_clip_html(c, tasks) for c in study.clips))
         (out / page).write_text(_page(f"Study {study.study}", body), encoding="utf-8")
         rows.append(f'<tr><td><a href="{page}">{html.escape(study.study)}</a></td><td>{_fmt(study.ef)}</td>'
                     f"<td>{len(study.scored)} / {len(study.clips)}</td><td>{html.escape(calls)}</td>"

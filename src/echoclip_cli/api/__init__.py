@@ -18,15 +18,16 @@ never waits for torch.
 
 from .common import Found, Progress, find, inputs_or_store, store_header, weights_for
 from .embed import embed, embed_files
+from .explain import FrameMap, check_explain, explain
 from .holdings import forget_store, holdings, remember_store, remembered_stores
 from .load import device_for_rank, load_model
-from .report import report
+from .report import ReportContent, report
 from .retrieval import PATIENT_TYPES, check_search, match_patients, search, search_reports
 from .zeroshot import check_tasks, detect_devices, predict_ef, zero_shot
 
 __all__ = [
-    "PATIENT_TYPES", "Found", "Progress", "check_search", "check_tasks", "detect_devices", "device_for_rank", "embed",
-    "embed_files", "find", "forget_store", "holdings", "inputs_or_store", "load_model", "match_patients", "predict_ef",
-    "remember_store", "remembered_stores", "report", "search", "search_reports", "store_header", "weights_for",
-    "zero_shot",
+    "PATIENT_TYPES", "FrameMap", "Found", "Progress", "ReportContent", "check_explain", "check_search", "check_tasks",
+    "detect_devices", "device_for_rank", "embed", "embed_files", "explain", "find", "forget_store", "holdings",
+    "inputs_or_store", "load_model", "match_patients", "predict_ef", "remember_store", "remembered_stores", "report",
+    "search", "search_reports", "store_header", "weights_for", "zero_shot",
 ]

@@ -117,8 +117,8 @@ def _root(
 
 
 def _register() -> None:
-    from . import (cache_cmd, embed_cmd, evaluate_cmd, index_cmd, report_cmd, info_cmd, patients_cmd, preprocess_cmd,
-                   search_cmd, store_cmd, tokenize_cmd, weights_cmd, zeroshot_cmd)
+    from . import (cache_cmd, embed_cmd, evaluate_cmd, explain_cmd, index_cmd, report_cmd, info_cmd, patients_cmd,
+                   preprocess_cmd, search_cmd, store_cmd, tokenize_cmd, weights_cmd, zeroshot_cmd)
 
     app.command("preprocess")(preprocess_cmd.preprocess)
     app.command("embed")(embed_cmd.embed)
@@ -127,6 +127,7 @@ def _register() -> None:
     app.command("zero-shot")(zeroshot_cmd.zero_shot)
     app.command("match-patients")(patients_cmd.match_patients)
     app.command("report")(report_cmd.report)
+    app.command("explain")(explain_cmd.explain)
     app.command("search")(search_cmd.search)
     app.command("search-reports", hidden=True)(search_cmd.search)  # the original design's name
     app.command("calibrate")(evaluate_cmd.calibrate)

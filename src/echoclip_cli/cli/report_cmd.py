@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,6 +18,12 @@ from .progress import progress_bar
 from .zeroshot_cmd import ForceOpt, NoCacheOpt, StoreOpt, ThresholdsOpt, WeightsZS, zero_shot_model
 
 
+class SentenceSource(str, Enum):
+    auto = "auto"
+    prompts = "prompts"
+    none = "none"
+
+
 def report(
     inputs: InputsArg = None,
     folder: DirOpt = None,
@@ -28,6 +35,8 @@ def report(
     thresholds: ThresholdsOpt = None,
     clip_types: ClipTypesOpt = None,
     animations: Annotated[bool, typer.Option("--animations/--no-animations", help="Show the frames the model received (decodes each clip again).")] = True,
+    maps: Annotated[bool, typer.Option("--maps/--no-maps", help="Show the evidence behind each clip's numbers: PromptCAM overlays of the frame that scored highest for each device with a threshold, and of the frames whose own EF is nearest to and furthest from the clip's.")] = True,
+    sentences: Annotated[SentenceSource, typer.Option("--sentences", help="Each study's five nearest sentences: auto (EchoCLIP-R's report sentences when its weights, echo-clip-r or another template-tokenizer bundle, and their template vocabulary are installed: the clips are embedded again with them; else the prompt library), prompts, or none.")] = SentenceSource.auto,
     force: ForceOpt = False,
     no_cache: NoCacheOpt = False,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
@@ -42,8 +51,9 @@ def report(
 
     index.html has archive plots (EF and device score distributions) and the studies; each study
     page shows every object with an animation of its model-ready frames, its clip type and why it
-    was or was not scored, its EF and device scores (calls only where a threshold exists). No
-    network, no scripts: the folder opens anywhere. stdout gets one wide row per study (EF,
+    was or was not scored, its EF and device scores (calls only where a threshold exists), the
+    PromptCAM overlays behind those numbers (--no-maps leaves them out), and the study's five
+    nearest report sentences. No network, no scripts: the folder opens anywhere. stdout gets one wide row per study (EF,
     device calls, clip counts, flags) for spreadsheets. Frames come from the embedding cache when
     another command has embedded the files.
 
@@ -52,6 +62,8 @@ def report(
         echoclip report --dir studies/ --out report/
 
         echoclip report --store archive.store --out report/ --format csv > studies.csv
+
+        echoclip report --dir studies/ --out report/ --no-maps --sentences none
     """
     from .. import api
 
@@ -64,7 +76,9 @@ def report(
     with progress_bar(quiet) as bar:
         options = run_options(batch_size=batch_size, workers=workers, clip_types=types, no_cache=no_cache)
         studies = api.report(model, files, out=out, store=store, options=options, devices=tasks,
-                             thresholds=user_thresholds, force=force, animations=animations, progress=bar)
+                             thresholds=user_thresholds, force=force,
+                             content=api.ReportContent(animations=animations, maps=maps, sentences=sentences.value),
+                             progress=bar)
     failed = [c.error for s in studies for c in s.clips if c.error]
     for message in failed:
         report_failure(message)

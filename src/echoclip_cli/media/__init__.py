@@ -26,6 +26,7 @@ _LAZY = {
     "find_inputs": "discover",
     "iter_clips": "batch",
     "load_clip": "clip",
+    "load_frames": "clip",
     "output_name": "batch",
     "preprocess_files": "batch",
     "read_frames": "clip",

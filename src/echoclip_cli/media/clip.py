@@ -143,6 +143,40 @@ def load_clip(
     return Clip(frames=frames, meta=_clip_meta(path, raw, geometry, cfg), source=str(path))
 
 
+def load_frames(
+    path: str | os.PathLike[str], cfg: PreprocessConfig, indices: Sequence[int], *, keep_phi: bool = False,
+    salt: str | None = None
+) -> Clip:
+    """Frames ``indices`` of the decoded input (numbered from 0, before any sampling), prepared as
+    :func:`load_clip` prepares its sampled frames: the same crop, and a mask found from the same
+    frames (the sampled ones are decoded too when a mask is applied, so a frame is masked alike
+    whichever frames are asked for). ``meta["frame_indices"]`` lists the frames found, in
+    ascending order (indices past the end are dropped). A preprocessed file holds only its
+    sampled frames: those of ``indices`` among them are returned."""
+    path = Path(path)
+    _check_file(path)
+    wanted = sorted({int(i) for i in indices})
+    if input_kind(path) == "store":
+        clip = _load_store(path, cfg)
+        return _select(clip, wanted)
+    kind = "video" if input_kind(path) == "video" else "dicom"
+    masked = _effective_mask(cfg.mask, kind) != "none"
+    decode = sorted(set(wanted) | set(cfg.frame_indices)) if masked else wanted
+    frames_rgb, raw = read_frames(path, decode, keep_phi=keep_phi, salt=salt)
+    raw.update(classify.classify(_header_type(raw), frames_rgb))
+    frames, geometry = prepare_frames(frames_rgb, cfg, region=raw.get("region"), mask=_effective_mask(cfg.mask, kind))
+    clip = Clip(frames=frames, meta=_clip_meta(path, raw, geometry, cfg), source=str(path))
+    return _select(clip, wanted)
+
+
+def _select(clip: Clip, wanted: Sequence[int]) -> Clip:
+    """``clip`` with only the frames whose index is in ``wanted``."""
+    found, keep = [int(i) for i in clip.meta.get("frame_indices", [])], set(wanted)
+    rows = [row for row, index in enumerate(found) if index in keep]
+    meta = {**clip.meta, "frame_indices": [found[row] for row in rows]}
+    return Clip(frames=clip.frames[rows], meta=meta, source=clip.source)
+
+
 @dataclass
 class Codestreams:
     """An input whose frames are JPEG codestreams still to decode (on the model's device): the
