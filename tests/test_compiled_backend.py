@@ -174,3 +174,40 @@ def test_auto_decides_from_one_race_of_every_built_path(tiny_bundle, compiled_bu
     again = run_cli("weights", "optimise", "tiny")
     assert again.exit_code == 0 and "timing torch" in again.stderr, again.stderr  # raced again
     assert cpu_paths.read_race(tiny_bundle) is not None
+
+
+def test_a_swapped_package_is_never_loaded(tiny_bundle, compiled_bundle, monkeypatch):
+    """The package holds a shared library that runs when loaded: one whose bytes are not the
+    checked ones is refused by --backend compiled and passed over by --backend auto."""
+    import torch._inductor
+
+    from echoclip_cli.errors import UsageError
+
+    loaded = []
+    real = torch._inductor.aoti_load_package
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda path, *a, **k: loaded.append(path) or real(path, *a, **k))
+    check = compiled_backend.folder(tiny_bundle) / "check.json"
+    found = json.loads(check.read_text())
+    found["frames_per_s"] = {"eager": 10.0, "compiled": 30.0}  # measured faster: auto would take it
+    check.write_text(json.dumps(found))
+    assert _load("auto")[0].compiled and len(loaded) == 1  # the checked package loads
+
+    package = compiled_backend.package_file(tiny_bundle)
+    with open(package, "ab") as fh:
+        fh.write(b"foreign code")  # same name, other bytes
+    loaded.clear()
+    model, _ = _load("auto")
+    assert not model.compiled and model.backend == "torch" and loaded == []  # auto stays eager
+    with pytest.raises(UsageError, match="changed since it was built and checked"):
+        compiled_backend.CompiledBackend().tower(tiny_bundle)
+    assert loaded == []
+
+
+def test_a_copied_home_is_hashed_once_then_trusted(tiny_bundle, compiled_bundle):
+    from echoclip_cli.backends import integrity
+
+    package = compiled_backend.package_file(tiny_bundle)
+    record = json.loads((package.parent / integrity.RECORD).read_text())["visual.pt2"]
+    assert integrity.problem(package) is None  # copied by the fixture: new inode, same bytes
+    again = json.loads((package.parent / integrity.RECORD).read_text())["visual.pt2"]
+    assert again["sha256"] == record["sha256"] and again["stamp"] != record["stamp"]

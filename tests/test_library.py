@@ -183,3 +183,30 @@ def test_a_store_call_reads_the_store_header_once_more_than_the_reader(model, st
     monkeypatch.setattr(store_module, "read_header", lambda path: calls.append(path) or real(path))
     records = list(echoclip_cli.predict_ef(model, store=store))
     assert records and len(calls) <= 2, calls
+
+
+def test_a_non_finite_embedding_is_an_error_record_never_a_number(model, study, tmp_path):
+    """NaN embeddings (damage, a backend gone wrong) gave EF 19 and "no pacemaker": now an error
+    record, from the pipeline and from a damaged store alike, and never stored or cached."""
+    from echoclip_cli.records import VideoEmbedding
+    from echoclip_cli.store import StoreWriter
+
+    real = model.tower.eager
+    model.tower.eager = lambda images: real(images) * float("nan")
+    embedded = list(echoclip_cli.embed(model, [study], out=tmp_path / "nan.store"))
+    assert all(r.error and "non-finite" in r.error for r in embedded)
+    ef = list(echoclip_cli.predict_ef(model, [study]))
+    assert [r.level for r in ef] == ["video", "video"] and all(r.ef is None and "non-finite" in r.error for r in ef)
+    model.tower.eager = real
+    fresh = [r for r in echoclip_cli.predict_ef(model, [study]) if r.level == "video"]
+    assert all(r.error is None and r.ef is not None for r in fresh)  # nothing non-finite was cached
+
+    damaged = tmp_path / "damaged.store"
+    frames = np.full((3, model.embed_dim), np.nan, np.float32)
+    with StoreWriter(damaged, weights_name="tiny", weights_sha256=model.weights_sha256, cfg=model.preprocess,
+                     embed_dim=model.embed_dim, keep_frames=True) as writer:
+        meta = {"source": "/x/a.dcm", "source_sha256": "a" * 64, "frame_indices": [0, 2, 4]}
+        writer.add(VideoEmbedding(source="/x/a.dcm", embedding=frames.mean(axis=0), frame_embeddings=frames, meta=meta))
+    records = list(echoclip_cli.detect_devices(model, store=damaged, devices=["pacemaker"]))
+    assert [r.level for r in records] == ["video"] and records[0].score is None and records[0].detected is None
+    assert "non-finite" in records[0].error

@@ -236,3 +236,32 @@ def test_an_older_export_gets_the_7_bit_tower_added_and_nothing_else_redone(tiny
     onnx_backend.export(tiny_bundle, model.model.visual, notes.append)
     assert seven.is_file() and _weight_range(seven) <= 64 and fp32.stat().st_mtime_ns == before
     assert notes == [f"adding the 7-bit int8 tower of {tiny_bundle.name} (for CPUs without VNNI; once)…"]
+
+
+def test_a_swapped_export_is_never_run_and_is_exported_again(tiny_bundle, onnx_bundle, monkeypatch):
+    """A swapped ONNX file would give other numbers while records cite the bundle's sha256: auto
+    passes it over, and --backend onnx exports the tower again before running anything."""
+    import hashlib
+
+    import onnxruntime as ort
+
+    from echoclip_cli.files import sha256_file
+
+    seen = []
+    real = ort.InferenceSession
+    monkeypatch.setattr(ort, "InferenceSession", lambda path, *a, **k: seen.append(sha256_file(path)) or real(path, *a, **k))
+    fp32 = onnx_backend.model_file(tiny_bundle, "fp32")
+    with open(fp32, "ab") as fh:
+        fh.write(b"\0")  # other bytes under the same name
+    swapped = sha256_file(fp32)
+    path = onnx_backend._check_file(tiny_bundle)
+    result = json.loads(path.read_text())
+    result["frames_per_s"] = {"torch-fp32": 10.0, "onnx-fp32": 20.0, "onnx-int8": 20.0}
+    path.write_text(json.dumps(result))
+    auto, _ = _load("auto", backend="auto")
+    assert auto.backend == "torch" and seen == []
+
+    model, notes = _load("fp32")
+    assert any("changed since it was built and checked" in n and "exporting it again" in n for n in notes), notes
+    assert model.backend == "onnx" and swapped not in seen and seen
+    assert hashlib.sha256(fp32.read_bytes()).hexdigest() != swapped

@@ -243,7 +243,20 @@ def with_studies(records: Iterable[Any]) -> Iterator[Any]:
 # --------------------------------------------------------------------------- scoring
 
 
+NOT_FINITE = "holds non-finite values (NaN or infinity): no number is given for it"
+
+
+def _finite(values: dict[str, Any]) -> bool:
+    """Whether every number among a record's values is finite (a NaN must never read as an EF)."""
+    numbers = [v for v in values.values() if isinstance(v, float)]
+    numbers += [v for d in values.values() if isinstance(d, dict) for v in d.values() if isinstance(v, float)]
+    return all(np.isfinite(numbers))
+
+
 def _video(cls: type, fs: FrameSet, model: EchoClip, **values: Any) -> Any:
+    if values and not _finite(values):
+        fs = FrameSet(fs.source, fs.frames, fs.meta, error=f"{fs.source}: its score {NOT_FINITE}")
+        values = {}
     return cls(source=fs.source, study=study_key(fs.source, fs.meta),
                n_frames=int(fs.frames.shape[0]) if fs.frames is not None else 0,
                weights=model.bundle.name, weights_sha256=model.weights_sha256, **numerics(fs.meta, model),
@@ -317,7 +330,15 @@ def regression_records(
 def frame_sets_from_results(results: Iterable[Any]) -> Iterator[FrameSet]:
     """FrameSets from :func:`echoclip_cli.pipeline.embed_videos` results (``keep_frames=True``)."""
     for r in results:
-        yield FrameSet(r.source, r.frame_embeddings, r.meta, r.error, r.skipped)
+        yield checked(FrameSet(r.source, r.frame_embeddings, r.meta, r.error, r.skipped))
+
+
+def checked(fs: FrameSet) -> FrameSet:
+    """``fs``, or an error in its place when its frame embeddings are not all finite (damage, or a
+    backend gone wrong): a NaN embedding scores as a plausible EF and a "no device" otherwise."""
+    if fs.error is None and fs.frames is not None and not np.isfinite(fs.frames).all():
+        return FrameSet(fs.source, None, fs.meta, error=f"{fs.source}: its frame embeddings {NOT_FINITE}")
+    return fs
 
 
 def frame_sets_from_store(store: Any, model: EchoClip, clip_types: Sequence[str] | None = None) -> Iterator[FrameSet]:
@@ -334,4 +355,4 @@ def frame_sets_from_store(store: Any, model: EchoClip, clip_types: Sequence[str]
             yield FrameSet(row.get("source", ""), None, row,
                            skipped=f"{kind} clip ({row.get('clip_reason')}), not scored")
             continue
-        yield FrameSet(row.get("source", ""), frames, row)
+        yield checked(FrameSet(row.get("source", ""), frames, row))

@@ -38,6 +38,7 @@ def embed_files(model: "EchoClip", files: Sequence[Path], options: RunOptions = 
                                workers=options.workers, keep_frames=keep_frames, keep_phi=options.keep_phi,
                                jpeg_decode=options.jpeg_decode, on_frames=progress.frames,
                                clip_types=options.clip_types, device_report=report):
+        result = _finite(result)
         progress.item(result.n_frames)
         if result.ok:
             result.meta.update(model.numerics)
@@ -45,6 +46,20 @@ def embed_files(model: "EchoClip", files: Sequence[Path], options: RunOptions = 
     summary = report.summary()
     if summary is not None:  # errors on the device show with --quiet too
         (progress.warn if report.first_error else progress.note)(summary)
+
+
+def _finite(result: "VideoEmbedding") -> "VideoEmbedding":
+    """``result``, or an error record in its place when its embedding is not all finite: a NaN
+    vector is never stored, cached or scored (it would read as a plausible EF)."""
+    import numpy as np
+
+    vectors = [v for v in (result.embedding, result.frame_embeddings) if v is not None]
+    if not result.ok or all(np.isfinite(v).all() for v in vectors):
+        return result
+    from dataclasses import replace
+
+    return replace(result, embedding=None, frame_embeddings=None,
+                   error=f"{result.source}: its embedding holds non-finite values (NaN or infinity)")
 
 
 def embed(

@@ -37,7 +37,7 @@ import torch
 from ..device import cpu_kind
 from ..errors import UsageError
 from ..files import home
-from . import measure
+from . import integrity, measure
 from .base import MIN_GAIN, Backend, Note, Reference, TaskNumbers
 
 if TYPE_CHECKING:
@@ -82,9 +82,17 @@ def compiler_found() -> bool:
 
 
 def passed(bundle: "Bundle") -> bool:
-    """Built and its check passed on this CPU and torch."""
+    """Built, its check passed on this CPU and torch, and the package is the one that was checked."""
     found = read_check(bundle)
-    return bool(found and found["passed"] and package_file(bundle).is_file())
+    return bool(found and found["passed"] and package_file(bundle).is_file()
+                and integrity.problem(package_file(bundle)) is None)
+
+
+def _stale(bundle: "Bundle") -> str | None:
+    """Why the built package must be built again (None: it is there, checked and unchanged)."""
+    if read_check(bundle) is None or not package_file(bundle).is_file():
+        return "not built on this CPU"
+    return integrity.problem(package_file(bundle))
 
 
 def usable(bundle: "Bundle") -> bool:
@@ -193,6 +201,7 @@ def _install(stage: Path, target: Path, result: dict[str, Any]) -> None:
         os.replace(target, aside)
         os.replace(stage, target)
         shutil.rmtree(aside, ignore_errors=True)
+    integrity.record([target / "visual.pt2"])
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -217,7 +226,10 @@ class CompiledBackend(Backend):
 
     def ensure(self, bundle: "Bundle", reference: Callable[[], Reference], note: Note,
                task_numbers: Callable[[Reference], TaskNumbers | None]) -> None:
-        if read_check(bundle) is None or not package_file(bundle).is_file():
+        reason = _stale(bundle)
+        if reason is not None:
+            if reason != "not built on this CPU":
+                note(f"compiled image tower: {reason}; building it again")
             build(reference(), note)
         found = read_check(bundle)
         if not found or not found["passed"]:
@@ -227,11 +239,17 @@ class CompiledBackend(Backend):
 
     def optimise(self, bundle: "Bundle", reference: Callable[[], Reference], note: Note,
                  task_numbers: Callable[[Reference], TaskNumbers | None], force: bool = False) -> None:
-        found = None if force else read_check(bundle)
-        if found is not None and package_file(bundle).is_file():
+        found, reason = read_check(bundle), _stale(bundle)
+        if not force and found is not None and reason is None:
             note(f"already built on this CPU (--force to redo): {summary(found)}")
             return
+        if reason not in (None, "not built on this CPU"):
+            note(f"compiled image tower: {reason}; building it again")
         build(reference(), note)
 
     def tower(self, bundle: "Bundle", precision: str = "fp32", eager: Any = None, **options: Any) -> CompiledTower:
+        reason = integrity.problem(package_file(bundle))
+        if reason:  # never load a package that is not the one checked: it runs code when loaded
+            raise UsageError(f"the compiled image tower cannot be used: {reason}",
+                             hint=f"build it again: echoclip weights optimise {bundle.name} --force")
         return CompiledTower(package_file(bundle))

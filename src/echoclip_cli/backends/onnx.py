@@ -33,7 +33,7 @@ import torch
 from ..device import cpu_flags, cpu_kind
 from ..errors import UsageError
 from ..files import home
-from . import measure
+from . import integrity, measure
 from .base import Backend, Note, Reference, TaskNumbers
 
 if TYPE_CHECKING:
@@ -170,6 +170,7 @@ def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None
             os.replace(stage / INT8_FILES[7], model_file(bundle, "int8", 7))
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+        integrity.record([model_file(bundle, "int8", 7)])
         return target
 
     note(f"exporting the image tower of {bundle.name} to ONNX (once per weights)…")
@@ -202,7 +203,32 @@ def export(bundle: "Bundle", visual: torch.nn.Module, note: Callable[[str], None
                 shutil.rmtree(aside, ignore_errors=True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    integrity.record(_model_files(bundle))
     return target
+
+
+def _model_files(bundle: "Bundle") -> list[Path]:
+    return [model_file(bundle, "fp32"), *(model_file(bundle, "int8", bits) for bits in INT8_FILES)]
+
+
+def stale(bundle: "Bundle") -> str | None:
+    """Why the export must be made again: a file missing, or not the one that was exported (a
+    swapped tower gives other numbers while records cite the bundle's sha256). None: it is sound."""
+    if not exported(bundle):
+        return "not exported"
+    for path in _model_files(bundle):
+        reason = integrity.problem(path)
+        if reason:
+            return reason
+    return None
+
+
+def _export_again(bundle: "Bundle", reason: str, note: Note) -> None:
+    """Set a damaged or foreign export aside (deleted) so that :func:`export` writes it anew."""
+    import shutil
+
+    note(f"ONNX export of {bundle.name}: {reason}; exporting it again")
+    shutil.rmtree(folder(bundle), ignore_errors=True)
 
 
 def _quantise(fp32: Path, out: Path, bits: int) -> None:
@@ -375,7 +401,8 @@ class OnnxBackend(Backend):
 
     def built(self, bundle: "Bundle") -> Path | None:
         fp32 = model_file(bundle, "fp32")
-        return fp32 if read_check(bundle) is not None and fp32.is_file() and runtime_found() else None
+        sound = fp32.is_file() and integrity.problem(fp32) is None
+        return fp32 if read_check(bundle) is not None and sound and runtime_found() else None
 
     def gain(self, bundle: "Bundle") -> float | None:
         found = read_check(bundle)  # timed against eager when it was checked
@@ -383,23 +410,32 @@ class OnnxBackend(Backend):
 
     def ensure(self, bundle: "Bundle", reference: Callable[[], Reference], note: Note,
                task_numbers: Callable[[Reference], TaskNumbers | None]) -> None:
-        if exported(bundle) and read_check(bundle) is not None:
+        reason = stale(bundle)
+        if reason is None and read_check(bundle) is not None:
             return
+        if reason not in (None, "not exported"):
+            _export_again(bundle, reason, note)
         model = reference()
         export(bundle, model.visual, note)
         check(model, note, task_numbers(model))
 
     def optimise(self, bundle: "Bundle", reference: Callable[[], Reference], note: Note,
                  task_numbers: Callable[[Reference], TaskNumbers | None], force: bool = False) -> None:
-        checked = None if force else read_check(bundle)
-        if checked is not None and exported(bundle):
+        checked, reason = None if force else read_check(bundle), stale(bundle)
+        if checked is not None and reason is None:
             note("already checked on this CPU (--force to redo):")
             for line in summary(checked).splitlines():  # one message per line
                 note(line)
             return
+        if reason not in (None, "not exported"):
+            _export_again(bundle, reason, note)
         model = reference()
         export(bundle, model.visual, note)
         check(model, note, task_numbers(model))
 
     def tower(self, bundle: "Bundle", precision: str = "fp32", eager: Any = None, **options: Any) -> OnnxTower:
+        reason = integrity.problem(model_file(bundle, precision))
+        if reason:  # a swapped export would give other numbers under the bundle's name
+            raise UsageError(f"the ONNX {precision} tower cannot be used: {reason}",
+                             hint=f"export it again: echoclip weights optimise {bundle.name} --force")
         return OnnxTower(model_file(bundle, precision), precision=precision, bundle=bundle)
