@@ -125,3 +125,24 @@ def test_cache_info_counts_only_sound_parts(tiny_bundle, clips):
     flip_tensor_bytes(_parts()[0], "embeddings")
     info = run_cli("cache", "info", "-f", "jsonl")
     assert info.exit_code == 0 and json.loads(info.stdout)["clips"] == 1
+
+
+def test_a_part_whose_rows_were_swapped_is_not_served(tiny_bundle, clips):
+    """Two clips' rows swapped inside a part (so each file would get the other's frames) fail the
+    part's checksum, which covers rows and tensors together: both clips are embedded again."""
+    import json as _json
+
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    first, _ = _ef(*clips)
+    (part,) = _parts()
+    with safe_open(str(part), framework="np") as fh:
+        metadata = dict(fh.metadata())
+        tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+    rows = _json.loads(metadata["rows"])
+    assert len(rows) == 2
+    metadata["rows"] = _json.dumps(rows[::-1])
+    save_file(tensors, str(part), metadata=metadata)
+    second, run = _ef(*clips)
+    assert second == first and "from the embedding cache" not in run.stderr

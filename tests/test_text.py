@@ -154,6 +154,26 @@ def test_damaged_cache_is_set_aside(tiny_bundle):
     assert len(TextEmbeddingCache().get(["missing"])) == 0
 
 
+def test_shuffled_or_damaged_cache_rows_are_never_served(tiny_bundle):
+    """Rows whose vectors were swapped between keys (or damaged) fail their digest: they are
+    embedded again, not served (shuffled rows moved an EF by 9 points)."""
+    import sqlite3
+
+    model = echoclip_cli.load_model("tiny", device="cpu", precision="fp32")
+    texts = ["LV EJECTION FRACTION IS 35%. ", "SEVERE MR", "THERE IS A PACER LEAD. "]
+    first = embed_texts(model, texts)
+    with sqlite3.connect(cache_path()) as db:
+        rows = db.execute("SELECT key, vec FROM text_embeddings_v2 ORDER BY key").fetchall()
+        assert len(rows) == 3
+        for (key, _), (_, vec) in zip(rows, rows[1:] + rows[:1]):  # each key gets another's vector
+            db.execute("UPDATE text_embeddings_v2 SET vec = ? WHERE key = ?", (vec, key))
+    again = embed_texts(model, texts)
+    assert torch.allclose(again, first, atol=1e-6)
+    with sqlite3.connect(cache_path()) as db:  # and put back right
+        assert db.execute("SELECT count(*) FROM text_embeddings_v2").fetchone()[0] == 3
+    assert len(TextEmbeddingCache().get([k for k, _ in rows])) == 3
+
+
 def test_template_vocab_from_environment(small_vocab, monkeypatch):
     monkeypatch.setenv("ECHOCLIP_TEMPLATE_VOCAB", str(small_vocab))
     result = run_cli("tokenize", "-t", "template", "--json", "LV EJECTION FRACTION IS 35%.")

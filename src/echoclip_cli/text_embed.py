@@ -23,7 +23,15 @@ from .files import home
 if TYPE_CHECKING:
     from .inference import EchoClip
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS text_embeddings (key TEXT PRIMARY KEY, dim INTEGER, vec BLOB)"
+# Each row carries a digest of its key and vector: a row whose vector was swapped, shuffled or
+# damaged is not served (an EF moved 9 points on shuffled rows) but dropped and embedded again.
+# (v2: the table without digests is left alone and no longer read.)
+_TABLE = "text_embeddings_v2"
+_SCHEMA = f"CREATE TABLE IF NOT EXISTS {_TABLE} (key TEXT PRIMARY KEY, dim INTEGER, vec BLOB, digest TEXT)"
+
+
+def _digest(key: str, dim: int, blob: bytes) -> str:
+    return hashlib.sha256(f"{key}|{dim}|".encode() + blob).hexdigest()[:32]
 
 
 def cache_path() -> Path:
@@ -44,7 +52,7 @@ class TextEmbeddingCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=10)
             db.execute(_SCHEMA)
-            db.execute("SELECT count(*) FROM text_embeddings").fetchone()
+            db.execute(f"SELECT count(*) FROM {_TABLE}").fetchone()
         except sqlite3.DatabaseError:
             self._set_aside()
             return None
@@ -64,26 +72,44 @@ class TextEmbeddingCache:
         if db is None or not keys:
             return {}
         found: dict[str, np.ndarray] = {}
+        bad: list[str] = []
         try:
             for start in range(0, len(keys), 500):
                 chunk = list(keys[start : start + 500])
                 marks = ",".join("?" * len(chunk))
-                for key, dim, blob in db.execute(f"SELECT key, dim, vec FROM text_embeddings WHERE key IN ({marks})", chunk):
+                query = f"SELECT key, dim, vec, digest FROM {_TABLE} WHERE key IN ({marks})"
+                for key, dim, blob, digest in db.execute(query, chunk):
                     vec = np.frombuffer(blob, dtype=np.float32)
-                    if vec.size == dim:
+                    if vec.size == dim and digest == _digest(key, dim, blob) and np.isfinite(vec).all():
                         found[key] = vec
+                    else:
+                        bad.append(key)
         except sqlite3.DatabaseError:
             return {}
+        self._drop(bad)
         return found
+
+    def _drop(self, keys: list[str]) -> None:
+        """Forget rows that failed their check (they are embedded again and put back)."""
+        if not keys or self._db is None:
+            return
+        try:
+            with self._db:
+                self._db.executemany(f"DELETE FROM {_TABLE} WHERE key = ?", [(k,) for k in keys])
+        except sqlite3.DatabaseError:
+            pass  # a read-only cache: the rows stay, and are still never served
 
     def put(self, items: dict[str, np.ndarray]) -> None:
         db = self._connect()
         if db is None or not items:
             return
-        rows = [(k, int(v.size), np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items.items()]
+        rows = []
+        for key, vector in items.items():
+            blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+            rows.append((key, int(vector.size), blob, _digest(key, int(vector.size), blob)))
         try:
             with db:
-                db.executemany("INSERT OR REPLACE INTO text_embeddings VALUES (?, ?, ?)", rows)
+                db.executemany(f"INSERT OR REPLACE INTO {_TABLE} VALUES (?, ?, ?, ?)", rows)
         except sqlite3.DatabaseError:
             pass  # read-only home or full disk: the vectors are still returned, just not kept
 
