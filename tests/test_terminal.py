@@ -144,3 +144,35 @@ def test_other_model_commands_redirected_from_a_terminal(clips, command, expect)
     if "match-patients" not in command:
         assert all(name in written for name in names)
     assert expect not in ANSI.sub("", shown)
+
+
+def test_hostile_values_reach_no_terminal_and_no_spreadsheet_raw(monkeypatch, capsys):
+    """File names and header values are data: Rich markup in them is shown, not parsed (it
+    crashed the table after all the work); escape sequences (C0 and C1) are escaped; CSV cells that
+    a spreadsheet would run as formulas are prefixed; a non-UTF-8 file name keeps JSONL valid UTF-8."""
+    from echoclip_cli.cli.common import OutputFormat, RecordSink, emit_records
+
+    records = [
+        {"source": "/in/x[/bold].avi", "study": "1.2[/x]", "score": -0.25, "note": "\x1b[2Jgone\x9b31m"},
+        {"source": "=HYPERLINK(\"http://x\")", "study": "+1", "score": 0.5, "note": "@SUM(A1)"},
+    ]
+    emit_records(records, OutputFormat.table)
+    shown = capsys.readouterr().out
+    assert "x[/bold].avi" in shown and "1.2[/x]" in shown
+    assert "\x1b" not in shown and "\x9b" not in shown and "\\x1b[2Jgone\\x9b31m" in shown
+
+    emit_records(records, OutputFormat.csv, columns=["source", "study", "score", "note"])
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[1].startswith("/in/x[/bold].avi,1.2[/x],-0.25,")  # a negative number stays a number
+    assert rows[2].startswith("\"'=HYPERLINK(\"\"http://x\"\")\",'+1,0.5,'@SUM(A1)")
+    assert "\x1b" not in "".join(rows)
+    with RecordSink(OutputFormat.csv, columns=["source", "score"]) as sink:
+        sink.write({"source": "-cmd", "score": -1.0})
+    assert capsys.readouterr().out.splitlines()[1] == "'-cmd,-1,"  # (the empty extra column)
+
+    name = b"/in/caf\xe9.dcm".decode("utf-8", "surrogateescape")  # a Latin-1 file name
+    with RecordSink(OutputFormat.jsonl) as sink:
+        sink.write({"source": name})
+    line = capsys.readouterr().out
+    line.encode("utf-8")  # valid UTF-8 text
+    assert json.loads(line)["source"] == name  # and the same name back

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 # stdout carries data only; progress, logs and warnings go to stderr.
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -88,15 +89,41 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> str:
+    """A CSV cell that a spreadsheet shows as text: a string starting like a formula (``=``, ``+``,
+    ``-``, ``@``, tab, CR: a file name or a DICOM header value can) gets a leading apostrophe, as
+    spreadsheet-safe CSV writers do; numbers stay numbers; control characters are escaped."""
+    text = safe_text(_cell(value))
+    if isinstance(value, str) and text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One JSONL line, valid UTF-8 whatever the record holds: a file name that is not UTF-8 (its
+    bytes kept as surrogates) is written with JSON escapes instead of as invalid bytes."""
+    try:
+        line = json.dumps(record, ensure_ascii=False)
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record, ensure_ascii=True)
+    return line + "\n"
+
+
 _LONG_UID = re.compile(r"[0-9]+(\.[0-9]+){4,}")
 
 
-def _table_cell(value: Any) -> str:
-    """A cell for people: long DICOM UIDs shortened to their ends (JSONL/CSV keep them whole)."""
-    text = _cell(value)
+def _table_cell(value: Any) -> Text:
+    """A cell for people: long DICOM UIDs shortened to their ends (JSONL/CSV keep them whole);
+    plain text, never Rich markup (a file name like ``x[/bold].avi`` is shown as it is), with
+    control characters escaped."""
+    text = safe_text(_cell(value))
     if len(text) > 24 and _LONG_UID.fullmatch(text):
-        return f"{text[:8]}…{text[-8:]}"
-    return text
+        text = f"{text[:8]}…{text[-8:]}"
+    return Text(text)
 
 
 def emit_records(
@@ -109,7 +136,7 @@ def emit_records(
     """Write records to stdout: a Rich table, one JSON object per line, or CSV with a header."""
     fmt = resolve_format(fmt)
     if fmt is OutputFormat.jsonl:
-        write_stdout("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+        write_stdout("".join(json_line(record) for record in records))
         return
     cols = list(columns or _all_keys(records))
     if fmt is OutputFormat.csv:
@@ -118,13 +145,14 @@ def emit_records(
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(cols)
         for record in records:
-            writer.writerow([_cell(record.get(c)) for c in cols])
+            writer.writerow([_csv_cell(record.get(c)) for c in cols])
         write_stdout(buffer.getvalue())
         return
     prefixes = {col: _shared_folder([record.get(col) for record in records]) for col in _PATH_COLUMNS if col in cols}
     prefixes = {col: prefix for col, prefix in prefixes.items() if prefix}
     caption = "; ".join(f"{col} under {prefix}" for col, prefix in prefixes.items()) or None
-    table = Table(title=title, caption=caption, show_lines=False)
+    table = Table(title=Text(safe_text(title)) if title else None,
+                  caption=Text(safe_text(caption)) if caption else None, show_lines=False)
     for col in cols:
         table.add_column(col, overflow="fold")
     for record in records:
@@ -191,7 +219,7 @@ class RecordSink:
 
     def write(self, record: dict[str, Any]) -> None:
         if self.fmt is OutputFormat.jsonl:
-            write_stdout(json.dumps(record, ensure_ascii=False) + "\n")
+            write_stdout(json_line(record))
         elif self.fmt is OutputFormat.csv:
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
@@ -200,7 +228,7 @@ class RecordSink:
                 self._header_written = True
                 writer.writerow([*self._csv_columns, EXTRA])
             extra = {k: v for k, v in record.items() if k not in self._csv_columns}
-            writer.writerow([*(_cell(record.get(c)) for c in self._csv_columns), _cell(extra) if extra else ""])
+            writer.writerow([*(_csv_cell(record.get(c)) for c in self._csv_columns), _csv_cell(extra) if extra else ""])
             write_stdout(buffer.getvalue())
         else:
             self._table.append(record)
@@ -224,7 +252,7 @@ def _all_keys(records: Iterable[dict[str, Any]]) -> list[str]:
     return list(keys)
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}  # C0, DEL and C1 (0x9b is CSI)
 
 
 def safe_text(text: str) -> str:

@@ -105,7 +105,7 @@ def _report(kind: str, message: str, quiet: bool) -> None:
         if not quiet:
             warn(message)
         return
-    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    report_failure(message)  # control characters escaped: a file name cannot forge a line
 
 
 def _finish(records: list[dict], quiet: bool) -> None:

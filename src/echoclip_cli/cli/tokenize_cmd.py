@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.markup import escape
 
-from .common import out_console, warn
+from .common import json_line, out_console, warn
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -98,7 +97,7 @@ def tokenize(
             record = {"text": text, "tokenizer": tok.kind, "cleaned": enc.cleaned, "ids": enc.ids,
                       "pieces": enc.pieces, "n_tokens": len(enc.pieces), "n_truncated": enc.n_truncated,
                       "unmatched": enc.unmatched}
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sys.stdout.write(json_line(record))
             continue
         _print_encoding(console, enc, tok.kind, explain)
 
