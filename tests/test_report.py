@@ -163,3 +163,30 @@ def test_report_sentences_come_from_echoclip_r_when_it_is_installed(tiny_bundle,
     prompts = echoclip_cli.report(echoclip_cli.load_model("tiny", device="cpu"), [root], out=tmp_path / "p",
                                   content=echoclip_cli.ReportContent(maps=False, sentences="prompts"))
     assert prompts[0].sentence_source == "the prompt library"
+
+
+def test_report_pages_replace_planted_links_and_a_file_as_out_is_refused_first(tiny_bundle, tmp_path):
+    """Page names are predictable: a symbolic link planted under one is replaced, never written
+    through; an --out that is a file is a usage error before anything is embedded."""
+    import json as _json
+
+    from echoclip_cli.report_html import page_name
+    from tests.cli_helpers import run_cli
+    from tests.media_factory import echo_frames, make_video
+
+    folder = tmp_path / "studies" / "s1"
+    folder.mkdir(parents=True)
+    make_video(folder / "a.avi", echo_frames(8, 48, 64, seed=1))
+    out, target = tmp_path / "report", tmp_path / "precious.txt"
+    out.mkdir()
+    target.write_text("keep me")
+    (out / "index.html").symlink_to(target)
+    (out / page_name(str(folder))).symlink_to(target)
+    result = run_cli("report", str(folder), "-w", "tiny", "--out", str(out), "--no-maps", "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    assert target.read_text() == "keep me"
+    assert not (out / "index.html").is_symlink() and "echoclip report" in (out / "index.html").read_text()
+    assert _json.loads(result.stdout.splitlines()[0])["study"] == str(folder)
+
+    refused = run_cli("report", str(folder), "-w", "tiny", "--out", str(target))
+    assert refused.exit_code == 2 and "is a file" in refused.stderr and "loading weights" not in refused.stderr

@@ -236,7 +236,11 @@ def _sentences_html(study: StudyReport) -> str:
 
 def write_html(studies: Sequence[StudyReport], out: Path, tasks: Sequence[str],
                thresholds: Mapping[str, float | None]) -> Path:
-    """Write ``out/index.html`` and one page per study; returns the index path."""
+    """Write ``out/index.html`` and one page per study; returns the index path. Each page is
+    written atomically: a symbolic link planted under a page's (predictable) name is replaced,
+    never written through."""
+    from .files import atomic_write_text
+
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for study in studies:
@@ -247,7 +251,7 @@ def write_html(studies: Sequence[StudyReport], out: Path, tasks: Sequence[str],
                 f"<p>EF {_fmt(study.ef)} % (mean of {len(study.scored)} scored clips); device calls: "
                 f"{html.escape(calls)}; {summary['n_skipped']} clips not scored, {summary['n_failed']} not read.</p>"
                 + _sentences_html(study) + "".join(_clip_html(c, tasks) for c in study.clips))
-        (out / page).write_text(_page(f"Study {study.study}", body), encoding="utf-8")
+        atomic_write_text(out / page, _page(f"Study {study.study}", body))  # replaces a planted link
         rows.append(f'<tr><td><a href="{page}">{html.escape(study.study)}</a></td><td>{_fmt(study.ef)}</td>'
                     f"<td>{len(study.scored)} / {len(study.clips)}</td><td>{html.escape(calls)}</td>"
                     f"<td>{html.escape(summary['flags'])}</td></tr>")
@@ -263,5 +267,5 @@ def write_html(studies: Sequence[StudyReport], out: Path, tasks: Sequence[str],
             "<table><tr><th>study</th><th>EF %</th><th>scored clips</th><th>device calls</th><th>flags</th></tr>"
             + "".join(rows) + "</table>")
     index = out / "index.html"
-    index.write_text(_page("echoclip report", body), encoding="utf-8")
+    atomic_write_text(index, _page("echoclip report", body))
     return index

@@ -72,6 +72,7 @@ def report(
     sentences; all by default)."""
     from .. import report_html as R
 
+    check_out(out)
     tasks = list(devices or DEVICE_TASKS)
     run = Scoring.start(model, "zero-shot", ["ejection_fraction", *tasks], inputs, store, options, progress,
                         force=force)
@@ -86,6 +87,14 @@ def report(
         nearest_sentences(model, studies, run, content.sentences == "auto")
     R.write_html(studies, Path(out), tasks, called)
     return studies
+
+
+def check_out(out: PathLike) -> None:
+    """The report folder may exist (it is written into) but must not be a file: refused before
+    anything is embedded, not after."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder for the report",
+                         hint="name a new or existing folder")
 
 
 def _row(fs: "FrameSet", model: "EchoClip", ef: "PreparedTask", prepared: list["PreparedTask"],

@@ -69,6 +69,9 @@ def report(
 
     tasks = list(devices or DEVICE_TASKS)
     api.check_tasks(["ejection_fraction", *tasks])
+    from ..api.report import check_out
+
+    check_out(out)  # a file there: exit 2 now, not after the embedding pass
     user_thresholds = load_thresholds(thresholds)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
     files = inputs_or_store(inputs, folder, store)
