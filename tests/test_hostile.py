@@ -263,3 +263,26 @@ def test_a_truncated_jpeg_frame_fails_its_file_instead_of_decoding_made_up_rows(
     records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
     assert "frame 2's JPEG data is truncated" in records["cut.dcm"]["error"]
     assert records["ok.avi"]["error"] is None
+
+
+def test_a_home_that_refuses_writes_degrades_and_still_gives_every_record(tiny_bundle, _hermetic_home, tmp_path,
+                                                                          monkeypatch):
+    """Issue 30, class 5: where the home cannot be written (here: the cache, the compiled tower's
+    folder and the verification stamp are taken by things that cannot be written into, which
+    stops root as well as a read-only mount would), a run embeds without the cache, stays eager
+    instead of aborting its automatic build, and re-hashes the weights instead of failing."""
+    from echoclip_cli.backends import compiled
+    from tests.media_factory import echo_frames, make_video
+
+    for name in ("cache", "compiled"):
+        (_hermetic_home / name).write_text("not a folder")
+    stamp = tiny_bundle.root / ".verified"
+    stamp.unlink(missing_ok=True)
+    stamp.mkdir()  # the stamp cannot be written
+    monkeypatch.setattr(compiled, "AUTO_BUILD_INPUTS", 1)
+    videos = [make_video(tmp_path / f"v{i}.avi", echo_frames(8, 48, 64, seed=i)) for i in range(2)]
+    result = run_cli("predict-ef", *map(str, videos), "-w", "tiny", "--device", "cpu", "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 3 and all(r["ef"] is not None for r in rows)
+    assert "cache cannot be written" in result.stderr and "running eager" in result.stderr

@@ -145,17 +145,61 @@ def through_cache(cache: FrameCache | None, files: Sequence[Path], embed: Any, c
     misses = [f for f in files if f not in cached]
     fresh: Iterable[VideoEmbedding] = embed(misses) if misses else ()
     fresh_iter = iter(fresh)
+    writer = _open_writer(cache, note)
     try:
-        with cache.writer() as writer:
-            for path in files:
-                if path in cached:
-                    yield cached[path]
-                    continue
-                result = next(fresh_iter)
-                writer.add(result)  # failures and skipped clips are not kept
-                yield result
+        for path in files:
+            if path in cached:
+                yield cached[path]
+                continue
+            result = next(fresh_iter)
+            if writer is not None:
+                writer = _kept(writer, result, note)
+            yield result
     finally:
+        _close(writer, note)
+        _evict_quietly()
+
+
+def _open_writer(cache: FrameCache, note: Any) -> Any:
+    """The cache's writer, or None where the home refuses it (read-only, full): no cache this
+    run, every record still given."""
+    try:
+        return cache.writer().__enter__()
+    except OSError as exc:
+        _say(note, exc)
+        return None
+
+
+def _close(writer: Any, note: Any) -> None:
+    if writer is None:
+        return
+    try:
+        writer.__exit__(None, None, None)  # the last part flushed
+    except OSError as exc:
+        _say(note, exc)
+
+
+def _say(note: Any, exc: OSError) -> None:
+    if note is not None:
+        note(f"the embedding cache cannot be written ({exc.strerror or exc}): going on without it")
+
+
+def _kept(writer: Any, result: VideoEmbedding, note: Any) -> Any:
+    """``result`` added to the cache (failures and skipped clips are not kept); the writer, or
+    None once the home refuses a write (a full disk): the run goes on without the cache."""
+    try:
+        writer.add(result)
+        return writer
+    except OSError as exc:
+        _say(note, exc)
+        return None
+
+
+def _evict_quietly() -> None:
+    try:
         evict()
+    except OSError:
+        pass  # a read-only home: nothing could be added, nothing needs to go
 
 
 def _wanted(result: VideoEmbedding, clip_types: Sequence[str]) -> VideoEmbedding:

@@ -56,6 +56,9 @@ def auto_build(bundle: "Bundle", inputs: int, note: Note = quiet) -> bool:
     except UsageError as exc:
         note(f"{exc.message}; running eager")
         return False
+    except OSError as exc:  # a read-only or full home: the run stays eager
+        note(f"cannot build the compiled image tower in the echoclip home ({exc.strerror or exc}); running eager")
+        return False
     return registry.get("compiled").usable(bundle)
 
 

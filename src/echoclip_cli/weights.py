@@ -539,7 +539,10 @@ def _stamp_of(root: Path) -> str:
 
 
 def _write_stamp(root: Path) -> None:
-    (root / _STAMP).write_text(_stamp_of(root))
+    try:
+        (root / _STAMP).write_text(_stamp_of(root))
+    except OSError:
+        pass  # a read-only home: verified now, hashed again next time (never trusted unread)
 
 
 def is_verified(bundle: Bundle) -> bool:
@@ -549,7 +552,7 @@ def is_verified(bundle: Bundle) -> bool:
     stamp = bundle.root / _STAMP
     try:
         return stamp.read_text() == _stamp_of(bundle.root)
-    except FileNotFoundError:
+    except (FileNotFoundError, OSError):
         return False
 
 
