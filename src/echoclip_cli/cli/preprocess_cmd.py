@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
 from ..errors import MediaError, UsageError
 from ..preprocess_config import PreprocessConfig
-from .common import FormatOpt, OutputFormat, emit_records, err_console, info, resolve_format, warn
+from .common import FormatOpt, OutputFormat, emit_records, info, report_failure, resolve_format, warn
 from .inputs import MaskMode
 from .progress import progress_bar
 
