@@ -94,8 +94,10 @@ def _decoder_errors(path: Path) -> Iterator[None]:
 _IDENTIFIERS = ("study_uid", "series_uid", "sop_uid", "study_date", "modality", "manufacturer", "patient_key")
 
 
-def _clip_meta(path: Path, raw: dict[str, Any], geometry: dict[str, Any], cfg: PreprocessConfig) -> dict[str, Any]:
-    meta = {"source": str(path), "source_sha256": sha256_file(path), "source_stat_key": stat_key(path),
+def _clip_meta(path: Path, raw: dict[str, Any], geometry: dict[str, Any], cfg: PreprocessConfig,
+               sha256: str | None = None) -> dict[str, Any]:
+    """The metadata of a clip; ``sha256``: the file's digest when the caller has it already."""
+    meta = {"source": str(path), "source_sha256": sha256 or sha256_file(path), "source_stat_key": stat_key(path),
             **dict.fromkeys(_IDENTIFIERS), **raw, **geometry}
     meta["region_note"] = geometry.get("region_note") or raw.get("region_note")
     meta["preprocess"] = cfg.to_dict()
@@ -158,7 +160,9 @@ def load_codestreams(
     path: str | os.PathLike[str], cfg: PreprocessConfig, *, keep_phi: bool = False, salt: str | None = None
 ) -> Codestreams | None:
     """The sampled frames of an 8-bit JPEG Baseline DICOM file as undecoded codestreams, or
-    ``None`` for any other input (decode it with :func:`load_clip`). Fails like :func:`load_clip`."""
+    ``None`` for any other input (decode it with :func:`load_clip`). Fails like :func:`load_clip`.
+    The file is read once: its identity (sha256) is hashed from the bytes the frames are cut from
+    (:func:`~echoclip_cli.media.dicom.read_jpeg_codestreams`)."""
     path = Path(path)
     _check_file(path)
     if input_kind(path) != "dicom":
@@ -167,8 +171,8 @@ def load_codestreams(
         got = read_jpeg_codestreams(path, cfg.frame_indices, keep_phi=keep_phi, salt=salt)
     if got is None:
         return None
-    streams, raw, size = got
-    return Codestreams(streams=streams, meta=_clip_meta(path, raw, {}, cfg), source=str(path), size=size)
+    streams, raw, size, digest = got
+    return Codestreams(streams=streams, meta=_clip_meta(path, raw, {}, cfg, digest), source=str(path), size=size)
 
 
 def finish_codestreams(item: Codestreams, frames: torch.Tensor, cfg: PreprocessConfig, decoder: str) -> Clip | None:
