@@ -10,6 +10,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit
 
 from echoclip_cli.errors import MediaError
+from echoclip_cli import identity
 from echoclip_cli.files import sha256_file
 from echoclip_cli.media import dicom
 from echoclip_cli.media.clip import load_codestreams
@@ -113,3 +114,19 @@ def test_the_scan_end_search_equals_the_pattern():
             found = _SCAN_END_RE.search(data, pos)
             assert _scan_end(data, pos) == (found.start() if found else None)
             assert _scan_end(memoryview(data), pos) == (found.start() if found else None)
+
+
+def test_the_identity_is_exact_whatever_the_header_says(tmp_path):
+    """The device path's key is the one a store recognises the file by (identity.input_key), and
+    a file whose header and sampled frames are the same but whose other bytes differ is another
+    input (identity.py: why the whole file is hashed)."""
+    path = make_dicom(tmp_path / "a.dcm", FRAMES, "jpeg")
+    streams = jpeg_frames(FRAMES)
+    other = FRAMES.copy()
+    other[1] = 255 - other[1]  # frame 1 is never sampled (frames 0, 2, 4, ...)
+    changed = make_dicom(tmp_path / "b.dcm", other, "jpeg")
+    assert len(jpeg_frames(other)[1]) != len(streams[1]) or jpeg_frames(other)[1] != streams[1]
+    first, second = load_codestreams(path, CFG), load_codestreams(changed, CFG)
+    assert first.meta["sop_uid"] == second.meta["sop_uid"] and first.streams == second.streams
+    assert first.meta["source_sha256"] == identity.input_key(path)
+    assert second.meta["source_sha256"] == identity.input_key(changed) != first.meta["source_sha256"]
