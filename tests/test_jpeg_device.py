@@ -355,3 +355,25 @@ def test_other_inputs_are_not_held_back_waiting_for_jpeg_frames(tmp_path):
     assert [i for i, _ in out] == list(range(6))
     assert out[0][1] == 1  # the first video came out before the next input was read
     assert out == [(0, 1), (1, 4), (2, 4), (3, 4), (4, 5), (5, 6)]  # held behind the JPEG input: 2 videos (4 frames)
+
+
+def test_codestreams_reach_the_decoder_without_copies(monkeypatch):
+    """decode_jpegs hands torchvision tensors over the codestreams' own bytes (no bytearray copy),
+    and gives what the decoder returns."""
+    from echoclip_cli.media import jpeg_device
+
+    streams = jpeg_frames(echo_frames(3, 16, 16))
+    seen = []
+
+    def fake_decode(inputs, mode=None, device=None):
+        seen.extend(inputs)
+        return [torch.zeros(3, 16, 16, dtype=torch.uint8) for _ in inputs]
+
+    monkeypatch.setattr(jpeg_device, "backend", lambda device: "torchvision")
+    monkeypatch.setattr(jpeg_device, "_torchvision_decode", lambda: fake_decode)
+    monkeypatch.setattr(jpeg_device, "_rgb_mode", lambda: None)
+    out = decode_jpegs(streams, torch.device("cpu"))
+    assert len(out) == 3
+    for tensor, data in zip(seen, streams, strict=True):
+        assert tensor.data_ptr() == np.frombuffer(data, np.uint8).ctypes.data  # the same memory
+        assert bytes(tensor.numpy()) == data
