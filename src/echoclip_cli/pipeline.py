@@ -14,7 +14,9 @@ Stages, each bounded so memory stays flat whatever the number of inputs:
    when videos have few frames.
 3. **Embed**: uint8 frames go to the device (pinned, non-blocking on CUDA), where they become
    normalised float in the configured channel order; the image tower runs under the chosen
-   precision; frame embeddings are L2-normalised.
+   precision; frame embeddings are L2-normalised. On CUDA the host never waits for a batch:
+   its vectors come back non-blocking into pinned memory and are collected after the next batch
+   is queued (:func:`start_embedding`).
 4. **Gather**: a video's embedding is the mean of its normalised frame embeddings (the released
    protocol); results leave in input order, each as soon as it and all before it are done.
 """
@@ -388,14 +390,44 @@ def _batches(videos: Iterator[tuple[int, torch.Tensor]], batch_size: int) -> Ite
         yield _Batch(torch.cat(parts), owners)
 
 
-def embed_frames(model: EchoClip, frames: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
-    """L2-normalised embeddings (B,E) on the CPU for stored uint8 frames (B,3,S,S)."""
+@dataclass
+class _Embedding:
+    """A batch's L2-normalised embeddings (B,E) on their way to the host: ``vectors`` holds them
+    once ``done`` (a CUDA event, None when they are there already) has passed."""
+
+    vectors: torch.Tensor
+    done: Any = None
+
+    def result(self) -> torch.Tensor:
+        if self.done is not None:
+            self.done.synchronize()
+            self.done = None
+        return self.vectors
+
+
+def start_embedding(model: EchoClip, frames: torch.Tensor, cfg: PreprocessConfig) -> _Embedding:
+    """Queue the embedding of stored uint8 frames (B,3,S,S) without waiting for it: on CUDA the
+    normalised embeddings are copied, non-blocking, into pinned host memory behind the model's
+    work and an event marks when they have arrived (:meth:`_Embedding.result` waits for it); on
+    other devices they are on the host at once."""
     from .preprocess import to_model_input
 
     if model.device.type == "cuda" and frames.device.type == "cpu":
         frames = frames.pin_memory().to(model.device, non_blocking=True)
     images = to_model_input(frames, cfg, device=model.device)
-    return F.normalize(model.encode_image(images), dim=-1).cpu()
+    vectors = F.normalize(model.encode_image(images), dim=-1)
+    if vectors.device.type != "cuda":
+        return _Embedding(vectors.cpu())
+    host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
+    host.copy_(vectors, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+    return _Embedding(host, done)
+
+
+def embed_frames(model: EchoClip, frames: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """L2-normalised embeddings (B,E) on the CPU for stored uint8 frames (B,3,S,S)."""
+    return start_embedding(model, frames, cfg).result()
 
 
 def embed_videos(
@@ -462,8 +494,8 @@ def embed_videos(
             next_out += 1
             yield _result(item, parts, keep_frames)
 
-    for batch in _batches(videos(), batch_size):
-        vectors = embed_frames(model, batch.frames, cfg)
+    def collect(batch: _Batch, embedding: _Embedding) -> None:
+        vectors = embedding.result()
         if on_frames is not None:
             on_frames(vectors.shape[0])
         row = 0
@@ -471,8 +503,24 @@ def embed_videos(
             slots[slot][1][first] = vectors[row : row + count]
             row += count
         ready.extend(flush_finished())
+
+    # A batch's vectors are collected once the next batch is queued (on CUDA: no wait for the
+    # device per batch); where they are on the host at once, at once.
+    pending: tuple[_Batch, _Embedding] | None = None
+    for batch in _batches(videos(), batch_size):
+        embedding = start_embedding(model, batch.frames, cfg)
+        if pending is not None:
+            collect(*pending)
+            pending = None
+        if embedding.done is None:
+            collect(batch, embedding)
+        else:
+            pending = (batch, embedding)
         while ready:
             yield ready.popleft()
+    if pending is not None:
+        collect(*pending)
+        yield from ready
     report.say()
     yield from flush_finished()  # every slot is finished now, failed ones included
 

@@ -544,6 +544,16 @@ def to_model_input(
     x = x.float().div_(255.0)
     if cfg.channel_order == "BGR":
         x = x.flip(1)
-    mean = torch.tensor(cfg.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    mean, std = _normalisation(tuple(cfg.mean), tuple(cfg.std), x.device)
     return (x - mean) / std
+
+
+@lru_cache(maxsize=16)
+def _normalisation(mean: tuple[float, ...], std: tuple[float, ...],
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean and std as (1, 3, 1, 1) float32 tensors on ``device``, made once (on a GPU, building
+    them per batch is a host-to-device copy each time); shared, never written to."""
+    made = [torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1).to(device) for v in (mean, std)]
+    if device.type == "cuda":  # the copies may still be in flight; another stream may use them next
+        torch.cuda.current_stream(device).synchronize()
+    return made[0], made[1]
