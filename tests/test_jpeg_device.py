@@ -354,7 +354,9 @@ def test_other_inputs_are_not_held_back_waiting_for_jpeg_frames(tmp_path):
         out.append((item.index, len(taken)))
     assert [i for i, _ in out] == list(range(6))
     assert out[0][1] == 1  # the first video came out before the next input was read
-    assert out == [(0, 1), (1, 4), (2, 4), (3, 4), (4, 5), (5, 6)]  # held behind the JPEG input: 2 videos (4 frames)
+    # held behind the JPEG input: 2 videos (4 frames); the JPEG group is prepared while the next
+    # group's codestreams decode, so it leaves once the next input is read
+    assert out == [(0, 1), (1, 5), (2, 5), (3, 5), (4, 5), (5, 6)]
 
 
 def test_codestreams_reach_the_decoder_without_copies(monkeypatch):
@@ -377,3 +379,41 @@ def test_codestreams_reach_the_decoder_without_copies(monkeypatch):
     for tensor, data in zip(seen, streams, strict=True):
         assert tensor.data_ptr() == np.frombuffer(data, np.uint8).ctypes.data  # the same memory
         assert bytes(tensor.numpy()) == data
+
+
+def test_decoding_overlaps_preparation(tmp_path, monkeypatch):
+    """Codestreams are decoded on a thread of their own, one group ahead: group k+1 decodes while
+    group k is prepared. The results are those of the plain run, in order."""
+    import threading
+    import time
+
+    from echoclip_cli.media import clip as clip_module
+    from echoclip_cli.media import jpeg_device
+    from echoclip_cli.pipeline import ClipSource
+
+    paths = [str(make_dicom(tmp_path / f"{i}.dcm", echo_frames(8, 32, 40, seed=i), "jpeg", seed=i)) for i in range(4)]
+    cfg = PreprocessConfig()
+    plain = list(ClipSource(paths, cfg, jpeg_device=CPU, group_frames=4))
+    spans: dict[str, list[tuple[float, float, str]]] = {"decode": [], "prepare": []}
+
+    def slow(name, fn):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            time.sleep(0.15)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spans[name].append((start, time.perf_counter(), threading.current_thread().name))
+        return run
+
+    monkeypatch.setattr(jpeg_device, "decode_jpegs", slow("decode", jpeg_device.decode_jpegs))
+    monkeypatch.setattr(clip_module, "finish_codestream_group", slow("prepare", clip_module.finish_codestream_group))
+    out = list(ClipSource(paths, cfg, jpeg_device=CPU, group_frames=4))
+    assert [o.index for o in out] == [o.index for o in plain] == [0, 1, 2, 3]
+    for a, b in zip(out, plain, strict=True):
+        assert torch.equal(a.frames, b.frames) and a.meta == b.meta
+    assert len(spans["decode"]) == len(spans["prepare"]) == 4
+    assert all(name.startswith("echoclip-decode") for *_, name in spans["decode"])
+    assert all(not name.startswith("echoclip-decode") for *_, name in spans["prepare"])
+    overlaps = sum(d0 < p1 and p0 < d1 for d0, d1, _ in spans["decode"] for p0, p1, _ in spans["prepare"])
+    assert overlaps >= 2  # decoding the next group while this one is prepared
