@@ -32,6 +32,15 @@ def _blobs(rng, n, h, w):
     return grids
 
 
+def _as_if_not_cpu(run):
+    """Run ``run`` with every tensor saying it lives on another device: the torch branch of a
+    function that takes numpy's on the CPU, run here."""
+    import unittest.mock
+
+    with unittest.mock.patch.object(torch.Tensor, "device", property(lambda t: torch.device("meta"))):
+        return run()
+
+
 def test_the_hull_from_candidates_is_the_hull_of_every_corner():
     rng = np.random.default_rng(0)
     for h, w in ((12, 17), (40, 30), (150, 200)):
@@ -56,9 +65,16 @@ def test_counts_made_with_torch_give_the_numpy_verdicts():
     clips += [c[:1] for c in clips[:2]]  # one frame: a still
     for clip in clips:
         sample = torch.from_numpy(clip)[None]
-        lit, grey = (int(v) for v in colour.grey_counts(sample)[0])
+        on_cpu = colour.grey_counts(sample), classify.pixel_counts(sample)
+        as_elsewhere = _as_if_not_cpu(lambda: (sample.device.type, colour.grey_counts(sample),
+                                               classify.pixel_counts(sample)))
+        assert as_elsewhere[0] == "meta"
+        as_elsewhere = as_elsewhere[1:]
+        for got, other in zip(on_cpu, as_elsewhere, strict=True):  # numpy on the CPU, torch elsewhere
+            assert torch.equal(got, other)
+        lit, grey = (int(v) for v in on_cpu[0][0])
         assert colour.mostly_grey_counts(lit, grey) == colour.mostly_grey(clip, sampled=True)
-        counts = [int(v) for v in classify.pixel_counts(sample)[0]]
+        counts = [int(v) for v in on_cpu[1][0]]
         assert classify.classify_counts(None, clip.shape[0], *counts) == classify.classify(None, clip)
         assert classify.from_pixel_counts(clip.shape[0], *counts) == classify.from_pixels(clip)
     header = ("2d", "the header's main ultrasound region is 2D tissue")

@@ -75,6 +75,13 @@ def grey_counts(samples: Any) -> Any:
     tensor (pixels not black, of which grey) on its device (:func:`mostly_grey_counts`)."""
     import torch
 
+    if samples.device.type == "cpu":  # numpy's uint8 reductions are several times faster there
+        array = samples.numpy()
+        high = np.maximum(np.maximum(array[..., 0], array[..., 1]), array[..., 2])
+        low = np.minimum(np.minimum(array[..., 0], array[..., 1]), array[..., 2])
+        lit = high >= _NOT_BLACK
+        grey = lit & ((high - low) <= _GREY_SPREAD)
+        return torch.from_numpy(np.stack([lit.sum(axis=(1, 2, 3)), grey.sum(axis=(1, 2, 3))], axis=1).astype(np.int64))
     high, low = samples.amax(dim=-1), samples.amin(dim=-1)
     lit = high >= _NOT_BLACK
     grey = lit & ((high - low) <= _GREY_SPREAD)
