@@ -23,7 +23,7 @@ Its cost is kept to the hash itself: where a file is parsed anyway (the device p
 :func:`echoclip_cli.media.dicom.read_jpeg_codestreams`) it is hashed from the bytes of the one
 read that also yields the header and the frames, never read a second time. That is about 5.1 ms
 per 8 MB cine on a 2-core AMD EPYC (sha256 at 1.6 GB/s; docs/BENCHMARKS.md, section 2), spent in
-the decode workers with the GIL released, beside a parse of 2.7–2.9 ms.
+the decode workers with the GIL released, beside a parse of about 3 ms (2.65–2.98 ms at best).
 """
 
 from __future__ import annotations
