@@ -24,6 +24,10 @@ Stages:
    mislabelled YCbCr).
 5. **Metadata** — UIDs, study date, modality, manufacturer, frame rate, the 2D tissue region and
    the salted patient key; identifying values only with ``keep_phi`` (see :mod:`.phi`).
+
+For decoding on a GPU, :func:`read_jpeg_codestreams` only cuts the sampled JPEG codestreams out,
+reading the file once: header, codestreams and the file's sha256 all come from the same bytes
+(other layouts than one fragment per frame go through the reader above).
 """
 
 from __future__ import annotations
