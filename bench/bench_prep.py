@@ -12,7 +12,12 @@ overlays, as the tests make them) and prints markdown rows:
   (``finish_codestream_group``): the work the device's preparation thread does per batch.
 
 It also prints host synchronisations per batch and fallbacks (clips given back to the CPU
-path), read from the run's :class:`~echoclip_cli.pipeline.DeviceReport` where this version has one.
+path), read from the run's :class:`~echoclip_cli.pipeline.DeviceReport` where this version has one,
+and the **host steps** of preparing one group, in ms per clip (min / median of ``--repeats``):
+the steps that run on the host whatever the device — colour check and classification verdicts,
+the 3×3 opening where it takes host grids, connected components, hull, polygon, mask fraction —
+timed by wrapping the functions that do them in this version (the device's tensor work, and the
+Python that queues it, is not counted; neither is stacking the masks, the same in every version).
 
     python bench/bench_prep.py [--videos 16] [--size 480x640] [--repeats 3]
 """
@@ -41,6 +46,58 @@ from echoclip_cli.preprocess_config import PreprocessConfig
 from tests.media_factory import echo_frames, make_dicom
 
 CPU = torch.device("cpu")
+
+
+# (module, function) pairs that run on the host whatever the device, in any version of the code;
+# the 3×3 opening counts only where it is given host (numpy) grids.
+HOST_STEPS = [("echoclip_cli.media.clip", "mostly_grey"), ("echoclip_cli.media.colour", "mostly_grey_counts"),
+              ("echoclip_cli.media.classify", "classify"), ("echoclip_cli.media.classify", "classify_counts"),
+              ("echoclip_cli.preprocess", "_open3"), ("echoclip_cli.preprocess", "largest_components"),
+              ("echoclip_cli.preprocess", "_sector_of")]
+
+
+def host_step_ms(group, items, decoded, cfg, repeats: int) -> tuple[float, float]:
+    """(min, median) ms per clip spent in HOST_STEPS while preparing one group."""
+    import importlib
+    import statistics
+
+    spent = [0.0]
+    saved = []
+    for module_name, name in HOST_STEPS:
+        module = importlib.import_module(module_name)
+        if not hasattr(module, name):
+            continue
+        fn = getattr(module, name)
+
+        def timed(*args, _fn=fn, _name=name, **kwargs):
+            if _name == "_open3" and isinstance(args[0], torch.Tensor):
+                return _fn(*args, **kwargs)  # grids still on the device: the device's work
+            start = time.perf_counter()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+
+        saved.append((module, name, fn))
+        setattr(module, name, timed)
+    users = [sys.modules[m] for m in ("echoclip_cli.media.clip",)]  # names imported with from-imports
+    for user in users:
+        for module, name, _ in saved:
+            if getattr(user, name, None) is not None and name in ("mostly_grey", "mostly_grey_counts"):
+                setattr(user, name, getattr(module, name))
+    runs = []
+    try:
+        for _ in range(repeats):
+            spent[0] = 0.0
+            group(items, decoded, cfg, "pillow")
+            runs.append(1000 * spent[0] / len(items))
+    finally:
+        for module, name, fn in saved:
+            setattr(module, name, fn)
+            for user in users:
+                if name in ("mostly_grey", "mostly_grey_counts") and hasattr(user, name):
+                    setattr(user, name, fn)
+    return min(runs), statistics.median(runs)
 
 
 def best_of(repeats: int, run) -> float:
@@ -93,6 +150,8 @@ def main() -> None:
         if group is not None:
             seconds = best_of(args.repeats, lambda: group(items, decoded, cfg, "pillow"))
             print(f"| prepare only, one group of {args.videos} | {frames / seconds:.0f} |")
+            low, mid = host_step_ms(group, items, decoded, cfg, args.repeats)
+            print(f"\nhost steps of one group's preparation: {low:.2f} / {mid:.2f} ms per clip (min / median)")
         report = reports[-1]
         print()
         if report is None:

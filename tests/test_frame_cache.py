@@ -36,13 +36,13 @@ def test_a_second_command_reuses_the_first_ones_frames(tiny_bundle, clips, monke
     def no_embedding(*args, **kwargs):
         raise AssertionError("the model was asked to embed frames the cache holds")
 
-    real = echoclip_cli.pipeline.embed_frames
-    monkeypatch.setattr(echoclip_cli.pipeline, "embed_frames", no_embedding)
+    real = echoclip_cli.pipeline.start_embedding
+    monkeypatch.setattr(echoclip_cli.pipeline, "start_embedding", no_embedding)
     second, run2 = _ef(*clips)
     assert second == first and "2 of 2 clips from the embedding cache" in run2.stderr
     devices = run_cli("detect-devices", *clips, "-w", "tiny", "-f", "jsonl")
     assert devices.exit_code == 0 and "from the embedding cache" in devices.stderr
-    monkeypatch.setattr(echoclip_cli.pipeline, "embed_frames", real)
+    monkeypatch.setattr(echoclip_cli.pipeline, "start_embedding", real)
     fresh, run3 = _ef(*clips, "--no-cache")
     assert fresh == first and "from the embedding cache" not in run3.stderr
 
@@ -108,8 +108,8 @@ def test_a_part_with_flipped_bytes_is_not_served(tiny_bundle, clips, monkeypatch
     import echoclip_cli.pipeline
 
     embedded = []
-    real = echoclip_cli.pipeline.embed_frames
-    monkeypatch.setattr(echoclip_cli.pipeline, "embed_frames", lambda *a, **k: embedded.append(1) or real(*a, **k))
+    real = echoclip_cli.pipeline.start_embedding
+    monkeypatch.setattr(echoclip_cli.pipeline, "start_embedding", lambda *a, **k: embedded.append(1) or real(*a, **k))
     second, run = _ef(*clips)
     assert second == first and "from the embedding cache" not in run.stderr and embedded
     assert not part.exists() and len(_parts()) == 1  # the damaged part deleted, the clips cached again

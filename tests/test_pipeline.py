@@ -357,3 +357,52 @@ def test_torchrun_ranks_split_the_cores_and_fp32_on_cuda_is_strict(monkeypatch):
         assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def test_vectors_collected_one_batch_later_change_nothing(model, videos, monkeypatch):
+    """Where embeddings come back asynchronously (CUDA), a batch's vectors are collected only
+    after the next batch is queued; results stay the same, bit for bit, and in input order."""
+    import echoclip_cli.pipeline as pipeline
+
+    plain = list(embed_videos(videos, model, batch_size=7, keep_frames=True))
+    log: list[str] = []
+    real = pipeline.start_embedding
+
+    class Event:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def synchronize(self) -> None:
+            log.append(f"wait {self.n}")
+
+    def later(*args, **kwargs):
+        n = sum(entry.startswith("start") for entry in log)
+        log.append(f"start {n}")
+        return pipeline._Embedding(real(*args, **kwargs).result(), Event(n))
+
+    monkeypatch.setattr(pipeline, "start_embedding", later)
+    deferred = list(embed_videos(videos, model, batch_size=7, keep_frames=True))
+    assert [r.source for r in deferred] == [r.source for r in plain]
+    for a, b in zip(deferred, plain, strict=True):
+        assert np.array_equal(a.embedding, b.embedding) and np.array_equal(a.frame_embeddings, b.frame_embeddings)
+    batches = sum(entry.startswith("start") for entry in log)
+    assert batches == 4  # 27 frames in batches of 7
+    assert log == ["start 0"] + [e for n in range(1, batches) for e in (f"start {n}", f"wait {n - 1}")] + [
+        f"wait {batches - 1}"]
+
+
+def test_normalisation_constants_are_made_once_per_device():
+    import torch
+
+    from echoclip_cli.preprocess import _normalisation, to_model_input
+    from echoclip_cli.preprocess_config import PreprocessConfig
+
+    cfg = PreprocessConfig()
+    frames = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    first = to_model_input(frames, cfg)
+    hits = _normalisation.cache_info().hits
+    again = to_model_input(frames, cfg)
+    assert _normalisation.cache_info().hits == hits + 1 and torch.equal(first, again)
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    assert torch.equal(first, (frames.float().div(255).flip(1) - mean) / std)

@@ -41,6 +41,11 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def sha256_bytes(data: bytes | memoryview) -> str:
+    """The sha256 of bytes already read: :func:`sha256_file` of the file they were read from."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def stat_key(path: str | os.PathLike[str]) -> str:
     """A file's identity without reading it: a digest of its absolute path, size and modification
     time (nanoseconds). Stores keep it so a rerun skips unchanged files without hashing them; the

@@ -6,6 +6,24 @@ other file is known by its *content key*: the sha256 of its bytes — or, for on
 preprocessed files, the sha256 of the original it was made from, which its metadata records, so a
 study embedded from its DICOM is recognised again in its preprocessed form. Stores and the frame
 cache keep both keys in every row (``source_stat_key``, ``source_sha256``).
+
+**Why the whole file is hashed** (issue 29 weighed a key from the header instead: SOP Instance
+UID + file size + a digest of the sampled fragments). The content key stays the sha256 of every
+byte, because
+
+* it is exact: two inputs share a key only when they are the same bytes. A header key is not:
+  anonymisers and vendors reuse or regenerate UIDs, and a file edited in place (a header tag
+  corrected, a frame that is not sampled re-encoded) keeps its UID and often its size, yet is
+  another input; duplicate detection and resume must not skip it;
+* :func:`recognise` knows a file from its bytes alone, before (and without) parsing it, for
+  every kind of input (videos and our own files have no UIDs), and every store and frame cache
+  written so far is keyed by it: another key would make every existing store embed again.
+
+Its cost is kept to the hash itself: where a file is parsed anyway (the device path's
+:func:`echoclip_cli.media.dicom.read_jpeg_codestreams`) it is hashed from the bytes of the one
+read that also yields the header and the frames, never read a second time. That is about 5.1 ms
+per 8 MB cine on a 2-core AMD EPYC (sha256 at 1.6 GB/s; docs/BENCHMARKS.md, section 2), spent in
+the decode workers with the GIL released, beside a parse of about 3 ms (2.65–2.98 ms at best).
 """
 
 from __future__ import annotations

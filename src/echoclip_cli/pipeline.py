@@ -14,7 +14,9 @@ Stages, each bounded so memory stays flat whatever the number of inputs:
    when videos have few frames.
 3. **Embed**: uint8 frames go to the device (pinned, non-blocking on CUDA), where they become
    normalised float in the configured channel order; the image tower runs under the chosen
-   precision; frame embeddings are L2-normalised.
+   precision; frame embeddings are L2-normalised. On CUDA the host never waits for a batch:
+   its vectors come back non-blocking into pinned memory and are collected after the next batch
+   is queued (:func:`start_embedding`).
 4. **Gather**: a video's embedding is the mean of its normalised frame embeddings (the released
    protocol); results leave in input order, each as soon as it and all before it are done.
 """
@@ -149,7 +151,8 @@ class ClipSource:
     With ``jpeg_device`` set, JPEG Baseline DICOM inputs arrive from the workers as undecoded
     codestreams; those of consecutive inputs are decoded together, about ``group_frames`` frames
     per call, on that device, and clips of one frame size prepared there together
-    (:func:`echoclip_cli.media.clip.finish_codestream_group`). Their frames stay on the device;
+    (:func:`echoclip_cli.media.clip.finish_codestream_group`). Decoding runs on a thread (and CUDA
+    stream) of its own, one group ahead of preparation, so the two overlap. Their frames stay on the device;
     so do those of other inputs, moved there as they arrive. A clip the device cannot take
     (colour, a size the header did not promise, a codestream it refuses, an error on the device)
     goes back to the ordinary path, in the workers when there are some; ``report`` counts them.
@@ -175,6 +178,8 @@ class ClipSource:
         self.jpeg_device, self.group_frames = jpeg_device, max(1, group_frames)
         self.report = report if report is not None else DeviceReport()
         self._again: deque[tuple[int, str]] = deque()  # (index, path) the device gave back
+        self._decoder: Any = None  # the decoding thread (a one-thread executor), started on first use
+        self._decode_stream: Any = None  # its CUDA stream
 
     def _clips(self, sources: Iterable[str], workers: int) -> Iterator[tuple[int, Path, Any]]:
         from .media.batch import iter_clips_as_ready
@@ -183,38 +188,80 @@ class ClipSource:
                                    window=self.prefetch, codestreams=self.jpeg_device is not None, again=self._again)
 
     def __iter__(self) -> Iterator[_Decoded]:
-        from .media.clip import Codestreams
-
         if self.jpeg_device is None:
             for index, path, result in self._clips(self.sources, self.workers):
                 yield _decoded(index, str(path), result)
             return
-        group: list[Any] = []  # finished _Decoded and (index, Codestreams) still to decode
+        try:
+            yield from self._overlapped(self._groups())
+            while self._again:  # given back after the last input was read: the ordinary path, once more
+                for index, path, result in self._clips((), min(self.workers, len(self._again))):
+                    yield from self._finish(self._start([_decoded(index, str(path), result)]))
+        finally:
+            if self._decoder is not None:
+                self._decoder.shutdown(wait=True)
+                self._decoder = None
+
+    def _groups(self) -> Iterator[list[Any]]:
+        """The inputs in groups to decode together: finished :class:`_Decoded` and
+        ``(index, Codestreams)`` still to decode, about ``group_frames`` frames each; an input
+        with nothing to wait for goes alone, at once."""
+        from .media.clip import Codestreams
+
+        group: list[Any] = []
         waiting = held = 0  # frames still to decode; frames already decoded, held behind them
         for index, path, result in self._clips(self.sources, self.workers):
             if isinstance(result, Codestreams):
                 group.append((index, result))
                 waiting += len(result.streams)
             elif not group:  # nothing to wait for: pass it on at once
-                yield from self._flush([_decoded(index, str(path), result)])
+                yield [_decoded(index, str(path), result)]
                 continue
             else:
                 item = _decoded(index, str(path), result)
                 group.append(item)
                 held += 0 if item.frames is None else item.frames.shape[0]
             if waiting >= self.group_frames or held >= self.group_frames:
-                yield from self._flush(group)
+                yield group
                 group, waiting, held = [], 0, 0
-        yield from self._flush(group)
-        while self._again:  # given back after the last input was read: the ordinary path, once more
-            for index, path, result in self._clips((), min(self.workers, len(self._again))):
-                yield from self._flush([_decoded(index, str(path), result)])
+        if group:
+            yield group
 
-    def _flush(self, group: list[Any]) -> Iterator[_Decoded]:
-        """Decode and prepare the group's codestreams on the device; yield the group in order,
-        less the clips given back (they come again from the ordinary path)."""
+    def _overlapped(self, groups: Iterator[list[Any]]) -> Iterator[_Decoded]:
+        """Each group's codestreams are decoded on the decoding thread while the group before it
+        is prepared here: the rate is the slower stage's, not the sum of both. Groups leave in
+        order; a group with codestreams leaves once the next group is read (or the inputs end),
+        one with nothing to decode at once."""
+        started = None
+        for group in groups:
+            ticket = self._start(group)
+            if started is not None:
+                yield from self._finish(started)
+                started = None
+            if ticket[1] is None:  # nothing to decode: no reason to hold it back
+                yield from self._finish(ticket)
+            else:
+                started = ticket
+        if started is not None:
+            yield from self._finish(started)
+
+    def _start(self, group: list[Any]) -> tuple[list[Any], Any]:
+        """Queue the decoding of the group's codestreams on the decoding thread (its own CUDA
+        stream); (group, future of :meth:`_decode_all`, or None when there is nothing to decode)."""
         jobs = [item[1] for item in group if isinstance(item, tuple)]
-        clips = self._prepare(jobs) if jobs else {}
+        if not jobs:
+            return group, None
+        if self._decoder is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._decoder = ThreadPoolExecutor(1, thread_name_prefix="echoclip-decode")
+        return group, self._decoder.submit(self._decode_all, jobs)
+
+    def _finish(self, ticket: tuple[list[Any], Any]) -> Iterator[_Decoded]:
+        """Prepare the group's decoded frames on the device (this thread); yield the group in
+        order, less the clips given back (they come again from the ordinary path)."""
+        group, future = ticket
+        clips = self._prepare(*future.result()) if future is not None else {}
         for item in group:
             if isinstance(item, tuple):
                 index, job = item
@@ -231,16 +278,25 @@ class ClipSource:
                     item.frames = item.frames.to(self.jpeg_device)
                 yield item
 
-    def _prepare(self, jobs: list[Any]) -> dict[int, Any]:
+    def _prepare(self, jobs: list[Any], frames: dict[int, list[torch.Tensor] | None], failures: list[str],
+                 ready: Any) -> dict[int, Any]:
         """Prepared clips by job id, for the jobs the device takes; clips of one frame count and
-        size are prepared together (one batch: a fixed number of host synchronisations)."""
+        size are prepared together (one batch: a fixed number of host synchronisations). ``ready``:
+        the decoding stream's event, which this thread's stream waits for (CUDA)."""
         from .media.clip import finish_codestream_group
         from .media.jpeg_device import backend
         from .media.phi import safe_reason
         from .preprocess import host_syncs
 
         syncs = host_syncs()
-        frames = self._decode_all(jobs)
+        for cause in failures:
+            self.report.failed("decode", cause, 1)
+        if ready is not None:  # the frames were made on the decoding thread's stream
+            consumer = torch.cuda.current_stream(self.jpeg_device)
+            consumer.wait_event(ready)
+            for got in frames.values():
+                for tensor in got or ():
+                    tensor.record_stream(consumer)
         batches: dict[tuple[int, ...], list[Any]] = {}
         for job in jobs:
             got = frames.get(id(job))
@@ -270,34 +326,49 @@ class ClipSource:
         self.report.host_syncs += host_syncs() - syncs
         return out
 
-    def _decode_all(self, jobs: list[Any]) -> dict[int, list[torch.Tensor] | None]:
-        """Decoded frames per job (by id); ``None`` for a job whose codestreams fail to decode."""
+    def _decode_all(self, jobs: list[Any]) -> tuple[list[Any], dict[int, list[torch.Tensor] | None], list[str], Any]:
+        """On the decoding thread: (jobs, decoded frames per job id — ``None`` for a job whose
+        codestreams fail to decode —, the causes of those failures, the event that marks the
+        frames done on the decoding stream or None off CUDA). The report is left to the
+        preparing thread (:meth:`_prepare`)."""
+        from contextlib import nullcontext
+
         from .media.jpeg_device import JpegDecodeError, decode_jpegs
         from .preprocess import count_host_sync
 
         device = self.jpeg_device
         assert device is not None
-        if device.type == "cuda":  # nvJPEG's output must not take memory that queued work on this stream still uses
-            count_host_sync()
-            torch.cuda.current_stream(device).synchronize()
-        streams = [data for job in jobs for data in job.streams]
-        try:
-            decoded = decode_jpegs(streams, device)
-        except JpegDecodeError:  # one damaged codestream fails the batch: find whose, per input
-            return {id(job): self._decode_one(job) for job in jobs}
-        out, start = {}, 0
-        for job in jobs:
-            out[id(job)] = decoded[start : start + len(job.streams)]
-            start += len(job.streams)
-        return out
+        cuda = device.type == "cuda"
+        if cuda and self._decode_stream is None:
+            self._decode_stream = torch.cuda.Stream(device)
+        failures: list[str] = []
+        with torch.cuda.stream(self._decode_stream) if cuda else nullcontext():
+            if cuda:  # nvJPEG's output must not take memory that queued work on this stream still uses
+                count_host_sync()
+                torch.cuda.current_stream(device).synchronize()
+            streams = [data for job in jobs for data in job.streams]
+            try:
+                decoded = decode_jpegs(streams, device)
+            except JpegDecodeError:  # one damaged codestream fails the batch: find whose, per input
+                out = {id(job): self._decode_one(job, failures) for job in jobs}
+            else:
+                out, start = {}, 0
+                for job in jobs:
+                    out[id(job)] = decoded[start : start + len(job.streams)]
+                    start += len(job.streams)
+            ready = None
+            if cuda:
+                ready = torch.cuda.Event()
+                ready.record()
+        return jobs, out, failures, ready
 
-    def _decode_one(self, job: Any) -> list[torch.Tensor] | None:
+    def _decode_one(self, job: Any, failures: list[str]) -> list[torch.Tensor] | None:
         from .media.jpeg_device import JpegDecodeError, decode_jpegs
 
         try:
             return decode_jpegs(job.streams, self.jpeg_device)
         except JpegDecodeError as exc:  # a damaged file (the CPU path gives its error record), or the decoder
-            self.report.failed("decode", str(exc), 1)
+            failures.append(str(exc))
             return None
 
 
@@ -388,14 +459,44 @@ def _batches(videos: Iterator[tuple[int, torch.Tensor]], batch_size: int) -> Ite
         yield _Batch(torch.cat(parts), owners)
 
 
-def embed_frames(model: EchoClip, frames: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
-    """L2-normalised embeddings (B,E) on the CPU for stored uint8 frames (B,3,S,S)."""
+@dataclass
+class _Embedding:
+    """A batch's L2-normalised embeddings (B,E) on their way to the host: ``vectors`` holds them
+    once ``done`` (a CUDA event, None when they are there already) has passed."""
+
+    vectors: torch.Tensor
+    done: Any = None
+
+    def result(self) -> torch.Tensor:
+        if self.done is not None:
+            self.done.synchronize()
+            self.done = None
+        return self.vectors
+
+
+def start_embedding(model: EchoClip, frames: torch.Tensor, cfg: PreprocessConfig) -> _Embedding:
+    """Queue the embedding of stored uint8 frames (B,3,S,S) without waiting for it: on CUDA the
+    normalised embeddings are copied, non-blocking, into pinned host memory behind the model's
+    work and an event marks when they have arrived (:meth:`_Embedding.result` waits for it); on
+    other devices they are on the host at once."""
     from .preprocess import to_model_input
 
     if model.device.type == "cuda" and frames.device.type == "cpu":
         frames = frames.pin_memory().to(model.device, non_blocking=True)
     images = to_model_input(frames, cfg, device=model.device)
-    return F.normalize(model.encode_image(images), dim=-1).cpu()
+    vectors = F.normalize(model.encode_image(images), dim=-1)
+    if vectors.device.type != "cuda":
+        return _Embedding(vectors.cpu())
+    host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
+    host.copy_(vectors, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+    return _Embedding(host, done)
+
+
+def embed_frames(model: EchoClip, frames: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """L2-normalised embeddings (B,E) on the CPU for stored uint8 frames (B,3,S,S)."""
+    return start_embedding(model, frames, cfg).result()
 
 
 def embed_videos(
@@ -462,8 +563,8 @@ def embed_videos(
             next_out += 1
             yield _result(item, parts, keep_frames)
 
-    for batch in _batches(videos(), batch_size):
-        vectors = embed_frames(model, batch.frames, cfg)
+    def collect(batch: _Batch, embedding: _Embedding) -> None:
+        vectors = embedding.result()
         if on_frames is not None:
             on_frames(vectors.shape[0])
         row = 0
@@ -471,8 +572,24 @@ def embed_videos(
             slots[slot][1][first] = vectors[row : row + count]
             row += count
         ready.extend(flush_finished())
+
+    # A batch's vectors are collected once the next batch is queued (on CUDA: no wait for the
+    # device per batch); where they are on the host at once, at once.
+    pending: tuple[_Batch, _Embedding] | None = None
+    for batch in _batches(videos(), batch_size):
+        embedding = start_embedding(model, batch.frames, cfg)
+        if pending is not None:
+            collect(*pending)
+            pending = None
+        if embedding.done is None:
+            collect(batch, embedding)
+        else:
+            pending = (batch, embedding)
         while ready:
             yield ready.popleft()
+    if pending is not None:
+        collect(*pending)
+        yield from ready
     report.say()
     yield from flush_finished()  # every slot is finished now, failed ones included
 

@@ -247,20 +247,21 @@ def _live_pixels(frames: torch.Tensor) -> torch.Tensor:
     return ((high.to(torch.int16) - low.to(torch.int16)) > _MOTION_RANGE) & lit
 
 
-def _block_grid(live: torch.Tensor) -> tuple[np.ndarray, int]:
-    """Pool live pixels (..., H, W) into square blocks: ((N, h, w) bool grids on the host, block
-    side in pixels); one copy to the host however many clips."""
+def _block_grid(live: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Pool live pixels (..., H, W) into square blocks and open them (:func:`_open3`): ((N, h, w)
+    bool grids on the pixels' device, block side in pixels)."""
     height, width = live.shape[-2:]
     block = max(1, min(height, width) // _GRID)
     frac = F.avg_pool2d(live.reshape(-1, 1, height, width).float(), block, ceil_mode=True)
-    return to_host(frac[:, 0] >= _BLOCK_LIVE).numpy(), block
+    return _open3(frac[:, 0] >= _BLOCK_LIVE), block
 
 
-def _open3(grids: np.ndarray) -> np.ndarray:
-    """Morphological opening of (N, h, w) bool grids with a 3×3 square (erode, then dilate)."""
-    x = torch.from_numpy(grids).float()[:, None]
+def _open3(grids: torch.Tensor) -> torch.Tensor:
+    """Morphological opening of (N, h, w) bool grids with a 3×3 square (erode, then dilate), on
+    their device (exact: max-pooling of 0/1 values)."""
+    x = grids.float()[:, None]
     eroded = -F.max_pool2d(-x, 3, stride=1, padding=1)
-    return (F.max_pool2d(eroded, 3, stride=1, padding=1)[:, 0] > 0).numpy()
+    return F.max_pool2d(eroded, 3, stride=1, padding=1)[:, 0] > 0
 
 
 def largest_component(grid: torch.Tensor) -> torch.Tensor:
@@ -368,7 +369,14 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
 
 def _hull_of_cells(cells: np.ndarray, block: int, height: int, width: int) -> np.ndarray:
     """Hull polygon (pixel corners) around the first and last cell of each grid row: the outer
-    corners of those cells (the inner ones lie on the row's span, inside the hull anyway)."""
+    corners of those cells (the inner ones lie on the row's span, inside the hull anyway).
+    :func:`convex_hull` gets only the points that may be corners of the hull
+    (:func:`_hull_candidates`): the same polygon, from a few dozen points instead of hundreds."""
+    return convex_hull(_hull_candidates(_cell_corners(cells, block, height, width)))
+
+
+def _cell_corners(cells: np.ndarray, block: int, height: int, width: int) -> np.ndarray:
+    """The (N, 2) pixel corners :func:`_hull_of_cells` takes the hull of."""
     on = cells.astype(bool)
     rows = np.flatnonzero(on.any(axis=1))
     first = on[rows].argmax(axis=1)
@@ -378,7 +386,51 @@ def _hull_of_cells(cells: np.ndarray, block: int, height: int, width: int) -> np
     pts = np.stack([xs, ys], axis=1).astype(np.int64) * block
     pts[:, 0] = pts[:, 0].clip(0, width)
     pts[:, 1] = pts[:, 1].clip(0, height)
-    return convex_hull(pts)
+    return pts
+
+
+def _hull_candidates(pts: np.ndarray) -> np.ndarray:
+    """The points of ``pts`` that may be strict corners of their convex hull; the others are
+    dropped, which leaves the hull, and so :func:`convex_hull`'s polygon, as it is (the monotone
+    chain keeps strict corners only, in an order fixed by the corners alone).
+
+    Per row (one y), only the leftmost and rightmost points can be corners. A leftmost point
+    that lies on or to the right of the chord between its neighbours on the left side, while its
+    row reaches further right, lies between two points of the hull: not a corner; likewise on
+    the right side: such points are not corners whatever else is dropped, so each round drops
+    all it finds, until a round finds none (exact integer arithmetic)."""
+    if len(pts) <= 3:
+        return pts
+    order = np.lexsort((pts[:, 0], pts[:, 1]))  # by y, then x
+    ys, xs = pts[order, 1], pts[order, 0]
+    starts = np.flatnonzero(np.r_[True, ys[1:] != ys[:-1]])
+    ends = np.r_[starts[1:], len(ys)] - 1
+    row_y, left, right = ys[starts], xs[starts], xs[ends]
+    keep_left = _convex_side(row_y, left, right, sign=1)
+    keep_right = _convex_side(row_y, right, left, sign=-1)
+    chosen = np.concatenate([np.stack([left[keep_left], row_y[keep_left]], axis=1),
+                             np.stack([right[keep_right], row_y[keep_right]], axis=1)])
+    return chosen
+
+
+def _convex_side(ys: np.ndarray, xs: np.ndarray, other: np.ndarray, sign: int) -> np.ndarray:
+    """Which of one side's points (one per row, rows ascending) may be hull corners: a point is
+    dropped when it is not strictly outside (``sign`` 1: left, -1: right) the chord between its
+    kept neighbours and its row's other end lies strictly inside of it."""
+    keep = np.ones(len(xs), dtype=bool)
+    while True:
+        index = np.flatnonzero(keep)
+        if len(index) < 3:
+            return keep
+        a, b, c = index[:-2], index[1:-1], index[2:]
+        # x of the chord a–c at b's row, compared without division: (x_b - x_chord) * (y_c - y_a)
+        offset = (xs[b] - xs[a]) * (ys[c] - ys[a]) - (xs[c] - xs[a]) * (ys[b] - ys[a])
+        inside = (sign * offset >= 0) & (sign * (other[b] - xs[b]) > 0)
+        if not inside.any():
+            return keep
+        # each flagged point lies between two points of the hull (its chord's point at its row
+        # and its row's other end), whatever else is dropped: all go in one round
+        keep[b[inside]] = False
 
 
 def polygon_mask(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -406,15 +458,32 @@ def motion_mask(frames: np.ndarray | torch.Tensor) -> tuple[np.ndarray | None, d
 
 def motion_masks(frames: torch.Tensor) -> list[tuple[np.ndarray | None, dict[str, Any]]]:
     """:func:`motion_mask` of each of N clips of one size, (N, T, H, W, 3) uint8 on any device,
-    found together: one pass over the frames, one copy of the small block grids to the host,
-    one labelling of all the grids; only the hull and its polygon are per clip."""
+    found together: one pass over the frames and the opening of their block grids where the
+    frames are (:func:`sector_grids`), one copy of the grids to the host, one labelling of all the
+    grids; only the hull and its polygon are per clip (:func:`sectors_from_grids`)."""
+    search = sector_grids(frames)
+    if isinstance(search, list):
+        return search
+    grids, block = search
+    return sectors_from_grids(to_host(grids).numpy(), block, *frames.shape[2:4])
+
+
+def sector_grids(frames: torch.Tensor) -> tuple[torch.Tensor, int] | list[tuple[None, dict[str, Any]]]:
+    """The device half of :func:`motion_masks`: the opened (N, h, w) bool block grids of live
+    pixels on the frames' device and the block side, or, when masking is skipped for every clip
+    (a single frame, frames too small), each clip's (None, info)."""
     n, t, h, w = frames.shape[:4]
     if t < 2:
         return [(None, {"applied": False, "reason": "single frame: no motion to find the scan sector"}) for _ in range(n)]
     if min(h, w) < _MIN_MASK_SIDE:
         return [(None, {"applied": False, "reason": f"frame too small to mask ({w}×{h})"}) for _ in range(n)]
-    grids, block = _block_grid(_live_pixels(frames))
-    return [_sector_of(cells, block, h, w) for cells in largest_components(_open3(grids))]
+    return _block_grid(_live_pixels(frames))
+
+
+def sectors_from_grids(grids: np.ndarray, block: int, height: int,
+                       width: int) -> list[tuple[np.ndarray | None, dict[str, Any]]]:
+    """The host half of :func:`motion_masks`, from the (N, h, w) grids of :func:`sector_grids`."""
+    return [_sector_of(cells, block, height, width) for cells in largest_components(grids)]
 
 
 def _sector_of(cells: np.ndarray, block: int, height: int, width: int) -> tuple[np.ndarray | None, dict[str, Any]]:
@@ -423,7 +492,8 @@ def _sector_of(cells: np.ndarray, block: int, height: int, width: int) -> tuple[
         return None, {"applied": False, "reason": "no moving region large enough for a scan sector"}
     polygon = _hull_of_cells(cells, block, height, width)
     mask = polygon_mask(polygon, height, width)
-    return mask, {"applied": True, "kept_fraction": round(float(mask.mean()), 4), "polygon": polygon.tolist()}
+    kept = np.count_nonzero(mask) / mask.size  # mask.mean()'s value (a float64 of whole counts)
+    return mask, {"applied": True, "kept_fraction": round(kept, 4), "polygon": polygon.tolist()}
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -477,31 +547,40 @@ def prepare_frames(
     return out[0], geometries[0]
 
 
+def region_view(frames: torch.Tensor, region: Sequence[int] | None) -> tuple[torch.Tensor, Box | None, str | None]:
+    """(N, T, H, W, 3) clips cropped to ``region`` when it fits (:func:`clip_region`): (a view,
+    the box used, why not when it does not fit)."""
+    box, note = clip_region(region, *frames.shape[2:4])
+    return (frames[:, :, box[1] : box[3], box[0] : box[2]] if box else frames), box, note
+
+
 def prepare_frame_group(
     frames: torch.Tensor,
     cfg: PreprocessConfig,
     *,
     region: Sequence[int] | None = None,
     mask: str | np.ndarray | None = None,
+    found: list[tuple[np.ndarray | None, dict[str, Any]]] | None = None,
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """:func:`prepare_frames` of N clips of one size and region, (N, T, H, W, 3) uint8 on any
     device, together: one pass of mask statistics, one copy of their block grids to the host,
     one crop, mask and resize. Returns (N, T, 3, S, S) and each clip's geometry; each clip
-    comes out exactly as it would alone."""
+    comes out exactly as it would alone. ``found``: each clip's (keep, info) of the mask,
+    already found by the caller (from :func:`sector_grids` of the region's frames and
+    :func:`sectors_from_grids`, with ``mode`` in the info), instead of finding it here."""
     if frames.ndim != 5 or frames.shape[-1] != 3 or frames.dtype != torch.uint8 or 0 in frames.shape:
         raise UsageError(f"expected (N, T, H, W, 3) uint8 RGB clips, got {frames.dtype} {tuple(frames.shape)}")
     height, width = frames.shape[2:4]
-    box, region_note = clip_region(region, height, width)
+    frames, box, region_note = region_view(frames, region)
     rx, ry = (box[0], box[1]) if box else (0, 0)
-    if box:
-        frames = frames[:, :, box[1] : box[3], box[0] : box[2]]
-    found = _find_masks(frames, cfg.mask if mask is None else mask)
+    if found is None:
+        found = _find_masks(frames, cfg.mask if mask is None else mask)
     x0, y0, x1, y1 = square_zoom_box(frames.shape[2], frames.shape[3], cfg.zoom)
     crop = frames[:, :, y0:y1, x0:x1].permute(0, 1, 4, 2, 3).contiguous()  # one copy, of the kept pixels
     if any(keep is not None for keep, _ in found):  # masking the crop equals cropping the masked frame
         keeps = np.stack([np.ones((y1 - y0, x1 - x0), bool) if keep is None else keep[y0:y1, x0:x1]
                           for keep, _ in found])
-        crop.mul_(torch.from_numpy(keeps).to(crop.device)[:, None, None])
+        crop.mul_(_upload(torch.from_numpy(keeps), crop.device)[:, None, None])
     out = _resize_clips(crop, cfg.image_size)
     geometries = [{
         "original_size": [int(height), int(width)],
@@ -511,6 +590,14 @@ def prepare_frame_group(
         "mask": _offset_polygon(info, rx, ry),
     } for _, info in found]
     return out, geometries
+
+
+def _upload(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``: on CUDA through pinned memory, without the host waiting for
+    the copy (the pinned block is not reused before the copy is done)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _resize_clips(crop: torch.Tensor, size: int) -> torch.Tensor:
@@ -544,6 +631,16 @@ def to_model_input(
     x = x.float().div_(255.0)
     if cfg.channel_order == "BGR":
         x = x.flip(1)
-    mean = torch.tensor(cfg.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    mean, std = _normalisation(tuple(cfg.mean), tuple(cfg.std), x.device)
     return (x - mean) / std
+
+
+@lru_cache(maxsize=16)
+def _normalisation(mean: tuple[float, ...], std: tuple[float, ...],
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean and std as (1, 3, 1, 1) float32 tensors on ``device``, made once (on a GPU, building
+    them per batch is a host-to-device copy each time); shared, never written to."""
+    made = [torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1).to(device) for v in (mean, std)]
+    if device.type == "cuda":  # the copies may still be in flight; another stream may use them next
+        torch.cuda.current_stream(device).synchronize()
+    return made[0], made[1]

@@ -94,25 +94,79 @@ def from_pixels(frames: np.ndarray) -> tuple[str, str]:
     """``(clip_type, reason)`` from the sampled frames ((T, H, W, 3) uint8 RGB, before geometry)."""
     if frames.shape[0] <= 1:
         return "still", "a single frame"
-    step = max(1, min(frames.shape[1], frames.shape[2]) // 96)  # ~100 pixels a side: plenty for shares and motion
-    sample = np.ascontiguousarray(frames[:, ::step, ::step])
+    rows, cols = _step(frames.shape[1:3])
+    sample = np.ascontiguousarray(frames[:, ::rows, ::cols])
     channels = [sample[..., k] for k in range(sample.shape[-1])]
     high, low = np.maximum.reduce(channels), np.minimum.reduce(channels)  # faster than max(axis=-1)
     lit = high > 20
     chroma = (high - low) > _CHROMA  # uint8: high >= low, no wrap-around
-    share = float((chroma & lit).sum()) / max(1, int(lit.sum()))
+    grey = channels[0].astype(np.int16)  # grey-scale frames: one channel shows the motion
+    change = np.abs(np.diff(grey, axis=0))
+    return from_pixel_counts(frames.shape[0], int(lit.sum()), int((chroma & lit).sum()), int(change.sum()),
+                             change.size)
+
+
+def _step(size: Any) -> tuple[int, int]:
+    """The subsampling of :func:`from_pixels`: ~100 pixels a side, plenty for shares and motion."""
+    step = max(1, min(int(size[0]), int(size[1])) // 96)
+    return step, step
+
+
+def from_pixel_counts(n_frames: int, lit: int, coloured: int, change: int, pairs: int) -> tuple[str, str]:
+    """:func:`from_pixels` from its counts: lit pixels, lit pixels with chroma, the sum of the
+    absolute grey change between sampled frames and the number of values it sums (the means are
+    quotients of whole counts: the same floats as numpy's means)."""
+    if n_frames <= 1:
+        return "still", "a single frame"
+    share = float(coloured) / max(1, lit)
     if share > _COLOUR_SHARE:
         return "2d_colour", f"{share:.0%} of the lit pixels are coloured (colour flow)"
-    grey = channels[0].astype(np.int16)  # grey-scale frames: one channel shows the motion
-    motion = float(np.abs(np.diff(grey, axis=0)).mean())
-    if motion < _MOTION:
+    if float(change) / pairs < _MOTION:
         return "still", "the frames do not change"
     return "2d", "moving grey-scale frames"
+
+
+def pixel_counts(samples: Any) -> Any:
+    """The counts :func:`from_pixel_counts` takes, for N clips at once where their frames are:
+    ``samples`` is an (N, T, H, W, 3) uint8 tensor; returns an (N, 4) int64 tensor (lit,
+    coloured, change, pairs) on its device."""
+    import torch
+
+    rows, cols = _step(samples.shape[2:4])
+    sample = samples[:, :, ::rows, ::cols]
+    if sample.device.type == "cpu":  # numpy's uint8 reductions are several times faster there
+        return torch.from_numpy(_pixel_counts_numpy(sample.numpy()))
+    high, low = sample.amax(dim=-1), sample.amin(dim=-1)
+    lit = high > 20
+    coloured = (((high - low) > _CHROMA) & lit).sum(dim=(1, 2, 3))
+    grey = sample[..., 0].to(torch.int16)
+    change = (grey[:, 1:] - grey[:, :-1]).abs().sum(dim=(1, 2, 3), dtype=torch.int64)
+    pairs = torch.full_like(change, (sample.shape[1] - 1) * sample.shape[2] * sample.shape[3])
+    return torch.stack([lit.sum(dim=(1, 2, 3)), coloured, change, pairs], dim=1)
 
 
 def classify(header: tuple[str, str] | None, frames: np.ndarray) -> dict[str, str]:
     """The clip type fields every record carries: the header's answer, else the pixels'."""
     clip_type, reason = header if header is not None else from_pixels(frames)
+    return {"clip_type": clip_type, "clip_reason": reason}
+
+
+def _pixel_counts_numpy(sample: np.ndarray) -> np.ndarray:
+    """:func:`pixel_counts` of an (N, T, h, w, 3) array already subsampled."""
+    channels = [sample[..., k] for k in range(sample.shape[-1])]
+    high, low = np.maximum.reduce(channels), np.minimum.reduce(channels)
+    lit = high > 20
+    coloured = (((high - low) > _CHROMA) & lit).sum(axis=(1, 2, 3))
+    grey = channels[0].astype(np.int16)
+    change = np.abs(np.diff(grey, axis=1)).sum(axis=(1, 2, 3), dtype=np.int64)
+    pairs = np.full_like(change, (sample.shape[1] - 1) * sample.shape[2] * sample.shape[3])
+    return np.stack([lit.sum(axis=(1, 2, 3)), coloured, change, pairs], axis=1).astype(np.int64)
+
+
+def classify_counts(header: tuple[str, str] | None, n_frames: int, lit: int, coloured: int, change: int,
+                    pairs: int) -> dict[str, str]:
+    """:func:`classify` from the counts of :func:`pixel_counts` (made where the frames are)."""
+    clip_type, reason = header if header is not None else from_pixel_counts(n_frames, lit, coloured, change, pairs)
     return {"clip_type": clip_type, "clip_reason": reason}
 
 

@@ -20,10 +20,10 @@ import torch
 from .. import __version__
 from ..errors import MediaError
 from ..files import sha256_file, stat_key
-from ..preprocess import prepare_frame_group, prepare_frames, to_host
+from ..preprocess import prepare_frame_group, prepare_frames, region_view, sector_grids, sectors_from_grids, to_host
 from ..preprocess_config import PreprocessConfig
 from . import classify
-from .colour import grey_sample_picks, mostly_grey
+from .colour import grey_counts, grey_sample_picks, mostly_grey_counts
 from .dicom import read_dicom, read_jpeg_codestreams
 from .discover import input_kind
 from .phi import safe_reason
@@ -94,8 +94,10 @@ def _decoder_errors(path: Path) -> Iterator[None]:
 _IDENTIFIERS = ("study_uid", "series_uid", "sop_uid", "study_date", "modality", "manufacturer", "patient_key")
 
 
-def _clip_meta(path: Path, raw: dict[str, Any], geometry: dict[str, Any], cfg: PreprocessConfig) -> dict[str, Any]:
-    meta = {"source": str(path), "source_sha256": sha256_file(path), "source_stat_key": stat_key(path),
+def _clip_meta(path: Path, raw: dict[str, Any], geometry: dict[str, Any], cfg: PreprocessConfig,
+               sha256: str | None = None) -> dict[str, Any]:
+    """The metadata of a clip; ``sha256``: the file's digest when the caller has it already."""
+    meta = {"source": str(path), "source_sha256": sha256 or sha256_file(path), "source_stat_key": stat_key(path),
             **dict.fromkeys(_IDENTIFIERS), **raw, **geometry}
     meta["region_note"] = geometry.get("region_note") or raw.get("region_note")
     meta["preprocess"] = cfg.to_dict()
@@ -192,7 +194,9 @@ def load_codestreams(
     path: str | os.PathLike[str], cfg: PreprocessConfig, *, keep_phi: bool = False, salt: str | None = None
 ) -> Codestreams | None:
     """The sampled frames of an 8-bit JPEG Baseline DICOM file as undecoded codestreams, or
-    ``None`` for any other input (decode it with :func:`load_clip`). Fails like :func:`load_clip`."""
+    ``None`` for any other input (decode it with :func:`load_clip`). Fails like :func:`load_clip`.
+    The file is read once: its identity (sha256) is hashed from the bytes the frames are cut from
+    (:func:`~echoclip_cli.media.dicom.read_jpeg_codestreams`)."""
     path = Path(path)
     _check_file(path)
     if input_kind(path) != "dicom":
@@ -201,8 +205,8 @@ def load_codestreams(
         got = read_jpeg_codestreams(path, cfg.frame_indices, keep_phi=keep_phi, salt=salt)
     if got is None:
         return None
-    streams, raw, size = got
-    return Codestreams(streams=streams, meta=_clip_meta(path, raw, {}, cfg), source=str(path), size=size)
+    streams, raw, size, digest = got
+    return Codestreams(streams=streams, meta=_clip_meta(path, raw, {}, cfg, digest), source=str(path), size=size)
 
 
 def finish_codestreams(item: Codestreams, frames: torch.Tensor, cfg: PreprocessConfig, decoder: str) -> Clip | None:
@@ -218,34 +222,78 @@ def finish_codestreams(item: Codestreams, frames: torch.Tensor, cfg: PreprocessC
 def finish_codestream_group(items: Sequence[Codestreams], frames: torch.Tensor, cfg: PreprocessConfig,
                             decoder: str) -> list[Clip | None]:
     """:func:`finish_codestreams` of N inputs whose decoded frames have one shape, (N, T, 3, H, W)
-    on any device, prepared together (:func:`~echoclip_cli.preprocess.prepare_frame_group`, one
-    group per ultrasound region): the colour check's samples leave the device in one copy."""
+    on any device, prepared together, one group per ultrasound region (:func:`_finish_region`):
+    the colour check, the pixel classification and the mask's block grids are worked out where
+    the frames are, for every clip of the group, and leave the device in one copy."""
     out: list[Clip | None] = [None] * len(items)
     if frames.ndim != 5 or frames.shape[2] != 3:
         return out
-    picks = grey_sample_picks(frames.shape[1])
-    samples = to_host(frames[:, picks, :, ::4, ::4]).permute(0, 1, 3, 4, 2).numpy()  # only the samples leave
-    metas: dict[int, dict[str, Any]] = {}
-    for i, (item, sample) in enumerate(zip(items, samples, strict=True)):
-        if tuple(frames.shape[3:]) == item.size and mostly_grey(sample, sampled=True):
-            meta = dict(item.meta)
-            meta.update(classify.classify(_header_type(meta), sample))
-            metas[i] = meta
     by_region: dict[tuple[int, ...] | None, list[int]] = {}
-    for i, meta in metas.items():
-        region = meta.get("region")
-        by_region.setdefault(None if region is None else tuple(region), []).append(i)
-    for region, chosen in by_region.items():
-        group = frames if len(chosen) == len(items) else frames[chosen]
-        prepared, geometries = prepare_frame_group(group.permute(0, 1, 3, 4, 2), cfg, region=region,
-                                                   mask=_effective_mask(cfg.mask, "dicom"))
-        for i, clip_frames, geometry in zip(chosen, prepared, geometries, strict=True):
-            meta = metas[i]
-            meta.update(geometry)
-            meta["region_note"] = geometry.get("region_note") or meta.get("region_note")
-            meta["decoder"] = decoder
-            out[i] = Clip(frames=clip_frames, meta=meta, source=items[i].source)
+    for i, item in enumerate(items):
+        if tuple(frames.shape[3:]) == item.size:
+            region = item.meta.get("region")
+            by_region.setdefault(None if region is None else tuple(region), []).append(i)
+    for region, members in by_region.items():
+        group = frames if len(members) == len(items) else frames[members]
+        clips = _finish_region([items[i] for i in members], group, region, cfg, decoder)
+        for i, clip in zip(members, clips, strict=True):
+            out[i] = clip
     return out
+
+
+def _finish_region(items: list[Codestreams], frames: torch.Tensor, region: tuple[int, ...] | None,
+                   cfg: PreprocessConfig, decoder: str) -> list[Clip | None]:
+    """Clips of one frame size and region, (N, T, 3, H, W): colour check and classification
+    counts (:func:`~.colour.grey_counts`, :func:`~.classify.pixel_counts`) and the opened
+    mask grids (:func:`~echoclip_cli.preprocess.sector_grids`) on the frames' device, one copy
+    of them all to the host, then the host's part (verdicts, components, hulls, polygons) and
+    :func:`~echoclip_cli.preprocess.prepare_frame_group` of the clips that pass."""
+    mask = _effective_mask(cfg.mask, "dicom")
+    pixels = frames.permute(0, 1, 3, 4, 2)  # (N, T, H, W, 3) views
+    sample = pixels[:, grey_sample_picks(frames.shape[1]), ::4, ::4]  # what the colour check reads
+    counts = torch.cat([grey_counts(sample), classify.pixel_counts(sample)], dim=1)
+    search = sector_grids(region_view(pixels, region)[0]) if mask == "sector" else None
+    grids = search if isinstance(search, tuple) else None
+    host_counts, host_grids = _to_host_together(counts, None if grids is None else grids[0])
+    chosen, metas = [], []
+    for k, item in enumerate(items):
+        lit, grey, *pixel = (int(v) for v in host_counts[k])
+        if mostly_grey_counts(lit, grey):
+            meta = dict(item.meta)
+            header = _header_type(meta)
+            meta.update(classify.classify_counts(header, len(grey_sample_picks(frames.shape[1])), *pixel))
+            chosen.append(k)
+            metas.append(meta)
+    if not chosen:
+        return [None] * len(items)
+    found = None
+    if grids is not None and host_grids is not None:
+        found = [(keep, {"mode": mask, **info}) for keep, info in
+                 sectors_from_grids(host_grids[chosen], grids[1], *region_view(pixels, region)[0].shape[2:4])]
+    elif isinstance(search, list):  # masking skipped for every clip (one frame, frames too small)
+        found = [(keep, {"mode": mask, **info}) for keep, info in (search[k] for k in chosen)]
+    group = pixels if len(chosen) == len(items) else pixels[chosen]
+    prepared, geometries = prepare_frame_group(group, cfg, region=region, mask=mask, found=found)
+    out: list[Clip | None] = [None] * len(items)
+    for k, meta, clip_frames, geometry in zip(chosen, metas, prepared, geometries, strict=True):
+        meta.update(geometry)
+        meta["region_note"] = geometry.get("region_note") or meta.get("region_note")
+        meta["decoder"] = decoder
+        out[k] = Clip(frames=clip_frames, meta=meta, source=items[k].source)
+    return out
+
+
+def _to_host_together(counts: torch.Tensor, grids: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, k) int64 counts and (N, h, w) bool grids copied to the host in one copy (one wait for
+    the device, :func:`~echoclip_cli.preprocess.to_host`), as numpy arrays."""
+    parts = [counts.contiguous().view(torch.uint8).flatten()]
+    if grids is not None:
+        parts.append(grids.contiguous().view(torch.uint8).flatten())
+    host = to_host(torch.cat(parts)).numpy()
+    size = counts.numel() * counts.element_size()
+    host_counts = host[:size].view(np.int64).reshape(tuple(counts.shape))
+    host_grids = None if grids is None else host[size:].view(bool).reshape(tuple(grids.shape))
+    return host_counts, host_grids
 
 
 _VIDEO_MASK_REASON = "video files are taken as already masked (use --mask sector to mask them)"

@@ -69,6 +69,31 @@ def ybr_to_rgb(frames: np.ndarray) -> np.ndarray:
 YCBCR_FIX = "YCbCr labelled RGB: converted to RGB"
 
 
+def grey_counts(samples: Any) -> Any:
+    """:func:`grey_fraction_of_sample`'s counts for N clips at once where their frames are:
+    ``samples`` is (N, T, H, W, 3) uint8 (frames picked and subsampled); returns an (N, 2) int64
+    tensor (pixels not black, of which grey) on its device (:func:`mostly_grey_counts`)."""
+    import torch
+
+    if samples.device.type == "cpu":  # numpy's uint8 reductions are several times faster there
+        array = samples.numpy()
+        high = np.maximum(np.maximum(array[..., 0], array[..., 1]), array[..., 2])
+        low = np.minimum(np.minimum(array[..., 0], array[..., 1]), array[..., 2])
+        lit = high >= _NOT_BLACK
+        grey = lit & ((high - low) <= _GREY_SPREAD)
+        return torch.from_numpy(np.stack([lit.sum(axis=(1, 2, 3)), grey.sum(axis=(1, 2, 3))], axis=1).astype(np.int64))
+    high, low = samples.amax(dim=-1), samples.amin(dim=-1)
+    lit = high >= _NOT_BLACK
+    grey = lit & ((high - low) <= _GREY_SPREAD)
+    return torch.stack([lit.sum(dim=(1, 2, 3)), grey.sum(dim=(1, 2, 3))], dim=1)
+
+
+def mostly_grey_counts(lit: int, grey: int) -> bool:
+    """:func:`mostly_grey` of a sample from its :func:`grey_counts` (the share is a quotient of
+    whole counts: the same float as numpy's mean)."""
+    return lit < _MIN_SAMPLE or float(grey) / lit >= _MOSTLY_GREY
+
+
 def mostly_grey(frames: np.ndarray, *, sampled: bool = False) -> bool:
     """Whether frames pass the B-mode sanity check (or are too dark to judge); ``sampled``: the
     frames are already :func:`grey_fraction`'s sample."""

@@ -24,6 +24,10 @@ Stages:
    mislabelled YCbCr).
 5. **Metadata** — UIDs, study date, modality, manufacturer, frame rate, the 2D tissue region and
    the salted patient key; identifying values only with ``keep_phi`` (see :mod:`.phi`).
+
+For decoding on a GPU, :func:`read_jpeg_codestreams` only cuts the sampled JPEG codestreams out,
+reading the file once: header, codestreams and the file's sha256 all come from the same bytes
+(other layouts than one fragment per frame go through the reader above).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import MediaError
-from ..files import has_dicom_preamble, head
+from ..files import has_dicom_preamble, head, sha256_bytes
 from ..preprocess import clip_region
 from . import budget, classify
 from .colour import grey_fraction, mostly_grey, to_rgb8
@@ -214,7 +218,7 @@ def pillow_jpeg(data: bytes, rows: int | None = None, cols: int | None = None) -
         return np.asarray(image)
 
 
-def _whole_codestream(ds: Any, index: int, data: bytes) -> bytes:
+def _whole_codestream(ds: Any, index: int, data: bytes | memoryview) -> bytes:
     """Frame ``index``'s codestream up to its end-of-image marker; padding or stray bytes after
     the marker are left out (decoders ignore them). :class:`MediaError` when the frame has no
     end-of-image marker: decoders fill a cut image with grey or repeated rows and return it as if
@@ -223,7 +227,7 @@ def _whole_codestream(ds: Any, index: int, data: bytes) -> bytes:
     if end is None:
         raise MediaError(f"{getattr(ds, 'filename', 'DICOM')}: frame {index}'s JPEG data is truncated "
                          "(no end-of-image marker): its pixels would be partly made up")
-    return data[:end]
+    return bytes(data[:end])
 
 
 def jpeg_codestreams(ds: Any, indices: Sequence[int], n_frames: int) -> list[bytes]:
@@ -496,30 +500,151 @@ def _frame_meta(ds: Any, ts: Any, rows: int, cols: int, found: list[int], n_fram
     }
 
 
+def read_jpeg_codestreams(
+    path: Path, indices: Sequence[int], *, keep_phi: bool = False, salt: str | None = None
+) -> tuple[list[bytes], dict[str, Any], tuple[int, int], str] | None:
+    """For 8-bit JPEG Baseline DICOM in a plain colour encoding: the undecoded codestreams of
+    frames ``indices``, the metadata :func:`read_dicom` would give (``decoder`` left for the
+    caller to fill in), the (rows, columns) of a frame and the sha256 of the file (its identity,
+    :mod:`echoclip_cli.identity`). ``None`` for every other file, which :func:`read_dicom` must
+    decode.
+
+    The file is read once: the digest, the header and the codestreams all come from the same
+    bytes, the sampled frames cut straight from the encapsulated items
+    (:func:`_codestreams_in_memory`). A file that path does not take as it is (no preamble, an
+    offset table that groups fragments, anything damaged) is read again by the general reader
+    (:func:`_codestreams_from_file`), which decides, and reports, as it always did.
+    """
+    data = path.read_bytes()
+    digest = sha256_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        got = _codestreams_in_memory(path, data, indices, keep_phi=keep_phi, salt=salt)
+    if got is _UNUSUAL:
+        got = _codestreams_from_file(path, indices, keep_phi=keep_phi, salt=salt)
+    return None if got is None else (*got, digest)
+
+
 # Colour encodings whose JPEG Baseline codestreams any JPEG decoder turns into the RGB (or grey)
 # that the Pillow path gives, so they may be decoded elsewhere (on the GPU). MONOCHROME1 needs
 # inverting and palettes a lookup: those stay on the CPU path.
 _PLAIN_JPEG_COLOUR = ("YBR_FULL_422", "YBR_FULL", "RGB", "MONOCHROME2")
+_UNUSUAL = object()  # the in-memory reader declines: the general reader decides
 
 
-def read_jpeg_codestreams(
-    path: Path, indices: Sequence[int], *, keep_phi: bool = False, salt: str | None = None
-) -> tuple[list[bytes], dict[str, Any], tuple[int, int]] | None:
-    """For 8-bit JPEG Baseline DICOM in a plain colour encoding: the undecoded codestreams of
-    frames ``indices``, the metadata :func:`read_dicom` would give (``decoder`` left for the
-    caller to fill in) and the (rows, columns) of a frame. ``None`` for every other file, which
-    :func:`read_dicom` must decode."""
+def _device_decodable(ds: Any, ts: Any) -> bool:
+    """8-bit JPEG Baseline in a plain colour encoding with the matching number of components."""
     from pydicom.uid import JPEGBaseline8Bit
 
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    if ts != JPEGBaseline8Bit or int(ds.get("BitsAllocated", 8)) != 8 or photometric not in _PLAIN_JPEG_COLOUR:
+        return False
+    return samples == (1 if photometric == "MONOCHROME2" else 3)
+
+
+def _codestreams_in_memory(path: Path, data: bytes, indices: Sequence[int], *, keep_phi: bool,
+                           salt: str | None) -> Any:
+    """:func:`_codestreams_from_file` on the file's bytes ``data``, for the common layout only: a
+    file with the preamble whose header ends at encapsulated pixel data of one fragment per frame
+    (an empty offset table, or one that says just that). ``_UNUSUAL`` for anything else, so the
+    answer is always the general reader's (:func:`read_jpeg_codestreams`)."""
+    header = _header_in_memory(data, path)
+    if header is None:
+        return _UNUSUAL
+    ds, pixels_at = header
+    try:
+        ts = transfer_syntax(ds)
+        if not _device_decodable(ds, ts):
+            return None  # load_clip reads it (and reports what read_header would)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        fragments = one_fragment_per_frame(data, pixels_at, number_of_frames(ds, path))
+    except (AttributeError, TypeError, ValueError, KeyError, struct.error):
+        return _UNUSUAL
+    if fragments is None or rows < 1 or cols < 1 or "ExtendedOffsetTable" in ds:
+        return _UNUSUAL
+    n_frames, wanted = _wanted_frames(ds, path, indices)
+    view = memoryview(data)
+    try:
+        streams = [_whole_codestream(ds, index, view[slice(*fragments[index])]) for index in wanted]
+    except ValueError:
+        return _UNUSUAL  # no JPEG codestream: the general reader declines it
+    meta = _frame_meta(ds, ts, rows, cols, wanted, n_frames, "", keep_phi, salt)
+    return streams, meta, (rows, cols)
+
+
+def _header_in_memory(data: bytes, path: Path) -> tuple[Any, int] | None:
+    """(the header as a dataset, the offset of its pixel data element) from a file's bytes, read
+    up to the pixel data; None unless the file has the preamble and its header parses cleanly."""
+    from pydicom import dcmread
+
+    if not has_dicom_preamble(data):
+        return None
+    buffer = io.BytesIO(data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = dcmread(buffer, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - any trouble: the general reader reads it and says what
+            return None
+    if caught:
+        return None
+    ds.filename = str(path)  # as dcmread(path) names it, for messages
+    return ds, buffer.tell()
+
+
+_ITEM, _SEQUENCE_END = 0xE000, 0xE0DD
+
+
+def one_fragment_per_frame(data: bytes, at: int, n_frames: int) -> list[tuple[int, int]] | None:
+    """(start, end) in ``data`` of each frame of the encapsulated pixel data element (7FE0,0010)
+    whose tag starts at ``at``, when every frame is one fragment, as ``pydicom.encaps.generate_frames``
+    would cut them: as many fragments as frames and an empty Basic Offset Table, or one pointing
+    at every fragment. None otherwise (another element, another layout, data ending early)."""
+    group, element = struct.unpack_from("<HH", data, at)
+    if (group, element) != (0x7FE0, 0x0010) or data[at + 4 : at + 6] not in (b"OB", b"OW"):
+        return None
+    if struct.unpack_from("<L", data, at + 8)[0] != 0xFFFFFFFF:
+        return None  # native pixel data
+    pos = at + 12
+    items: list[tuple[int, int]] = []
+    while True:
+        if pos + 8 > len(data):
+            return None  # ends before the sequence delimiter: truncated
+        group, element, length = struct.unpack_from("<HHL", data, pos)
+        if group != 0xFFFE or element not in (_ITEM, _SEQUENCE_END):
+            return None
+        if element == _SEQUENCE_END:
+            break
+        if length == 0xFFFFFFFF or pos + 8 + length > len(data):
+            return None
+        items.append((pos + 8, pos + 8 + length))
+        pos += 8 + length
+    if not items:
+        return None
+    (bot_start, bot_end), fragments = items[0], items[1:]
+    if len(fragments) != n_frames:
+        return None
+    if bot_end > bot_start:  # a Basic Offset Table: it must point at each fragment in turn
+        if (bot_end - bot_start) % 4:
+            return None
+        offsets = struct.unpack_from(f"<{(bot_end - bot_start) // 4}L", data, bot_start)
+        first = fragments[0][0] - 8
+        if list(offsets) != [start - 8 - first for start, _ in fragments]:
+            return None
+    return fragments
+
+
+def _codestreams_from_file(
+    path: Path, indices: Sequence[int], *, keep_phi: bool = False, salt: str | None = None
+) -> tuple[list[bytes], dict[str, Any], tuple[int, int]] | None:
+    """The general reader of :func:`read_jpeg_codestreams` (its digest aside): the header through
+    :func:`read_header`, the frames through ``pydicom.encaps.generate_frames``."""
     ds = read_header(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         ts = transfer_syntax(ds)
-        photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-        samples = int(ds.get("SamplesPerPixel") or 1)
-        if ts != JPEGBaseline8Bit or int(ds.get("BitsAllocated", 8)) != 8 or photometric not in _PLAIN_JPEG_COLOUR:
-            return None
-        if samples != (1 if photometric == "MONOCHROME2" else 3):
+        if not _device_decodable(ds, ts):
             return None
         n_frames, wanted = _wanted_frames(ds, path, indices)
         try:

