@@ -286,3 +286,23 @@ def test_a_home_that_refuses_writes_degrades_and_still_gives_every_record(tiny_b
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(rows) == 3 and all(r["ef"] is not None for r in rows)
     assert "cache cannot be written" in result.stderr and "running eager" in result.stderr
+
+
+@pytest.mark.parametrize("change", [{"frame_indices": None}, {"frame_indices": "0,2"}, {"frame_indices": [0, 2, 4]},
+                                    {"fps": "fast"}, {"study_instance_uid": 12}])
+def test_a_frames_file_with_wrong_metadata_types_costs_only_its_record(tiny_bundle, tmp_path, change):
+    """Issue 30, class 9: `"frame_indices": null` (or another wrong type, or indices that do not
+    describe the array) ended the whole run; now it is that file's error record."""
+    from echoclip_cli.media.store_file import write_clip_file
+
+    good = make_video(tmp_path / "ok.avi", echo_frames(8, 48, 64, seed=1))
+    cfg = PreprocessConfig.from_dict(json.loads((tiny_bundle.root / "echoclip.json").read_text())["preprocess_cfg"])
+    size = cfg.image_size
+    meta = {"source": "fake", "source_sha256": "0" * 64, "preprocess": cfg.to_dict(),
+            "preprocess_digest": cfg.digest(), "frame_indices": [0, 2], **change}
+    bad = write_clip_file(tmp_path / "bad.safetensors", torch.zeros(2, 3, size, size, dtype=torch.uint8), meta)
+    result = run_cli("predict-ef", good, bad, "-w", "tiny", "-f", "jsonl")
+    assert result.exit_code == 1 and "internal error" not in result.stderr, result.stderr
+    records = {r.get("source", "").rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout) if r["level"] == "video"}
+    error = records["bad.safetensors"]["error"] or ""
+    assert records["ok.avi"]["ef"] is not None and ("metadata" in error or "frame indices" in error), error

@@ -256,3 +256,24 @@ def test_an_installed_name_wins_over_a_same_named_folder_here(tiny_bundle, tmp_p
     assert w.resolve("tiny", auto_pull=False).root == tiny_bundle.root
     with pytest.raises(w.WeightsNotFoundError):
         w.resolve("./tiny", auto_pull=False)  # the folder itself, asked for as a path
+
+
+def test_remove_also_deletes_what_was_built_from_those_weights(tiny_bundle, tiny_checkpoint, _hermetic_home):
+    """The compiled/ONNX towers, races and cached frames of removed weights (~1 GB at full size)
+    go with them, unless another installed name holds the same weights."""
+    prefix = tiny_bundle.weights_sha256[:16]
+    built = [_hermetic_home / "compiled" / f"{prefix}-abc", _hermetic_home / "onnx" / f"{prefix}-v2",
+             _hermetic_home / "cache" / "frames" / f"{prefix}-def"]
+    for folder in built:
+        folder.mkdir(parents=True)
+        (folder / "x").write_text("built")
+    race = _hermetic_home / "race" / f"{prefix}-0123.json"
+    race.parent.mkdir()
+    race.write_text("{}")
+    other = _hermetic_home / "onnx" / "0000000000000000-v2"
+    other.mkdir()
+    w.import_openclip(tiny_checkpoint, "tiny-copy")  # the same weights under a second name
+    assert run_cli("weights", "remove", "tiny").exit_code == 0
+    assert all(p.exists() for p in built) and race.exists()  # still used by tiny-copy
+    assert run_cli("weights", "remove", "tiny-copy").exit_code == 0
+    assert not any(p.exists() for p in built) and not race.exists() and other.is_dir()

@@ -508,11 +508,31 @@ def remove(name: str) -> Path:
     if not (root / BUNDLE_CONFIG).is_file():
         installed = ", ".join(b.name for b in installed_bundles()) or "none"
         raise UsageError(f"no installed weights named {name!r}", hint=f"installed: {installed}")
+    sha = read_bundle(root).weights_sha256
     # Rename first so a half-deleted folder is never mistaken for a bundle.
     doomed = staging_dir(root, ".removing")
     os.replace(root, doomed / name)
     shutil.rmtree(doomed)
+    if installed_by_sha256(sha) is None:  # no other name holds the same weights
+        for path in derived_files(sha):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     return root
+
+
+DERIVED = ("compiled", "onnx", "race", "cache/frames")  # what is built from weights, under the home
+
+
+def derived_files(weights_sha256: str) -> list[Path]:
+    """What echoclip built from these weights in the home (compiled and ONNX towers, races, cached
+    frame embeddings; ~1 GB at full size): each is named after the first 16 hex digits of the
+    weights' sha256."""
+    prefix = f"{weights_sha256[:16]}-"
+    found: list[Path] = []
+    for folder in DERIVED:
+        base = weights_home() / folder
+        if base.is_dir():
+            found += sorted(p for p in base.iterdir() if p.name.startswith(prefix))
+    return found
 
 
 def add_template_vocab(name: str, vocab: str | os.PathLike[str]) -> Bundle:

@@ -123,9 +123,28 @@ def _load_store(path: Path, cfg: PreprocessConfig) -> Clip:
     if tuple(frames.shape[1:]) != want or frames.shape[0] < 1:
         # a damaged or hand-made file with the right digest: one error record, not a failed batch
         raise MediaError(f"{path}: frames of shape {tuple(frames.shape)}, not (T, {', '.join(map(str, want))})")
+    _check_stored_meta(path, meta, frames.shape[0])
     if "clip_type" not in meta:  # written before clips were classified: judge the stored frames
         meta.update(classify.classify(None, frames.permute(0, 2, 3, 1).numpy()))
     return Clip(frames=frames, meta={**meta, "source_stat_key": stat_key(path)}, source=str(path))
+
+
+# metadata of a preprocessed file that later steps rely on, and the JSON types it must have
+_STORED_TYPES = {"frame_indices": list, "source_sha256": str, "fps": (int, float), "study_instance_uid": str,
+                 "clip_type": str}
+
+
+def _check_stored_meta(path: Path, meta: dict[str, Any], n_frames: int) -> None:
+    """A preprocessed file's metadata, checked where the run relies on it: a wrong type (a hand-made
+    or damaged file, ``"frame_indices": null``) is this file's error, not the whole run's, and the
+    frame indices must describe the frames the array holds (records count frames by them)."""
+    for key, kind in _STORED_TYPES.items():
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise MediaError(f"{path}: its metadata {key!r} is a {type(value).__name__}, not what echoclip writes")
+    indices = meta.get("frame_indices")
+    if indices is None or len(indices) != n_frames or not all(isinstance(i, int) and i >= 0 for i in indices):
+        raise MediaError(f"{path}: its frame indices do not describe its {n_frames} frames")
 
 
 def load_clip(
