@@ -306,3 +306,21 @@ def test_a_frames_file_with_wrong_metadata_types_costs_only_its_record(tiny_bund
     records = {r.get("source", "").rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout) if r["level"] == "video"}
     error = records["bad.safetensors"]["error"] or ""
     assert records["ok.avi"]["ef"] is not None and ("metadata" in error or "frame indices" in error), error
+
+
+def test_a_file_of_zeros_is_refused_at_once_not_parsed(tiny_bundle, tmp_path):
+    """Issue 30, class 7: a .dcm of zeros was parsed at ~3 MB/s (a sparse 100 GB file: hours). A
+    file without the preamble that does not start like a DICOM dataset is refused from its first
+    bytes; a good input beside it still gets its record."""
+    import time
+
+    zeros = tmp_path / "zeros.dcm"
+    with open(zeros, "wb") as fh:
+        fh.truncate(200 << 20)  # 200 MB of zeros, sparse: nothing written
+    good = make_video(tmp_path / "ok.avi", echo_frames(8, 48, 64, seed=1))
+    start = time.perf_counter()
+    result = run_cli("embed", zeros, good, "-w", "tiny", "-f", "jsonl")
+    assert time.perf_counter() - start < 30  # the 200 MB are never read (parsing them took ~70 s)
+    records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
+    assert result.exit_code == 1 and records["ok.avi"]["error"] is None
+    assert "not a DICOM file" in records["zeros.dcm"]["error"]
