@@ -12,7 +12,7 @@ import torch
 
 from echoclip_cli.preprocess_config import PreprocessConfig
 from tests.cli_helpers import run_cli
-from tests.media_factory import echo_frames, make_video
+from tests.media_factory import echo_frames, make_dicom, make_video
 
 
 def _jsonl(text):
@@ -324,3 +324,25 @@ def test_a_file_of_zeros_is_refused_at_once_not_parsed(tiny_bundle, tmp_path):
     records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
     assert result.exit_code == 1 and records["ok.avi"]["error"] is None
     assert "not a DICOM file" in records["zeros.dcm"]["error"]
+
+
+def test_jpeg_frames_larger_than_the_header_says_are_never_decoded(tiny_bundle, tmp_path, monkeypatch):
+    """Issue 30, class 1 (JPEG): the memory budget prices Rows × Columns, but decoders allocate
+    what each frame's own start-of-frame header declares (16384² in a 54 KB file: 2.6 GB). A frame
+    that declares another size than the DICOM header is refused before any decoder sees it."""
+    import pydicom
+
+    import echoclip_cli.media.dicom as dicom
+
+    bomb = make_dicom(tmp_path / "bomb.dcm", echo_frames(4, 96, 128, seed=2), "jpeg", seed=4)
+    ds = pydicom.dcmread(bomb)
+    ds.Rows, ds.Columns = 48, 64  # the header claims less than the frames hold
+    ds.save_as(bomb)
+    decoded = []
+    real = dicom._pydicom_frames
+    monkeypatch.setattr(dicom, "_pydicom_frames", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    good = make_video(tmp_path / "ok.avi", echo_frames(8, 48, 64, seed=1))
+    result = run_cli("embed", bomb, good, "-w", "tiny", "-f", "jsonl")
+    records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
+    assert result.exit_code == 1 and records["ok.avi"]["error"] is None, result.stderr
+    assert "declares 96×128 pixels, the DICOM header 48×64" in records["bomb.dcm"]["error"] and decoded == []

@@ -135,3 +135,19 @@ def test_a_truncated_frame_fails_its_file(tmp_path, cine) -> None:
     with pytest.raises(MediaError, match=message):
         load_codestreams(path, CFG)
     assert read_frames(path, [0, 1, 3])[0].shape == (3, 480, 640, 3)  # frames that are whole still read
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_declared_size_is_read_from_the_start_of_frame_header(progressive):
+    import io
+
+    from PIL import Image
+
+    from echoclip_cli.media.jpeg_codestream import declared_size
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (320, 240), (90, 90, 90)).save(buffer, "JPEG", progressive=progressive)
+    data = buffer.getvalue()
+    assert declared_size(data) == (240, 320)
+    assert declared_size(memoryview(data)) == (240, 320)
+    assert declared_size(b"not a jpeg") is None and declared_size(data[:20]) is None

@@ -45,7 +45,7 @@ from ..files import has_dicom_preamble, head, sha256_bytes
 from ..preprocess import clip_region
 from . import budget, classify
 from .colour import grey_fraction, mostly_grey, to_rgb8
-from .jpeg_codestream import codestream_end
+from .jpeg_codestream import codestream_end, declared_size
 from .phi import patient_key, phi_values, resolve_salt, safe_reason
 
 _HEADER_ERRORS = (EOFError, OSError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError, struct.error)
@@ -245,7 +245,17 @@ def _whole_codestream(ds: Any, index: int, data: bytes | memoryview) -> bytes:
     if end is None:
         raise MediaError(f"{getattr(ds, 'filename', 'DICOM')}: frame {index}'s JPEG data is truncated "
                          "(no end-of-image marker): its pixels would be partly made up")
+    _check_size(ds, index, declared_size(data))
     return bytes(data[:end])
+
+
+def _check_size(ds: Any, index: int, size: tuple[int, int] | None) -> None:
+    """A frame must declare the DICOM header's Rows × Columns, which the memory budget priced:
+    decoders (Pillow, libjpeg, nvJPEG) allocate what the frame's own header says."""
+    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    if size is not None and size != (rows, cols):
+        raise MediaError(f"{getattr(ds, 'filename', 'DICOM')}: frame {index}'s JPEG header declares "
+                         f"{size[0]}×{size[1]} pixels, the DICOM header {rows}×{cols}: not decoded")
 
 
 def jpeg_codestreams(ds: Any, indices: Sequence[int], n_frames: int) -> list[bytes]:
@@ -328,10 +338,30 @@ def _decode(path: Path, ds: Any, ts: Any, indices: list[int], n_frames: int) -> 
             return _jpeg_baseline_frames(ds, indices, n_frames), indices, "pillow"
         except (OSError, ValueError, SyntaxError):
             pass  # damaged or unusual codestream: let pydicom's pipeline try (and report)
+    _check_declared_sizes(path, ds, ts, indices, n_frames)
     try:
         return _pydicom_frames(_pixel_source(path, ds, ts), indices), indices, "pydicom"
     except _PYDICOM_ERRORS as exc:
         raise MediaError(f"{path}: cannot decode {ts.name} pixel data ({safe_reason(exc)})") from None
+
+
+def _check_declared_sizes(path: Path, ds: Any, ts: Any, indices: list[int], n_frames: int) -> None:
+    """Before a JPEG-family frame is decoded: the size its own start-of-frame header declares must be
+    the DICOM header's Rows × Columns, which the memory budget priced (a 54 KB file whose frames
+    declare 16384² took 2.6 GB). A frame that declares none is left to the decoder to refuse."""
+    if not (ts.is_compressed and "JPEG" in ts.name and "2000" not in ts.name):
+        return
+    from pydicom.encaps import generate_frames
+
+    wanted, last = set(indices), max(indices)
+    try:
+        for index, data in enumerate(generate_frames(ds.PixelData, number_of_frames=n_frames)):
+            if index in wanted:
+                _check_size(ds, index, declared_size(data))
+            if index >= last:
+                return
+    except (ValueError, KeyError, EOFError, OSError):
+        return  # fragments pydicom cannot cut: its own decoder reports them
 
 
 _PYDICOM_ERRORS = (RuntimeError, ValueError, NotImplementedError, OSError, EOFError, KeyError, AttributeError)

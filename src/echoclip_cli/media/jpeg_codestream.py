@@ -83,3 +83,30 @@ def _skip_segment(data: bytes | memoryview, pos: int) -> int | None:
         raise ValueError(f"a JPEG marker segment with length {length}")
     end = pos + length
     return end if end <= len(data) else None
+
+
+# Start-of-frame markers (every JPEG process, and JPEG-LS's SOF55): they carry the frame's size.
+_SOF = frozenset({*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0), 0xF7})
+
+
+def declared_size(data: bytes | memoryview) -> tuple[int, int] | None:
+    """(height, width) the codestream's start-of-frame header declares, read before any decoding:
+    decoders allocate what it says, whatever the DICOM header says. None when there is none
+    before the first scan (or the data is no JPEG codestream)."""
+    if bytes(data[: len(SOI)]) != SOI:
+        return None
+    pos = len(SOI)
+    while True:
+        found = _NEXT_MARKER_RE.search(data, pos)
+        if found is None:
+            return None
+        marker, pos = found.group(1)[0], found.end()
+        if marker in _SOF:
+            header = bytes(data[pos + 3: pos + 7])  # length (2), precision (1), then height, width
+            return (int.from_bytes(header[:2], "big"), int.from_bytes(header[2:], "big")) if len(header) == 4 else None
+        if marker in (_EOI, _SOS, _SOI):
+            return None
+        if marker not in _STANDALONE:
+            pos = _skip_segment(data, pos)
+            if pos is None:
+                return None
