@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -346,3 +347,34 @@ def test_jpeg_frames_larger_than_the_header_says_are_never_decoded(tiny_bundle, 
     records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
     assert result.exit_code == 1 and records["ok.avi"]["error"] is None, result.stderr
     assert "declares 96×128 pixels, the DICOM header 48×64" in records["bomb.dcm"]["error"] and decoded == []
+
+
+def test_a_video_whose_frames_grow_after_the_probe_is_refused_not_kept(tiny_bundle, tmp_path):
+    """Issue 30, class 1 (video): the budget prices the stream's probed size, but an MJPEG AVI
+    whose later frames grow (16000² in the fuzz) took 4+ GB. A frame of another size than the
+    stream declared is refused before it is converted or kept."""
+    from fractions import Fraction
+
+    import av
+
+    path = tmp_path / "grow.avi"
+    small, big = np.full((48, 64, 3), 100, np.uint8), np.full((96, 128, 3), 100, np.uint8)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mjpeg", rate=Fraction(30))
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        larger = av.CodecContext.create("mjpeg", "w")
+        larger.width, larger.height, larger.pix_fmt, larger.time_base = 128, 96, "yuvj420p", Fraction(1, 30)
+        for _ in range(2):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(small, format="rgb24")):
+                container.mux(packet)
+        for i in range(6):
+            for packet in larger.encode(av.VideoFrame.from_ndarray(big, format="rgb24")):
+                packet.stream, packet.pts, packet.dts = stream, 2 + i, 2 + i
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    good = make_video(tmp_path / "ok.avi", echo_frames(8, 48, 64, seed=1))
+    result = run_cli("embed", path, good, "-w", "tiny", "-f", "jsonl")
+    records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
+    assert result.exit_code == 1 and records["ok.avi"]["error"] is None, result.stderr
+    assert "frame 2 is 96×128, the stream declared 48×64" in records["grow.avi"]["error"]

@@ -50,7 +50,8 @@ def decode_video(source: str | Path | BinaryIO, indices: Sequence[int], name: st
         budget.check_frames(name, int(context.height or 0), int(context.width or 0), 3, len(wanted))
         stream.thread_type = "AUTO"
         info = {"fps": _fps(stream), "n_frames_total": int(stream.frames) or None, "codec": stream.codec_context.name}
-        frames, found, decoded = _decode_wanted(container, stream, wanted, name, info)
+        size = (int(context.height or 0), int(context.width or 0))
+        frames, found, decoded = _decode_wanted(container, stream, wanted, name, info, size)
     if decoded == 0:
         raise MediaError(f"{name}: the video has no frames")
     if not found:
@@ -61,9 +62,12 @@ def decode_video(source: str | Path | BinaryIO, indices: Sequence[int], name: st
 
 
 def _decode_wanted(
-    container: Any, stream: Any, wanted: list[int], name: str, info: dict[str, Any]
+    container: Any, stream: Any, wanted: list[int], name: str, info: dict[str, Any], size: tuple[int, int] = (0, 0)
 ) -> tuple[list[np.ndarray], list[int], int]:
-    """(frames, their indices, frames decoded); a damaged tail after good frames is noted in ``info``."""
+    """(frames, their indices, frames decoded); a damaged tail after good frames is noted in ``info``.
+    Every frame must have the ``size`` the stream declared when it was priced (:mod:`.budget`): a
+    stream that grows later (an MJPEG AVI whose frames become 16000², H.264 switching to 8192²
+    after the probe) is refused before its frames are converted or kept."""
     import av
 
     targets, last = set(wanted), wanted[-1] if wanted else -1
@@ -73,6 +77,9 @@ def _decode_wanted(
     try:
         for index, frame in enumerate(container.decode(stream)):
             decoded = index + 1
+            if size[0] and (frame.height, frame.width) != size:
+                raise MediaError(f"{name}: frame {index} is {frame.height}×{frame.width}, the stream declared "
+                                 f"{size[0]}×{size[1]}: not kept")
             if index in targets:
                 frames.append(frame.to_ndarray(format="rgb24"))
                 found.append(index)
