@@ -378,3 +378,21 @@ def test_a_video_whose_frames_grow_after_the_probe_is_refused_not_kept(tiny_bund
     records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
     assert result.exit_code == 1 and records["ok.avi"]["error"] is None, result.stderr
     assert "frame 2 is 96×128, the stream declared 48×64" in records["grow.avi"]["error"]
+
+
+def test_a_frames_file_is_priced_before_it_is_loaded(tiny_bundle, tmp_path, monkeypatch):
+    """Issue 30, class 1 (frame files): a preprocessed file's frames are priced from its header
+    against the decode budget before they are loaded; good inputs beside it keep their records."""
+    from echoclip_cli.media.store_file import write_clip_file
+
+    cfg = PreprocessConfig.from_dict(json.loads((tiny_bundle.root / "echoclip.json").read_text())["preprocess_cfg"])
+    size = cfg.image_size
+    meta = {"source": "fake", "source_sha256": "0" * 64, "preprocess": cfg.to_dict(),
+            "preprocess_digest": cfg.digest(), "frame_indices": list(range(64))}
+    big = write_clip_file(tmp_path / "big.safetensors", torch.zeros(64, 3, size, size, dtype=torch.uint8), meta)
+    good = make_video(tmp_path / "ok.avi", echo_frames(8, 48, 64, seed=1))
+    monkeypatch.setenv("ECHOCLIP_DECODE_MB", "0.5")  # the file's 64 frames need 0.75 MB
+    result = run_cli("embed", big, good, "-w", "tiny", "-f", "jsonl")
+    records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
+    assert result.exit_code == 1 and records["ok.avi"]["error"] is None, result.stderr
+    assert "over the decode budget" in records["big.safetensors"]["error"]

@@ -62,6 +62,19 @@ def recorded_source_sha256(path: Path) -> str | None:
     return str(value) if value else None
 
 
+def _price(path: Path, frames: Any) -> None:
+    """The frames tensor's size from the file's header, checked against the decode budget before it
+    is loaded (frame files were not priced at all; the frames a file holds are counted from its
+    array, not from its metadata)."""
+    import math
+
+    from . import budget
+
+    shape = [int(n) for n in frames.get_shape()]
+    itemsize = {"U8": 1, "I8": 1, "BOOL": 1}.get(str(frames.get_dtype()), 8)
+    budget.check(str(path), f"its frames tensor {tuple(shape)}", math.prod(shape) * itemsize)
+
+
 def read_clip_file(path: Path) -> tuple["torch.Tensor", dict[str, Any]]:
     """Frames and metadata of one of our files; :class:`MediaError` for anything else."""
     import torch
@@ -72,6 +85,7 @@ def read_clip_file(path: Path) -> tuple["torch.Tensor", dict[str, Any]]:
             header = fh.metadata() or {}
             if META_KEY not in header or "frames" not in fh.keys():
                 raise MediaError(f"{path}: a safetensors file but not an echoclip preprocessed file")
+            _price(path, fh.get_slice("frames"))
             frames = fh.get_tensor("frames")
     except (SafetensorError, OSError, ValueError) as exc:
         raise MediaError(f"{path}: cannot read safetensors file ({safe_reason(exc)})") from None
