@@ -82,12 +82,34 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+STALE_STAGING_SECONDS = 6 * 3600  # no build, export or import takes that long: its folder is a leftover
+
+
 def staging_dir(beside: Path, suffix: str) -> Path:
     """A new hidden folder next to ``beside`` (same file system, so it can be renamed into place),
-    with the usual folder mode."""
+    with the usual folder mode. Leftovers of the same kind that an interrupted run left there
+    (older than :data:`STALE_STAGING_SECONDS`) are deleted first."""
+    _sweep(beside, suffix)
     folder = Path(tempfile.mkdtemp(dir=beside.parent, prefix=f".{beside.name}.", suffix=suffix))
     os.chmod(folder, 0o777 & ~umask())
     return folder
+
+
+def _sweep(beside: Path, suffix: str) -> None:
+    import shutil
+    import time
+
+    cutoff = time.time() - STALE_STAGING_SECONDS
+    try:
+        leftovers = list(beside.parent.glob(f".{beside.name}.*{suffix}"))
+    except OSError:
+        return
+    for path in leftovers:
+        try:
+            if path.is_dir() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def head(path: str | os.PathLike[str], size: int = DICOM_MAGIC_AT + 4) -> bytes:
