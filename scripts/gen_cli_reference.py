@@ -26,8 +26,8 @@ def _commands(group, prefix: str = "echoclip"):
 
 
 def _option_line(param) -> str | None:
-    if param.name == "help":
-        return None
+    if param.name == "help" or getattr(param, "hidden", False):
+        return None  # hidden options are old spellings kept for one release: not documented
     if param.param_type_name == "argument":
         return f"- `{param.name.upper()}`: {getattr(param, 'help', '') or ''}".rstrip()
     names = " / ".join(f"`{o}`" for o in [*param.opts, *param.secondary_opts])
