@@ -210,3 +210,19 @@ def test_a_non_finite_embedding_is_an_error_record_never_a_number(model, study, 
     records = list(echoclip_cli.detect_devices(model, store=damaged, devices=["pacemaker"]))
     assert [r.level for r in records] == ["video"] and records[0].score is None and records[0].detected is None
     assert "non-finite" in records[0].error
+
+
+def test_result_records_place_a_video_on_a_patient_and_a_date(model, tmp_path):
+    """Issue 30 (a new user's trial): EF and device records carry the salted patient_key and the
+    study_date where the input has them, per video and per study; never the raw PatientID."""
+    dicom = make_dicom(tmp_path / "a.dcm", echo_frames(8, 48, 64, seed=1), "jpeg", seed=3,
+                       patient={"PatientID": "MRN-12345", "PatientName": "Doe^Jane"})
+    records = list(echoclip_cli.predict_ef(model, [dicom]))
+    assert [r.level for r in records] == ["video", "study"]
+    for record in records:
+        row = record.as_dict()
+        assert row["study_date"] == "20240102" and len(row["patient_key"]) == 16
+        assert "MRN-12345" not in str(row) and "Doe" not in str(row)
+    video = make_video(tmp_path / "b.avi", echo_frames(8, 48, 64, seed=2))
+    plain = next(echoclip_cli.predict_ef(model, [video])).as_dict()
+    assert "patient_key" not in plain and "study_date" not in plain  # unknown: left out

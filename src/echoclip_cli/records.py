@@ -76,7 +76,11 @@ def identity(meta: Mapping[str, Any], source: str) -> str:
 
 @dataclass(kw_only=True)
 class VideoRecord(Record):
-    """One input's result for one use case; ``error`` says why it has none (then no numbers)."""
+    """One input's result for one use case; ``error`` says why it has none (then no numbers).
+    ``patient_key`` (salted, never the ID) and ``study_date`` place it on a patient and a date,
+    where the input carries them (DICOM); they are left out of a record while unknown."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"patient_key", "study_date"})
 
     level: str = "video"
     source: str
@@ -91,6 +95,8 @@ class VideoRecord(Record):
     skipped: str | None = None  # why this clip has no numbers although it was read (its type)
     warning: str | None = None  # a decoder's note on a result that stands (e.g. a damaged video tail)
     error: str | None = None
+    patient_key: str | None = None
+    study_date: str | None = None
     identity: str = field(default="", metadata={"internal": True})  # SOP instance or content hash
 
     @property
@@ -100,7 +106,10 @@ class VideoRecord(Record):
 
 @dataclass(kw_only=True)
 class StudyRecord(Record):
-    """One study's summary for one task: its videos' mean (or, for class labels, the majority)."""
+    """One study's summary for one task: its videos' mean (or, for class labels, the majority),
+    with the study's ``patient_key`` and ``study_date`` where its videos carry them."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"patient_key", "study_date"})
 
     level: str = "study"
     study: str
@@ -112,6 +121,8 @@ class StudyRecord(Record):
     weights_sha256: str
     backend: str = "torch"
     precision: str | None = None
+    patient_key: str | None = None
+    study_date: str | None = None
 
 
 @dataclass(kw_only=True)

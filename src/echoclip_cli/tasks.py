@@ -196,7 +196,9 @@ class CategoricalStudy(StudyRecord):
 def _study_base(members: Sequence[Any]) -> dict[str, Any]:
     first = members[0]
     return {"study": first.study, "task": first.task, "n_videos": len(members), "weights": first.weights,
-            "weights_sha256": first.weights_sha256, "backend": first.backend, "precision": first.precision}
+            "weights_sha256": first.weights_sha256, "backend": first.backend, "precision": first.precision,
+            "patient_key": next((m.patient_key for m in members if m.patient_key), None),
+            "study_date": next((m.study_date for m in members if m.study_date), None)}
 
 
 @dataclass
@@ -262,8 +264,8 @@ def _video(cls: type, fs: FrameSet, model: EchoClip, **values: Any) -> Any:
                weights=model.bundle.name, weights_sha256=model.weights_sha256, **numerics(fs.meta, model),
                error=fs.error, skipped=fs.skipped,
                clip_type=fs.meta.get("clip_type"), clip_reason=fs.meta.get("clip_reason"),
-               warning=fs.meta.get("decode_warning"),
-               identity=identity(fs.meta, fs.source), **values)
+               warning=fs.meta.get("decode_warning"), patient_key=fs.meta.get("patient_key") or None,
+               study_date=fs.meta.get("study_date") or None, identity=identity(fs.meta, fs.source), **values)
 
 
 def ef_records(
