@@ -323,3 +323,18 @@ def test_evaluate_plot_without_matplotlib_says_how_to_install(site, tmp_path, mo
     metrics = [json.loads(line) for line in result.stdout.splitlines()]
     assert {m["task"] for m in metrics} >= {"ejection_fraction"}  # ... but the metrics are all there
     assert not (tmp_path / "x.png").exists()
+
+
+def test_calibrate_names_a_task_without_positives_and_still_calibrates_the_others(site, tmp_path):
+    """Issue 30 (a new user's trial): one task whose labels hold no positive failed the whole run
+    without naming it; now it is one error line naming the task, the other tasks get thresholds, exit 1."""
+    predictions, _, truth = site
+    labels = tmp_path / "no_tavr_positives.csv"
+    labels.write_text(_labels_csv({**truth, "tavr": np.zeros_like(truth["tavr"])}))
+    out = tmp_path / "t.json"
+    result = run_cli("calibrate", "--labels", labels, "--predictions", predictions, "--out", out, "-f", "jsonl")
+    assert result.exit_code == 1
+    assert "tavr: no threshold: a threshold needs both positive and negative labels (got 0 positive" in result.stderr
+    assert set(json.loads(out.read_text())) == {"pacemaker"}
+    alone = run_cli("calibrate", "--labels", labels, "--predictions", predictions, "--task", "tavr")
+    assert alone.exit_code == 1 and "tavr: no threshold" in alone.stderr and alone.stdout == ""

@@ -613,8 +613,28 @@ def _metric(pair: Paired, name: str, fn: Callable[..., float], arrays: tuple[np.
 
 
 def calibrate(pairs: Mapping[str, Paired], method: str = "f1") -> dict[str, ThresholdChoice]:
-    """A threshold per binary task in ``pairs``."""
-    return {task: choose_threshold(p.y_true, p.y_pred, method) for task, p in pairs.items() if p.kind == "binary"}
+    """A threshold per binary task in ``pairs``; :class:`LabelsError` naming the first task that
+    cannot have one (:func:`calibrate_each` calibrates the others and says why not)."""
+    choices, refused = calibrate_each(pairs, method)
+    if refused:
+        task, why = next(iter(refused.items()))
+        raise LabelsError(f"{task}: {why}")
+    return choices
+
+
+def calibrate_each(pairs: Mapping[str, Paired], method: str = "f1") -> tuple[dict[str, ThresholdChoice], dict[str, str]]:
+    """(a threshold per binary task that can have one, why each other cannot): one task whose labels
+    hold a single class (no positives, say) does not cost the others their thresholds."""
+    choices: dict[str, ThresholdChoice] = {}
+    refused: dict[str, str] = {}
+    for task, p in pairs.items():
+        if p.kind != "binary":
+            continue
+        try:
+            choices[task] = choose_threshold(p.y_true, p.y_pred, method)
+        except LabelsError as exc:
+            refused[task] = exc.message
+    return choices, refused
 
 
 def merge_thresholds(existing: Mapping[str, Any], choices: Mapping[str, ThresholdChoice]) -> dict[str, Any]:

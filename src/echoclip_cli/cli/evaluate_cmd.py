@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from .common import FormatOpt, OutputFormat, emit_records, info, warn
+from .common import FormatOpt, OutputFormat, emit_records, info, report_failure, warn
 
 if TYPE_CHECKING:
     from .. import evaluation as E
@@ -134,14 +134,22 @@ def calibrate(
     if regression:
         raise E.LabelsError(f"{', '.join(regression)} is not a binary task: calibrate sets device thresholds",
                             hint="use `echoclip evaluate` for EF")
-    choices = E.calibrate(joined.pairs, method.value)
+    choices, refused = E.calibrate_each(joined.pairs, method.value)
+    for task, why in refused.items():
+        report_failure(f"{task}: no threshold: {why}")
+    if not choices:
+        raise typer.Exit(1)
     if out is None:
         sys.stdout.write(json.dumps(E.merge_thresholds({}, choices), indent=2) + "\n")
+        if refused:
+            raise typer.Exit(1)
         return
     existing = _existing_thresholds(out)
     out.write_text(json.dumps(E.merge_thresholds(existing, choices), indent=2) + "\n")
     info(f"wrote {out} ({', '.join(choices)})")
     emit_records([{"task": t, **c.as_json()} for t, c in choices.items()], fmt, columns=CALIBRATE_COLUMNS)
+    if refused:
+        raise typer.Exit(1)
 
 
 def _existing_thresholds(path: Path) -> dict[str, Any]:
