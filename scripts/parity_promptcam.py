@@ -32,13 +32,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ECHOCLIP_MODEL_CFG = {
-    "embed_dim": 512,
-    "vision_cfg": {"timm_model_name": "convnext_base", "timm_model_pretrained": False, "timm_pool": "",
-                   "timm_proj": "linear", "timm_drop": 0.0, "timm_drop_path": 0.1, "image_size": 224},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12},
-}
-PREPROCESS_CFG = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from parity_fullsize import ECHOCLIP_MODEL_CFG, PREPROCESS_CFG  # noqa: E402  (the one full-size config)
+
 PROMPTS = ("ECHO DENSITY IN RIGHT VENTRICLE SUGGESTIVE OF CATHETER, PACER LEAD, OR ICD LEAD. ",
            "THE LEFT VENTRICULAR EJECTION FRACTION IS ESTIMATED TO BE 35% ",
            "A BIOPROSTHETIC STENT-VALVE IS PRESENT IN THE AORTIC POSITION. ")

@@ -213,6 +213,14 @@ def summary(result: dict[str, Any]) -> str:
             f"eager: {verdict}")
 
 
+def _rebuild(bundle: "Bundle", reference: Callable[[], Reference], note: Note) -> None:
+    """Build (again, saying why where the package is not the one that was checked)."""
+    reason = _stale(bundle)
+    if reason not in (None, "not built on this CPU"):
+        note(f"compiled image tower: {reason}; building it again")
+    build(reference(), note)
+
+
 class CompiledBackend(Backend):
     name: ClassVar[str] = "compiled"
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
@@ -226,11 +234,8 @@ class CompiledBackend(Backend):
 
     def ensure(self, bundle: "Bundle", reference: Callable[[], Reference], note: Note,
                task_numbers: Callable[[Reference], TaskNumbers | None]) -> None:
-        reason = _stale(bundle)
-        if reason is not None:
-            if reason != "not built on this CPU":
-                note(f"compiled image tower: {reason}; building it again")
-            build(reference(), note)
+        if _stale(bundle) is not None:
+            _rebuild(bundle, reference, note)
         found = read_check(bundle)
         if not found or not found["passed"]:
             raise UsageError(f"the compiled image tower failed its check on this CPU (frame cosine "
@@ -239,13 +244,11 @@ class CompiledBackend(Backend):
 
     def optimise(self, bundle: "Bundle", reference: Callable[[], Reference], note: Note,
                  task_numbers: Callable[[Reference], TaskNumbers | None], force: bool = False) -> None:
-        found, reason = read_check(bundle), _stale(bundle)
-        if not force and found is not None and reason is None:
+        found = read_check(bundle)
+        if not force and found is not None and _stale(bundle) is None:
             note(f"already built on this CPU (--force to redo): {summary(found)}")
             return
-        if reason not in (None, "not built on this CPU"):
-            note(f"compiled image tower: {reason}; building it again")
-        build(reference(), note)
+        _rebuild(bundle, reference, note)
 
     def tower(self, bundle: "Bundle", precision: str = "fp32", eager: Any = None, **options: Any) -> CompiledTower:
         reason = integrity.problem(package_file(bundle))

@@ -391,6 +391,17 @@ def refusal(result: Mapping[str, Any], precision: str, task: str) -> str | None:
     return None
 
 
+def _make(bundle: "Bundle", reference: Callable[[], Reference], note: Note,
+          task_numbers: Callable[[Reference], TaskNumbers | None]) -> None:
+    """Export (again, where the files are not the ones exported) and check on this CPU."""
+    reason = stale(bundle)
+    if reason not in (None, "not exported"):
+        _export_again(bundle, reason, note)
+    model = reference()
+    export(bundle, model.visual, note)
+    check(model, note, task_numbers(model))
+
+
 class OnnxBackend(Backend):
     name: ClassVar[str] = "onnx"
     label: ClassVar[str] = "ONNX backend"
@@ -410,28 +421,19 @@ class OnnxBackend(Backend):
 
     def ensure(self, bundle: "Bundle", reference: Callable[[], Reference], note: Note,
                task_numbers: Callable[[Reference], TaskNumbers | None]) -> None:
-        reason = stale(bundle)
-        if reason is None and read_check(bundle) is not None:
+        if stale(bundle) is None and read_check(bundle) is not None:
             return
-        if reason not in (None, "not exported"):
-            _export_again(bundle, reason, note)
-        model = reference()
-        export(bundle, model.visual, note)
-        check(model, note, task_numbers(model))
+        _make(bundle, reference, note, task_numbers)
 
     def optimise(self, bundle: "Bundle", reference: Callable[[], Reference], note: Note,
                  task_numbers: Callable[[Reference], TaskNumbers | None], force: bool = False) -> None:
-        checked, reason = None if force else read_check(bundle), stale(bundle)
-        if checked is not None and reason is None:
+        checked = None if force else read_check(bundle)
+        if checked is not None and stale(bundle) is None:
             note("already checked on this CPU (--force to redo):")
             for line in summary(checked).splitlines():  # one message per line
                 note(line)
             return
-        if reason not in (None, "not exported"):
-            _export_again(bundle, reason, note)
-        model = reference()
-        export(bundle, model.visual, note)
-        check(model, note, task_numbers(model))
+        _make(bundle, reference, note, task_numbers)
 
     def tower(self, bundle: "Bundle", precision: str = "fp32", eager: Any = None, **options: Any) -> OnnxTower:
         reason = integrity.problem(model_file(bundle, precision))

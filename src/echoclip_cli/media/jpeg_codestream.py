@@ -18,6 +18,7 @@ should be are skipped up to the next marker, as libjpeg does with "extraneous by
 from __future__ import annotations
 
 import re
+from typing import Iterator
 
 import numpy as np
 
@@ -42,25 +43,35 @@ def codestream_end(data: bytes | memoryview) -> int | None:
     """
     if bytes(data[: len(SOI)]) != SOI:
         raise ValueError("not a JPEG codestream (it does not start with a start-of-image marker)")
+    for marker, pos in _markers(data):
+        if marker == _EOI:
+            return pos
+        if marker == _SOI:
+            raise ValueError("a second start-of-image marker inside the codestream")
+    return None
+
+
+def _markers(data: bytes | memoryview) -> Iterator[tuple[int, int]]:
+    """Each marker after the start-of-image one, as (marker, offset just past it), the way a
+    decoder reaches them: a segment's payload and a scan's entropy-coded data are skipped. Ends
+    where the data ends first, and after an end- or a second start-of-image marker."""
     pos = len(SOI)
     while True:
         found = _NEXT_MARKER_RE.search(data, pos)
         if found is None:
-            return None
+            return
         marker, pos = found.group(1)[0], found.end()
-        if marker == _EOI:
-            return pos
+        yield marker, pos
+        if marker in (_EOI, _SOI):
+            return
         if marker in _STANDALONE:
             continue
-        if marker == _SOI:
-            raise ValueError("a second start-of-image marker inside the codestream")
-        pos = _skip_segment(data, pos)
+        skipped = _skip_segment(data, pos)
+        if skipped is None:
+            return
+        pos = _scan_end(data, skipped) if marker == _SOS else skipped
         if pos is None:
-            return None
-        if marker == _SOS:
-            pos = _scan_end(data, pos)
-            if pos is None:
-                return None
+            return
 
 
 def _scan_end(data: bytes | memoryview, pos: int) -> int | None:
@@ -95,18 +106,10 @@ def declared_size(data: bytes | memoryview) -> tuple[int, int] | None:
     before the first scan (or the data is no JPEG codestream)."""
     if bytes(data[: len(SOI)]) != SOI:
         return None
-    pos = len(SOI)
-    while True:
-        found = _NEXT_MARKER_RE.search(data, pos)
-        if found is None:
-            return None
-        marker, pos = found.group(1)[0], found.end()
+    for marker, pos in _markers(data):
         if marker in _SOF:
             header = bytes(data[pos + 3: pos + 7])  # length (2), precision (1), then height, width
             return (int.from_bytes(header[:2], "big"), int.from_bytes(header[2:], "big")) if len(header) == 4 else None
         if marker in (_EOI, _SOS, _SOI):
             return None
-        if marker not in _STANDALONE:
-            pos = _skip_segment(data, pos)
-            if pos is None:
-                return None
+    return None
