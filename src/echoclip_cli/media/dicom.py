@@ -45,6 +45,7 @@ from ..files import has_dicom_preamble, head, sha256_bytes
 from ..preprocess import clip_region
 from . import budget, classify
 from .colour import grey_fraction, mostly_grey, to_rgb8
+from .discover import looks_like_dicom
 from .jpeg_codestream import codestream_end, declared_size
 from .phi import patient_key, phi_values, resolve_salt, safe_reason
 
@@ -69,7 +70,7 @@ def read_header(path: Path) -> Any:
     from pydicom.errors import InvalidDicomError
 
     preamble = has_preamble(path)
-    if not preamble and not _plausible_start(head(path, 8)):
+    if not preamble and not looks_like_dicom(path):
         # pydicom forced onto zeros (or any other bytes) parses them at ~3 MB/s: a 50 MB file of
         # zeros took 18 s, a sparse 100 GB one hours. A dataset without the preamble starts with a
         # file-meta (0002,xxxx) or an identifying (0008,xxxx) element.
@@ -88,19 +89,6 @@ def read_header(path: Path) -> Any:
         raise MediaError(f"{path}: DICOM file is truncated (it ends inside an element)")
     _check_image(ds, path, preamble)
     return ds
-
-
-def _plausible_start(first: bytes) -> bool:
-    """Whether bytes without the preamble start like a DICOM dataset: group 0002 or 0008 (little
-    or big endian), then an element number below 0x1000 (those groups' elements all are)."""
-    if len(first) < 8:
-        return False
-    for order in ("little", "big"):
-        group = int.from_bytes(first[0:2], order)
-        element = int.from_bytes(first[2:4], order)
-        if group in (0x0002, 0x0008) and element < 0x1000:
-            return True
-    return False
 
 
 def _check_deflated(path: Path) -> None:

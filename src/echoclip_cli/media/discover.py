@@ -39,7 +39,7 @@ _BARE_GROUPS_LE = (b"\x02\x00", b"\x08\x00")
 _BARE_GROUPS_BE = (b"\x00\x02", b"\x00\x08")
 
 
-def _looks_like_dicom(path: Path) -> bool:
+def looks_like_dicom(path: Path) -> bool:
     """The preamble, or a bare dataset (no preamble) starting with a group 0002 or 0008 element."""
     data = head(path)
     if has_dicom_preamble(data):
@@ -54,7 +54,7 @@ def input_kind(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == STORE_SUFFIX:
         return "store"
-    if suffix in VIDEO_EXTENSIONS and not _looks_like_dicom(path):
+    if suffix in VIDEO_EXTENSIONS and not looks_like_dicom(path):
         return "video"
     return "dicom"
 
@@ -88,7 +88,7 @@ def _wanted_in_folder(path: Path) -> bool:
         return True
     if suffix == STORE_SUFFIX:
         return is_store_file(path)
-    return _looks_like_dicom(path)
+    return looks_like_dicom(path)
 
 
 def _not_regular(path: Path) -> str | None:
