@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from .errors import MediaError
 from .inference import EchoClip
+from .media.clip import not_scored
 from .preprocess_config import PreprocessConfig
 from .records import VideoEmbedding
 
@@ -54,6 +55,8 @@ def _decoded(index: int, source: str, result: Any) -> _Decoded:
     """A :func:`echoclip_cli.media.batch.iter_clips_as_ready` result as the pipeline carries it."""
     if isinstance(result, MediaError):
         return _Decoded(source, None, {}, result.message, index=index)
+    if result.meta.get("refused"):  # its header gave a type the run does not score: not decoded
+        return _Decoded(source, None, result.meta, index=index, skipped=not_scored(result.meta))
     if result.frames.shape[0] == 0:
         return _Decoded(source, None, {}, f"{source}: no frames", index=index)
     return _Decoded(source, result.frames, result.meta, index=index)
@@ -170,8 +173,10 @@ class ClipSource:
         jpeg_device: torch.device | None = None,
         group_frames: int = 256,
         report: DeviceReport | None = None,
+        wanted_types: Sequence[str] | None = None,
     ) -> None:
         self.sources = iter(sources)
+        self.wanted_types = wanted_types
         self.cfg, self.keep_phi, self.salt = cfg, keep_phi, salt
         self.workers = workers
         self.prefetch = max(prefetch, workers * 2, 1)
@@ -185,7 +190,8 @@ class ClipSource:
         from .media.batch import iter_clips_as_ready
 
         return iter_clips_as_ready(sources, self.cfg, workers=workers, keep_phi=self.keep_phi, salt=self.salt,
-                                   window=self.prefetch, codestreams=self.jpeg_device is not None, again=self._again)
+                                   window=self.prefetch, codestreams=self.jpeg_device is not None, again=self._again,
+                                   wanted_types=self.wanted_types)
 
     def __iter__(self) -> Iterator[_Decoded]:
         if self.jpeg_device is None:
@@ -517,8 +523,9 @@ def embed_videos(
 ) -> Iterator[VideoEmbedding]:
     """Embed videos in input order; bad inputs come out as records with ``error`` set.
 
-    With ``clip_types``, clips of other types (``echoclip_cli.media.classify``) are decoded and
-    classified but not embedded: their results carry ``skipped`` (why) and no vectors.
+    With ``clip_types``, clips of other types (``echoclip_cli.media.classify``) are not embedded:
+    their results carry ``skipped`` (why) and no vectors. Those whose DICOM header gives the type
+    are not even decoded; the others are decoded and classified from their pixels.
 
     ``on_frames(n)`` is called after each batch with the number of frames it embedded (progress
     finer than one video: a CPU batch may hold several whole videos).
@@ -536,7 +543,7 @@ def embed_videos(
     report = device_report if device_report is not None else DeviceReport()
     decoded: Iterable[_Decoded] = ClipSource((str(s) for s in sources), cfg, workers=workers, keep_phi=keep_phi,
                                              salt=salt, jpeg_device=jpeg_device, group_frames=batch_size,
-                                             report=report)
+                                             report=report, wanted_types=clip_types)
     if prepare_thread if prepare_thread is not None else (jpeg_device is not None and jpeg_device.type == "cuda"):
         decoded = in_background(decoded, model.device, depth=2 * max(1, batch_size // 16))
     slots: dict[int, tuple[_Decoded, list[torch.Tensor | None]]] = {}  # by input index
@@ -547,7 +554,7 @@ def embed_videos(
         for item in decoded:
             report.say()
             if item.error is None and clip_types is not None and item.meta.get("clip_type") not in clip_types:
-                item.skipped = f"{item.meta.get('clip_type')} clip ({item.meta.get('clip_reason')}), not scored"
+                item.skipped = not_scored(item.meta)
                 item.frames = None
             if item.error is not None or item.skipped is not None:
                 slots[item.index] = (item, [])

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from ..defaults import batch_size_for
 from ..media.classify import ULTRASOUND_TYPES
 from ..options import DEFAULT, RunOptions
+from .archive import reads_archives
 from .common import PathLike, Progress, Silent, check_model, find
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ def _finite(result: "VideoEmbedding") -> "VideoEmbedding":
                    error=f"{result.source}: its embedding holds non-finite values (NaN or infinity)")
 
 
+@reads_archives(lambda options: options.types(ULTRASOUND_TYPES))
 def embed(
     model: "EchoClip",
     inputs: Sequence[PathLike] | None = None,

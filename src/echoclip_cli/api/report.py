@@ -17,7 +17,8 @@ from ..defaults import DEVICE_TASKS
 from ..errors import EchoclipError, UsageError
 from ..options import DEFAULT, RunOptions
 from .common import PathLike, Progress
-from .zeroshot import Scoring, Thresholds, thresholds_of
+from .archive import reads_archives
+from .zeroshot import Scoring, Thresholds, scored_types, thresholds_of
 
 if TYPE_CHECKING:
     from ..inference import EchoClip
@@ -52,6 +53,7 @@ SENTENCE_SOURCES = ("auto", "prompts", "none")
 N_SENTENCES = 5  # nearest sentences listed per study
 
 
+@reads_archives(scored_types, together=True)
 def report(
     model: "EchoClip",
     inputs: Sequence[PathLike] | None = None,

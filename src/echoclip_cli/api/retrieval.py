@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import UsageError
 from ..options import DEFAULT, RunOptions
+from .archive import reads_archives
 from .common import PathLike, Progress, check_model, check_vocab, damage_notes, inputs_or_store, store_header
 from .embed import embed_files
 
@@ -150,6 +151,7 @@ def search_reports(model: "EchoClip", video: PathLike, reports: PathLike, *, k: 
     return rank_reports(result.embedding, corpus, model, k, tokenizer=tokenizer)
 
 
+@reads_archives(lambda options: options.types(PATIENT_TYPES), together=True)
 def match_patients(
     model: "EchoClip | None",
     inputs: Sequence[PathLike] | None = None,

@@ -23,6 +23,7 @@ from ..errors import UsageError
 from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..options import DEFAULT, RunOptions
 from ..prompts import load_thresholds, select_tasks
+from .archive import reads_archives
 from .common import PathLike, Progress, Silent, check_model, damage_notes, inputs_or_store
 
 if TYPE_CHECKING:
@@ -70,8 +71,8 @@ class Scoring:
         files = inputs_or_store(inputs, store)
         check_model(model, use_case, store)
         check_zero_shot_model(model, force)
-        types = parse_clip_types(",".join(options.types(VIDEO_TYPES)), VIDEO_TYPES)  # never not_ultrasound
-        return cls(model, tasks, files, store, options.replace(clip_types=types), progress or Silent(), prompts)
+        return cls(model, tasks, files, store, options.replace(clip_types=scored_types(options)), progress or Silent(),
+                   prompts)
 
     @property
     def n_inputs(self) -> int | None:
@@ -114,6 +115,13 @@ class Scoring:
         yield from through_cache(cache, self.files or [], embed_now, options.clip_types, self.progress.note)
 
 
+def scored_types(options: RunOptions) -> tuple[str, ...]:
+    """The clip types a zero-shot call scores (``options.clip_types``, 2D by default; never a
+    non-ultrasound clip)."""
+    return parse_clip_types(",".join(options.types(VIDEO_TYPES)), VIDEO_TYPES)
+
+
+@reads_archives(scored_types)
 def predict_ef(
     model: "EchoClip",
     inputs: Sequence[PathLike] | None = None,
@@ -137,6 +145,7 @@ def predict_ef(
     yield from T.with_studies(T.ef_records(run.frame_sets(), model, prepared, aggregation))
 
 
+@reads_archives(scored_types)
 def detect_devices(
     model: "EchoClip",
     inputs: Sequence[PathLike] | None = None,
@@ -161,6 +170,7 @@ def detect_devices(
     yield from T.with_studies(T.binary_records(run.frame_sets(), model, prepared, user))
 
 
+@reads_archives(scored_types)
 def zero_shot(
     model: "EchoClip",
     task: str,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -12,9 +12,9 @@ from ..errors import UsageError
 from ..media.classify import ULTRASOUND_TYPES, parse_clip_types
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, emit_records,
                      info, report_failure, resolve_format, weights_option)
-from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, JpegDecodeOpt, KeepPhiOpt, MaskOpt,
-                     QuietOpt, StartOpt, StrideOpt, WorkersOpt, discovery_failed, gather_inputs, run_options, sampling,
-                     shard_slice)
+from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, FramesOpt, InputsArg, JpegDecodeOpt, KeepPhiOpt, MaskOpt,
+                     QueryOpt, QuietOpt, StartOpt, StrideOpt, StudyOpt, WorkersOpt, archive_of, count_inputs,
+                     discovery_failed, gather_inputs, run_options, sampling, shard_slice)
 from .models import open_model
 from .progress import progress_bar
 
@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # the model stack (torch) loads when a command runs, not when
 def embed(
     inputs: InputsArg = None,
     folder: DirOpt = None,
+    dicomweb: DicomwebOpt = None,
+    study: StudyOpt = None,
+    query: QueryOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Append to this embedding store (resumable).")] = None,
     weights: weights_option(DEFAULT_WEIGHTS, store="--out") = None,  # type: ignore[valid-type]
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
@@ -66,6 +69,8 @@ def embed(
         echoclip embed --dir studies/ --device cuda --jpeg-decode device --batch-size 256 --out archive.store
 
         echoclip embed --weights echo-clip-r --reports reports.txt --format jsonl > reports.jsonl
+
+        echoclip embed --dicomweb https://pacs.example.org/dicom-web --query StudyDate=20240101-20240131 --out jan.store
     """
     from .. import api
 
@@ -80,12 +85,16 @@ def embed(
         _embed_texts(model, list(text or []), reports, fmt)
         return
     types = parse_clip_types(clip_types, ULTRASOUND_TYPES)
-    found = gather_inputs(inputs, folder)
-    files = api.Found(shard_slice(found, shard), found.skipped)
+    files: Any = archive_of(dicomweb, study, query)
+    if files is not None and (inputs or folder or shard):
+        raise UsageError("--dicomweb reads its studies from the server: give no INPUTS, --dir or --shard")
+    if files is None:
+        found = gather_inputs(inputs, folder)
+        files = api.Found(shard_slice(found, shard), found.skipped)
     existing = out if out is not None and out.exists() else None
     model = open_model(weights, default=DEFAULT_WEIGHTS, store=existing, device=device, precision=precision,
                        backend=backend, deterministic=deterministic, compile=compile_model, quiet=quiet,
-                       inputs=len(files))
+                       inputs=count_inputs(files))
     options = run_options(batch_size=batch_size, workers=workers, sampled=sampling(frames, stride, start, mask),
                           clip_types=types, jpeg_decode=jpeg_decode, keep_phi=keep_phi)
     with_vectors = out is None and resolve_format(fmt) is OutputFormat.jsonl
@@ -101,7 +110,8 @@ def embed(
                 sink.write(record.as_dict())
     except KeyboardInterrupt:
         if out is not None:  # the store writer has flushed on the way out
-            info(f"interrupted after {done} of {len(files)} inputs; what finished is in {out}. "
+            of = f" of {count_inputs(files)}" if count_inputs(files) is not None else ""
+            info(f"interrupted after {done}{of} inputs; what finished is in {out}. "
                  "Run the same command again to go on from there.")
         raise
     if failures or discovery_failed(files):

@@ -15,6 +15,7 @@ from .common import err_console, report_failure, safe_text
 
 if TYPE_CHECKING:
     from ..api import Found
+    from ..dicomweb import Archive
     from ..options import RunOptions
 
 InputsArg = Annotated[
@@ -56,6 +57,16 @@ ClipTypesOpt = Annotated[
                  help="Clip types to score: 2d, 2d_colour, spectral_doppler, m_mode, still, or all (ultrasound); "
                       "others get a record saying why they were skipped."),
 ]
+DicomwebOpt = Annotated[Optional[str], typer.Option(
+    "--dicomweb", metavar="URL", rich_help_panel="DICOMweb input",
+    help="Read studies from this DICOMweb server (e.g. https://pacs.example.org/dicom-web) instead of files: "
+         "metadata first, then only the sampled frames. Credentials: ECHOCLIP_DICOMWEB_USER and "
+         "ECHOCLIP_DICOMWEB_PASSWORD, ECHOCLIP_DICOMWEB_TOKEN, or a ~/.netrc entry; never in the URL.")]
+StudyOpt = Annotated[Optional[list[str]], typer.Option(
+    "--study", metavar="UID", rich_help_panel="DICOMweb input", help="A Study Instance UID to read (repeatable).")]
+QueryOpt = Annotated[Optional[list[str]], typer.Option(
+    "--query", metavar="KEY=VALUE", rich_help_panel="DICOMweb input",
+    help="QIDO-RS study search filter (repeatable), e.g. ModalitiesInStudy=US, StudyDate=20240101-20240131.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 KeepPhiOpt = Annotated[bool, typer.Option("--keep-phi", help="Keep patient names, birth dates and raw IDs in outputs.")]
 
@@ -81,17 +92,42 @@ def gather_inputs(inputs: Optional[list[Path]], folders: Optional[list[Path]]) -
 
 def discovery_failed(files: "Found | None") -> bool:
     """Whether finding the inputs met an error (an unreadable folder, a FIFO given by name)."""
-    return files is not None and any(r["kind"] == "error" for r in files.skipped)
+    return files is not None and any(r["kind"] == "error" for r in getattr(files, "skipped", ()))
 
 
-def inputs_or_store(inputs: Optional[list[Path]], folder: Optional[list[Path]], store: Optional[Path]) -> "Found | None":
-    """The input files, or None when a ``--store`` is read instead (a usage error unless exactly one
-    of the two is given and readable)."""
+def inputs_or_store(inputs: Optional[list[Path]], folder: Optional[list[Path]], store: Optional[Path],
+                    dicomweb: Optional[str] = None, study: Optional[list[str]] = None,
+                    query: Optional[list[str]] = None) -> "Found | Archive | None":
+    """The input files, a DICOMweb :class:`~echoclip_cli.dicomweb.Archive`, or None when a
+    ``--store`` is read instead (a usage error unless exactly one is given and readable)."""
     from ..api import inputs_or_store as check
 
+    archive = archive_of(dicomweb, study, query)
+    if archive is not None:
+        if inputs or folder or store is not None:
+            raise UsageError("give files (INPUTS or --dir), --store or --dicomweb, not several")
+        return archive
     if store is not None:
         return check(list(inputs or []) + list(folder or []), store)
     return gather_inputs(inputs, folder)
+
+
+def archive_of(dicomweb: Optional[str], study: Optional[list[str]], query: Optional[list[str]]) -> "Archive | None":
+    """The archive ``--dicomweb URL --study UID --query KEY=VALUE`` name (checked: a usage error
+    for a URL with credentials, a malformed UID or filter), or None without ``--dicomweb``."""
+    if dicomweb is None:
+        if study or query:
+            raise UsageError("--study and --query choose studies on a DICOMweb server: give --dicomweb URL too")
+        return None
+    from ..dicomweb import Archive
+    from ..dicomweb.archive import parse_query
+
+    return Archive(dicomweb, studies=tuple(study or ()), query=parse_query(query or ()))
+
+
+def count_inputs(files: "Found | Archive | None") -> int | None:
+    """How many inputs a run has, where that is known before it starts (files: yes)."""
+    return len(files) if isinstance(files, list) else None
 
 
 def sampling(frames: Optional[int], stride: Optional[int], start: Optional[int], mask: Optional[MaskMode]) -> Sampling:

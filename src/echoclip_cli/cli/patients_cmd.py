@@ -13,8 +13,9 @@ from ..defaults import DEFAULT_BATCH_SIZE
 from ..defaults import RETRIEVAL_WEIGHTS as PATIENT_WEIGHTS
 from .common import (DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, emit_records, info, report_failure, warn,
                      weights_option)
-from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt,
-                     WorkersOpt, discovery_failed, inputs_or_store, run_options, sampling)
+from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QueryOpt, QuietOpt,
+                     StartOpt, StrideOpt, StudyOpt, WorkersOpt, count_inputs, discovery_failed, inputs_or_store,
+                     run_options, sampling)
 from .models import open_model
 from .progress import progress_bar
 
@@ -24,6 +25,9 @@ COLUMNS = ["level", "study", "other", "rank", "score", "same_patient", "group", 
 def match_patients(
     inputs: InputsArg = None,
     folder: DirOpt = None,
+    dicomweb: DicomwebOpt = None,
+    study: StudyOpt = None,
+    query: QueryOpt = None,
     store: Annotated[Optional[Path], typer.Option("--store", help="Use the video embeddings of this store.")] = None,
     weights: weights_option(f"{PATIENT_WEIGHTS} (EchoCLIP-R)") = None,  # type: ignore[valid-type]
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Nearest studies listed per study.", min=0)] = D.DEFAULT_K,
@@ -63,10 +67,12 @@ def match_patients(
         echoclip match-patients --dir studies/ --threshold 0.6
 
         echoclip match-patients --store archive.store --timeline --window-days 200 --format csv
+
+        echoclip match-patients --dicomweb https://pacs.example.org/dicom-web --query PatientID=12345 --timeline
     """
     from .. import api
 
-    files = inputs_or_store(inputs, folder, store)
+    files = inputs_or_store(inputs, folder, store, dicomweb, study, query)
     types = parse_clip_types(clip_types, api.PATIENT_TYPES)
     from ..patients import MatchSettings  # torch loads only once the arguments are checked
 

@@ -12,8 +12,8 @@ from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS
 from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds
 from .common import DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, emit_records, info, report_failure
-from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, InputsArg, QuietOpt, WorkersOpt, discovery_failed,
-                     inputs_or_store, run_options)
+from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, InputsArg, QueryOpt, QuietOpt, StudyOpt,
+                     WorkersOpt, count_inputs, discovery_failed, inputs_or_store, run_options)
 from .progress import progress_bar
 from .zeroshot_cmd import ForceOpt, NoCacheOpt, StoreOpt, ThresholdsOpt, WeightsZS, zero_shot_model
 
@@ -27,6 +27,9 @@ class SentenceSource(str, Enum):
 def report(
     inputs: InputsArg = None,
     folder: DirOpt = None,
+    dicomweb: DicomwebOpt = None,
+    study: StudyOpt = None,
+    query: QueryOpt = None,
     store: StoreOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for index.html and the study pages.")] = Path(
         "echoclip-report"),
@@ -64,6 +67,8 @@ def report(
         echoclip report --store archive.store --out report/ --format csv > studies.csv
 
         echoclip report --dir studies/ --out report/ --no-maps --sentences none
+
+        echoclip report --dicomweb https://pacs.example.org/dicom-web --study 1.2.840.113619.2.1.1 --out report/
     """
     from .. import api
 
@@ -74,7 +79,7 @@ def report(
     check_out(out)  # a file there: exit 2 now, not after the embedding pass
     user_thresholds = load_thresholds(thresholds)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
-    files = inputs_or_store(inputs, folder, store)
+    files = inputs_or_store(inputs, folder, store, dicomweb, study, query)
     model = zero_shot_model(weights, store, device, precision, False, quiet, backend)
     with progress_bar(quiet) as bar:
         options = run_options(batch_size=batch_size, workers=workers, clip_types=types, no_cache=no_cache)

@@ -17,8 +17,9 @@ from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, emit_records,
                      info, report_failure, weights_option)
-from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt,
-                     WorkersOpt, discovery_failed, inputs_or_store, run_options, sampling)
+from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QueryOpt, QuietOpt,
+                     StartOpt, StrideOpt, StudyOpt, WorkersOpt, count_inputs, discovery_failed, inputs_or_store,
+                     run_options, sampling)
 from .models import open_model
 from .progress import progress_bar
 
@@ -66,6 +67,9 @@ def finish(records: Iterable[Any], fmt: OutputFormat, columns: list[str], record
 def predict_ef(
     inputs: InputsArg = None,
     folder: DirOpt = None,
+    dicomweb: DicomwebOpt = None,
+    study: StudyOpt = None,
+    query: QueryOpt = None,
     store: StoreOpt = None,
     weights: WeightsZS = None,
     aggregation: Annotated[Aggregation, typer.Option("--aggregation", help="released (as the released code) or paper (the paper's variant).")] = Aggregation.released,
@@ -99,14 +103,16 @@ def predict_ef(
         echoclip predict-ef --dir studies/ --format csv > ef.csv
 
         echoclip predict-ef --store archive.store --format jsonl | jq 'select(.ef < 40)'
+
+        echoclip predict-ef --dicomweb https://pacs.example.org/dicom-web --study 1.2.840.113619.2.1.1 --format jsonl
     """
     from .. import api
 
     api.check_tasks(["ejection_fraction"], prompts)
-    files = inputs_or_store(inputs, folder, store)
+    files = inputs_or_store(inputs, folder, store, dicomweb, study, query)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
     model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend,
-                            len(files) if files is not None else None)
+                            count_inputs(files))
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
@@ -121,6 +127,9 @@ def predict_ef(
 def detect_devices(
     inputs: InputsArg = None,
     folder: DirOpt = None,
+    dicomweb: DicomwebOpt = None,
+    study: StudyOpt = None,
+    query: QueryOpt = None,
     store: StoreOpt = None,
     weights: WeightsZS = None,
     devices: Annotated[Optional[list[str]], typer.Option("--device-type", "-d", help="Only these (repeatable).")] = None,
@@ -153,15 +162,17 @@ def detect_devices(
         echoclip detect-devices study.dcm
 
         echoclip detect-devices --dir studies/ --thresholds site_thresholds.json --format csv
+
+        echoclip detect-devices --dicomweb https://pacs.example.org/dicom-web --query ModalitiesInStudy=US --query StudyDate=20240101-20240131
     """
     from .. import api
 
     api.check_tasks(list(devices or DEVICE_TASKS), prompts)
     user_thresholds = load_thresholds(thresholds)
-    files = inputs_or_store(inputs, folder, store)
+    files = inputs_or_store(inputs, folder, store, dicomweb, study, query)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
     model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend,
-                            len(files) if files is not None else None)
+                            count_inputs(files))
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:
@@ -178,6 +189,9 @@ def zero_shot(
     list_tasks: Annotated[bool, typer.Option("--list", help="List the tasks and exit.")] = False,
     inputs: InputsArg = None,
     folder: DirOpt = None,
+    dicomweb: DicomwebOpt = None,
+    study: StudyOpt = None,
+    query: QueryOpt = None,
     store: StoreOpt = None,
     weights: WeightsZS = None,
     prompts: PromptsOpt = None,
@@ -221,10 +235,10 @@ def zero_shot(
 
     mode = api.check_tasks([task], prompts)[task].mode
     user_thresholds = load_thresholds(thresholds)
-    files = inputs_or_store(inputs, folder, store)
+    files = inputs_or_store(inputs, folder, store, dicomweb, study, query)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
     model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend,
-                            len(files) if files is not None else None)
+                            count_inputs(files))
     from .. import tasks  # record types; torch is loaded by now
 
     with progress_bar(quiet) as bar:

@@ -32,10 +32,12 @@ _UID = re.compile(r"[0-9][0-9.]{0,63}")
 Outcome = tuple[str, Any, Any]
 
 
-def load_outcome(path: str, cfg: PreprocessConfig, keep_phi: bool, salt: str | None) -> Outcome:
-    """Load one clip; in a worker process the frames travel back as a numpy array."""
+def load_outcome(path: str, cfg: PreprocessConfig, keep_phi: bool, salt: str | None,
+                 wanted_types: Sequence[str] | None = None) -> Outcome:
+    """Load one clip; in a worker process the frames travel back as a numpy array. A DICOM clip
+    whose header gives a type not in ``wanted_types`` comes back without frames (not decoded)."""
     try:
-        clip = load_clip(path, cfg, keep_phi=keep_phi, salt=salt)
+        clip = load_clip(path, cfg, keep_phi=keep_phi, salt=salt, wanted_types=wanted_types)
     except MediaError as exc:
         return ("error", exc.message, exc.hint)
     except Exception as exc:  # a decoder bug on one file must not end a run over thousands
@@ -43,16 +45,17 @@ def load_outcome(path: str, cfg: PreprocessConfig, keep_phi: bool, salt: str | N
     return ("ok", clip.frames.numpy(), clip.meta)
 
 
-def _codestream_outcome(path: str, cfg: PreprocessConfig, keep_phi: bool, salt: str | None) -> Outcome:
+def _codestream_outcome(path: str, cfg: PreprocessConfig, keep_phi: bool, salt: str | None,
+                        wanted_types: Sequence[str] | None = None) -> Outcome:
     """JPEG Baseline DICOM as undecoded codestreams; any other input loaded as usual."""
     try:
-        item = load_codestreams(path, cfg, keep_phi=keep_phi, salt=salt)
+        item = load_codestreams(path, cfg, keep_phi=keep_phi, salt=salt, wanted_types=wanted_types)
     except MediaError as exc:
         return ("error", exc.message, exc.hint)
     except Exception as exc:
         return ("error", f"{path}: unexpected {type(exc).__name__} while reading", "report this file's format")
     if item is None:
-        return load_outcome(path, cfg, keep_phi, salt)
+        return load_outcome(path, cfg, keep_phi, salt, wanted_types)
     return ("jpeg", item, None)
 
 
@@ -70,11 +73,11 @@ def outcome_result(path: Path, outcome: Outcome) -> Clip | Codestreams | MediaEr
 
 
 def _load_job(job: tuple[int, str, bool], cfg: PreprocessConfig, keep_phi: bool, salt: str | None,
-              codestreams: bool) -> Outcome:
+              codestreams: bool, wanted_types: Sequence[str] | None = None) -> Outcome:
     """Load one ``(index, path, again)`` job: as codestreams when wanted, unless it comes ``again``."""
     _, path, again = job
     load = _codestream_outcome if codestreams and not again else load_outcome
-    return load(path, cfg, keep_phi, salt)
+    return load(path, cfg, keep_phi, salt, wanted_types)
 
 
 def _crashed_job(job: tuple[int, str, bool]) -> Outcome:
@@ -107,6 +110,7 @@ def iter_clips_as_ready(
     lead: int | None = None,
     codestreams: bool = False,
     again: deque[tuple[int, str]] | None = None,
+    wanted_types: Sequence[str] | None = None,
 ) -> Iterator[tuple[int, Path, Clip | Codestreams | MediaError]]:
     """Yield ``(index, path, Clip or MediaError)`` per input as each is ready, decoding in
     ``workers`` processes (``0``: inline, in this process, in input order).
@@ -118,8 +122,10 @@ def iter_clips_as_ready(
     (for decoding on a GPU). ``(index, path)`` entries the consumer puts in ``again`` while it
     iterates (inputs the GPU gave back) are loaded the ordinary way ahead of the next input;
     entries put there after the last input was taken need another call (``paths`` empty).
+    With ``wanted_types``, DICOM clips whose header gives another type come without frames.
     """
-    load = partial(_load_job, cfg=cfg, keep_phi=keep_phi, salt=salt, codestreams=codestreams)
+    load = partial(_load_job, cfg=cfg, keep_phi=keep_phi, salt=salt, codestreams=codestreams,
+                   wanted_types=tuple(wanted_types) if wanted_types is not None else None)
     jobs = _jobs(paths, again)
     if workers < 1:
         for job in jobs:

@@ -97,8 +97,10 @@ _IDENTIFIERS = ("study_uid", "series_uid", "sop_uid", "study_date", "modality", 
 def _clip_meta(path: Path, raw: dict[str, Any], geometry: dict[str, Any], cfg: PreprocessConfig,
                sha256: str | None = None) -> dict[str, Any]:
     """The metadata of a clip; ``sha256``: the file's digest when the caller has it already."""
-    meta = {"source": str(path), "source_sha256": sha256 or sha256_file(path), "source_stat_key": stat_key(path),
-            **dict.fromkeys(_IDENTIFIERS), **raw, **geometry}
+    raw = dict(raw)
+    origin = raw.pop("origin", None)  # an archive instance staged here: named by its URL on the server
+    meta = {"source": origin or str(path), "source_sha256": sha256 or sha256_file(path),
+            "source_stat_key": stat_key(path), **dict.fromkeys(_IDENTIFIERS), **raw, **geometry}
     meta["region_note"] = geometry.get("region_note") or raw.get("region_note")
     meta["preprocess"] = cfg.to_dict()
     meta["preprocess_digest"] = cfg.digest()
@@ -148,13 +150,18 @@ def _check_stored_meta(path: Path, meta: dict[str, Any], n_frames: int) -> None:
 
 
 def load_clip(
-    path: str | os.PathLike[str], cfg: PreprocessConfig, *, keep_phi: bool = False, salt: str | None = None
+    path: str | os.PathLike[str], cfg: PreprocessConfig, *, keep_phi: bool = False, salt: str | None = None,
+    wanted_types: Sequence[str] | None = None,
 ) -> Clip:
-    """Read any supported input and prepare it for ``cfg`` (see the module docstring)."""
+    """Read any supported input and prepare it for ``cfg`` (see the module docstring). With
+    ``wanted_types``, a DICOM clip whose header alone gives another clip type is not decoded: it
+    comes back with no frames and ``meta["refused"]`` (:func:`refused_by_header`)."""
     path = Path(path)
     _check_file(path)
     if input_kind(path) == "store":
         return _load_store(path, cfg)
+    if (refused := refused_by_header(path, cfg, wanted_types, keep_phi=keep_phi, salt=salt)) is not None:
+        return refused
     frames_rgb, raw = read_frames(path, cfg.frame_indices, keep_phi=keep_phi, salt=salt)
     raw.update(classify.classify(_header_type(raw), frames_rgb))
     mask = _effective_mask(cfg.mask, raw.get("source_kind"))
@@ -162,6 +169,31 @@ def load_clip(
     if cfg.mask == "auto" and mask == "none":
         geometry["mask"] = {"mode": "auto", "applied": False, "reason": _VIDEO_MASK_REASON}
     return Clip(frames=frames, meta=_clip_meta(path, raw, geometry, cfg), source=str(path))
+
+
+def refused_by_header(path: Path, cfg: PreprocessConfig, wanted_types: Sequence[str] | None, *,
+                      keep_phi: bool = False, salt: str | None = None) -> Clip | None:
+    """A DICOM input whose header alone says its clip type is none of ``wanted_types`` (a CT, a
+    still, a Doppler strip when only 2D is scored): a clip of no frames whose metadata says why
+    (``clip_type``, ``clip_reason``, ``refused``), read without decoding a frame (an archive's
+    instance without fetching one). None for every other input (and when ``wanted_types`` is None)."""
+    if wanted_types is None or input_kind(path) != "dicom":
+        return None
+    from .dicom import header_clip_type, header_only_meta
+
+    with _decoder_errors(path):
+        ds, kind = header_clip_type(path)
+        if kind is None or kind[0] in wanted_types:
+            return None
+        raw = header_only_meta(ds, keep_phi=keep_phi, salt=salt)
+    raw.update(clip_type=kind[0], clip_reason=kind[1], refused=True)
+    empty = torch.empty((0, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
+    return Clip(frames=empty, meta=_clip_meta(path, raw, {}, cfg), source=str(path))
+
+
+def not_scored(meta: dict[str, Any]) -> str:
+    """Why a clip of a type the run does not score has no numbers (the ``skipped`` of its record)."""
+    return f"{meta.get('clip_type')} clip ({meta.get('clip_reason')}), not scored"
 
 
 def load_frames(
@@ -210,7 +242,8 @@ class Codestreams:
 
 
 def load_codestreams(
-    path: str | os.PathLike[str], cfg: PreprocessConfig, *, keep_phi: bool = False, salt: str | None = None
+    path: str | os.PathLike[str], cfg: PreprocessConfig, *, keep_phi: bool = False, salt: str | None = None,
+    wanted_types: Sequence[str] | None = None,
 ) -> Codestreams | None:
     """The sampled frames of an 8-bit JPEG Baseline DICOM file as undecoded codestreams, or
     ``None`` for any other input (decode it with :func:`load_clip`). Fails like :func:`load_clip`.
@@ -220,6 +253,8 @@ def load_codestreams(
     _check_file(path)
     if input_kind(path) != "dicom":
         return None
+    if refused_by_header(path, cfg, wanted_types, keep_phi=keep_phi, salt=salt) is not None:
+        return None  # load_clip refuses it, without decoding
     with _decoder_errors(path):
         got = read_jpeg_codestreams(path, cfg.frame_indices, keep_phi=keep_phi, salt=salt)
     if got is None:

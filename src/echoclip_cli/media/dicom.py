@@ -46,6 +46,7 @@ from ..preprocess import clip_region
 from . import budget, classify
 from .colour import grey_fraction, mostly_grey, to_rgb8
 from .discover import looks_like_dicom
+from .extraction import extracted_frames, origin
 from .jpeg_codestream import codestream_end, declared_size
 from .phi import patient_key, phi_values, resolve_salt, safe_reason
 
@@ -89,6 +90,41 @@ def read_header(path: Path) -> Any:
         raise MediaError(f"{path}: DICOM file is truncated (it ends inside an element)")
     _check_image(ds, path, preamble)
     return ds
+
+
+def header_clip_type(path: Path) -> tuple[Any, tuple[str, str] | None]:
+    """(the header, without pixel data, the clip type it alone decides, or None): what a run
+    that does not score some clip types reads before it decodes a frame. A frame-extracted
+    instance answers for its source; one written header-only (its type refused before any pixel
+    was fetched) is read too. :class:`MediaError` as :func:`read_header` for what is no DICOM."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    preamble = has_preamble(path)
+    if not preamble and not looks_like_dicom(path):
+        raise MediaError(f"{path}: not a DICOM file (no preamble, and it does not start like a DICOM dataset)")
+    _check_deflated(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = dcmread(path, stop_before_pixels=True, force=not preamble)
+        except InvalidDicomError:
+            raise MediaError(f"{path}: not a DICOM file") from None
+        except _HEADER_ERRORS as exc:
+            what = "DICOM file is damaged or truncated" if preamble else "not a DICOM file"
+            raise MediaError(f"{path}: {what} ({safe_reason(exc)})") from None
+        held = extracted_frames(ds)
+        return ds, classify.from_header(_source_header(ds, held[1]) if held is not None else ds)
+
+
+def header_only_meta(ds: Any, *, keep_phi: bool, salt: str | None) -> dict[str, Any]:
+    """The metadata of a clip refused from its header (:func:`header_clip_type`): no frames."""
+    held = extracted_frames(ds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        n_frames = held[1] if held is not None else number_of_frames(ds, Path("-"))
+        return {"source_kind": "dicom", "frame_indices": [], "n_frames_total": n_frames, "fps": frame_rate(ds),
+                "decoder": None, "origin": origin(ds), **header_meta(ds, transfer_syntax(ds), keep_phi=keep_phi, salt=salt)}
 
 
 def _check_deflated(path: Path) -> None:
@@ -505,8 +541,16 @@ def _read_dicom(
 
 
 def _wanted_frames(ds: Any, path: Path, indices: Sequence[int]) -> tuple[int, list[int]]:
+    """(the frames the file holds, the sorted positions among them of the sampled ``indices``).
+    In a frame-extracted instance (:mod:`echoclip_cli.media.extraction`) ``indices`` are the
+    source's: those it holds are mapped onto their positions."""
     n_frames = number_of_frames(ds, path)
-    wanted = sorted({int(i) for i in indices if 0 <= int(i) < n_frames})
+    held = extracted_frames(ds)
+    if held is not None and len(held[0]) == n_frames:
+        asked = {int(i) for i in indices}
+        wanted = [position for position, index in enumerate(held[0]) if index in asked]
+    else:
+        wanted = sorted({int(i) for i in indices if 0 <= int(i) < n_frames})
     try:
         rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
         samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.get("BitsAllocated") or 8)
@@ -522,6 +566,14 @@ def _wanted_frames(ds: Any, path: Path, indices: Sequence[int]) -> tuple[int, li
 
 def _frame_meta(ds: Any, ts: Any, rows: int, cols: int, found: list[int], n_frames: int, decoder: str,
                 keep_phi: bool, salt: str | None) -> dict[str, Any]:
+    """The metadata of decoded frames ``found`` (positions in the file) of its ``n_frames``; a
+    frame-extracted instance describes its source: the source's frame indices and count, and the
+    clip type its header gives."""
+    header = ds
+    held = extracted_frames(ds)
+    if held is not None and len(held[0]) == n_frames:
+        found, n_frames = [held[0][position] for position in found], held[1]
+        header = _source_header(ds, n_frames)
     region, region_note = tissue_region(ds, rows, cols)
     return {
         "source_kind": "dicom",
@@ -531,9 +583,22 @@ def _frame_meta(ds: Any, ts: Any, rows: int, cols: int, found: list[int], n_fram
         "decoder": decoder,
         "region": region,
         "region_note": region_note,
-        "clip_header": list(header) if (header := classify.from_header(ds)) else None,
+        "clip_header": list(kind) if (kind := classify.from_header(header)) else None,
+        "origin": origin(ds),
         **header_meta(ds, ts, keep_phi=keep_phi, salt=salt),
     }
+
+
+def _source_header(ds: Any, n_frames: int) -> Any:
+    """What :func:`classify.from_header` reads of a frame-extracted instance, as its source says."""
+    from pydicom.dataset import Dataset
+
+    header = Dataset()
+    for keyword in ("Modality", "SOPClassUID", "SequenceOfUltrasoundRegions"):
+        if keyword in ds:
+            header[keyword] = ds[keyword]
+    header.NumberOfFrames = n_frames
+    return header
 
 
 def read_jpeg_codestreams(

@@ -1,0 +1,284 @@
+"""DICOMweb input against a real PACS: Orthanc with its DICOMweb plugin on loopback (tests/pacs.py).
+
+Records from the archive must equal the records from the same files on disk; only the sampled
+frames may travel; every server failure costs the inputs it touches one record each.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import echoclip_cli
+from echoclip_cli.dicomweb import Archive
+from tests.cli_helpers import run_cli
+from tests.media_factory import echo_frames, make_dicom, make_sr
+from tests.pacs import Proxy, orthanc_missing, start_orthanc
+
+pytestmark = pytest.mark.skipif(orthanc_missing() is not None, reason=str(orthanc_missing()))
+
+PATIENT = {"PatientName": "Doe^Jane", "PatientID": "MRN-4471", "PatientBirthDate": "19500101"}
+
+
+def _into_study(path: Path, study: str, number: int) -> Path:
+    """Put the file written at ``path`` into ``study`` (series 1, instance ``number``)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.StudyInstanceUID = study
+    ds.SeriesNumber, ds.InstanceNumber = 1, number
+    for key, value in PATIENT.items():
+        setattr(ds, key, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _studies(folder: Path) -> dict[str, list[Path]]:
+    """Two studies of one patient: A holds two JPEG cines, a single-frame still and an SR (no
+    image); B a JPEG cine and an uncompressed RGB cine."""
+    from pydicom.uid import generate_uid
+
+    a, b = generate_uid(entropy_srcs=["study A"]), generate_uid(entropy_srcs=["study B"])
+    (folder / "A").mkdir()
+    (folder / "B").mkdir()
+    files = {
+        a: [make_dicom(folder / "A" / "cine1.dcm", echo_frames(44, 96, 128, seed=1), "jpeg", seed=11),
+            make_dicom(folder / "A" / "cine2.dcm", echo_frames(30, 96, 128, seed=2), "jpeg", seed=12),
+            make_dicom(folder / "A" / "still.dcm", echo_frames(1, 96, 128, seed=3), "jpeg", seed=13)],
+        b: [make_dicom(folder / "B" / "cine3.dcm", echo_frames(50, 96, 128, seed=4), "jpeg", seed=14),
+            make_dicom(folder / "B" / "cine4.dcm", echo_frames(24, 80, 96, seed=5), "rgb", seed=15)],
+    }
+    for study, paths in files.items():
+        for number, path in enumerate(paths, 1):
+            _into_study(path, study, number)
+    report = make_sr(folder / "A" / "report.dcm")
+    _into_study(report, a, 9)
+    return {**files, "sr": [report]}
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("studies")
+    studies = _studies(folder)
+    server = start_orthanc(tmp_path_factory.mktemp("orthanc"))
+    for paths in studies.values():
+        for path in paths:
+            server.upload(path)
+    yield server, folder, {k: v for k, v in studies.items() if k != "sr"}
+    server.stop()
+
+
+@pytest.fixture()
+def creds(pacs, monkeypatch):
+    server = pacs[0]
+    monkeypatch.setenv("ECHOCLIP_DICOMWEB_USER", server.user)
+    monkeypatch.setenv("ECHOCLIP_DICOMWEB_PASSWORD", server.password)
+    return server
+
+
+@pytest.fixture()
+def model(tiny_bundle):
+    return echoclip_cli.load_model("tiny", device="cpu", precision="fp32")
+
+
+def _by_sop(records) -> dict:
+    return {r.identity: r for r in records if r.level == "video"}
+
+
+def _proxy(server) -> Proxy:
+    return Proxy(("127.0.0.1", server.port)).start()
+
+
+def test_records_from_the_archive_equal_those_from_the_files(pacs, creds, model):
+    server, folder, studies = pacs
+    uids = tuple(studies)
+    from_files = list(echoclip_cli.predict_ef(model, [folder / "A", folder / "B"]))
+    from_archive = list(echoclip_cli.predict_ef(model, Archive(server.url, studies=uids)))
+    files, archive = _by_sop(from_files), _by_sop(from_archive)
+    assert set(files) == set(archive) and len(archive) == 5  # the SR is not an input in either
+    for sop, record in archive.items():
+        assert record.ef == files[sop].ef and record.n_frames == files[sop].n_frames
+        assert record.clip_type == files[sop].clip_type and record.skipped == files[sop].skipped
+        assert record.source.startswith(f"{server.url}/studies/") and record.source.endswith(f"/instances/{sop}")
+        assert record.study == files[sop].study and record.error is None
+    still = [r for r in archive.values() if r.clip_type == "still"]
+    assert len(still) == 1 and still[0].skipped and still[0].ef is None
+    study_ef = {r.study: r.ef for r in from_archive if r.level == "study"}
+    assert study_ef == {r.study: r.ef for r in from_files if r.level == "study"} and len(study_ef) == 2
+    # the same embeddings, and nothing of the patient in the records
+    vectors = {r.sop_uid: r.embedding for r in echoclip_cli.embed(model, Archive(server.url, studies=uids))}
+    on_disk = {r.sop_uid: r.embedding for r in echoclip_cli.embed(model, [folder / "A", folder / "B"])}
+    assert set(vectors) == set(on_disk)
+    for sop, vector in vectors.items():
+        assert (vector is None) == (on_disk[sop] is None)
+        if vector is not None:
+            # the same pixels; batches are packed per study, so float sums may differ in the last digit
+            np.testing.assert_allclose(np.asarray(vector), np.asarray(on_disk[sop]), atol=2e-6)
+    text = json.dumps([r.as_dict() for r in from_archive])
+    assert "Doe" not in text and "MRN-4471" not in text and "19500101" not in text and server.password not in text
+
+
+def test_only_the_sampled_frames_travel_and_refused_clips_move_no_pixels(pacs, creds, model):
+    import pydicom
+    from pydicom.encaps import generate_frames
+
+    server, folder, studies = pacs
+    proxy = _proxy(server)
+    try:
+        notes = []
+
+        class Notes:
+            def start(self, total, frames_per_item): pass
+            def frames(self, count): pass
+            def item(self, n_frames): pass
+            def note(self, message): notes.append(message)
+            def warn(self, message): notes.append(message)
+
+        records = list(echoclip_cli.predict_ef(model, Archive(proxy.url, studies=tuple(studies)), progress=Notes()))
+    finally:
+        proxy.stop()
+    assert all(getattr(r, 'error', None) is None for r in records)
+    sampled = set(model.preprocess.frame_indices)
+    share = whole = 0
+    for path in [p for paths in studies.values() for p in paths]:
+        ds = pydicom.dcmread(path)
+        n = int(ds.get("NumberOfFrames") or 1)
+        if n == 1:
+            continue  # the still: refused from its header
+        if ds.file_meta.TransferSyntaxUID.is_encapsulated:
+            sizes = [len(f) for f in generate_frames(ds.PixelData, number_of_frames=n)]
+        else:
+            sizes = [len(ds.PixelData) // n] * n
+        share += sum(size for i, size in enumerate(sizes) if i in sampled)
+        whole += sum(sizes)
+    fetched = proxy.received("/frames/")
+    print(f"\npixel bytes: sampled frames' share {share}, study total {whole}, fetched as frames {fetched}")
+    assert fetched <= 1.5 * share and fetched < whole
+    still_sop = pydicom.dcmread(studies[next(iter(studies))][2]).SOPInstanceUID
+    assert not [path for path, _, _ in proxy.log if still_sop in path and not path.endswith("/metadata")]
+    assert not [path for path, _, _ in proxy.log if path.split("?")[0].endswith(tuple(f"/instances/{s}" for s in [still_sop]))]
+    assert any("MB of pixel data" in n for n in notes)
+
+
+def test_a_server_that_cannot_serve_frames_gives_whole_instances_said_once(pacs, creds, model):
+    server, folder, studies = pacs
+    proxy = _proxy(server)
+    proxy.fail = lambda path: 406 if "/frames/" in path else None
+    warned = []
+
+    class Warn:
+        def start(self, total, frames_per_item): pass
+        def frames(self, count): pass
+        def item(self, n_frames): pass
+        def note(self, message): pass
+        def warn(self, message): warned.append(message)
+
+    try:
+        records = list(echoclip_cli.predict_ef(model, Archive(proxy.url, studies=tuple(studies)), progress=Warn()))
+    finally:
+        proxy.stop()
+    on_disk = _by_sop(echoclip_cli.predict_ef(model, [folder / "A", folder / "B"]))
+    assert {sop: r.ef for sop, r in _by_sop(records).items()} == {sop: r.ef for sop, r in on_disk.items()}
+    assert len([w for w in warned if "cannot serve single frames" in w]) == 1
+    assert proxy.received("/instances/") > 0
+
+
+def test_a_failing_instance_costs_one_record_and_the_cli_exits_1(pacs, creds, model, tiny_bundle):
+    import pydicom
+
+    server, folder, studies = pacs
+    broken = pydicom.dcmread(studies[next(iter(studies))][0]).SOPInstanceUID
+    proxy = _proxy(server)
+    proxy.fail = lambda path: 500 if broken in path else None
+    try:
+        started = time.time()
+        records = list(echoclip_cli.predict_ef(model, Archive(proxy.url, studies=tuple(studies), retries=1)))
+        took = time.time() - started
+        result = run_cli("predict-ef", "--weights", "tiny", "--dicomweb", proxy.url, "--study", *_studies_args(studies),
+                         "--format", "jsonl", "--device", "cpu", "-q")
+    finally:
+        proxy.stop()
+    videos = _by_sop(records)
+    failed = [r for r in videos.values() if r.error]
+    assert len(videos) == 5 and [r.identity for r in failed] == [broken] or [r.source for r in failed] == [
+        r.source for r in videos.values() if broken in r.source]
+    assert "HTTP 500" in failed[0].error and broken in failed[0].error and failed[0].study in studies
+    assert all(r.ef is not None for r in videos.values() if r.error is None and not r.skipped)
+    assert took < 60
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len([r for r in lines if r.get("error")]) == 1 and len([r for r in lines if r["level"] == "video"]) == 5
+    assert server.password not in result.stdout + result.stderr
+
+
+def _studies_args(studies) -> list[str]:
+    args = []
+    for uid in studies:
+        args += [uid] if not args else ["--study", uid]
+    return args
+
+
+def test_a_server_killed_mid_run_costs_one_record_per_remaining_input(tmp_path, monkeypatch, model):
+    server = start_orthanc(tmp_path / "orthanc")
+    try:
+        monkeypatch.setenv("ECHOCLIP_DICOMWEB_USER", server.user)
+        monkeypatch.setenv("ECHOCLIP_DICOMWEB_PASSWORD", server.password)
+        uids = []
+        for k in range(6):
+            path = make_dicom(tmp_path / f"s{k}.dcm", echo_frames(12, 64, 80, seed=k), "jpeg", seed=40 + k)
+            server.upload(path)
+            import pydicom
+
+            uids.append(pydicom.dcmread(path).StudyInstanceUID)
+        records = echoclip_cli.predict_ef(model, Archive(server.url, studies=tuple(uids), retries=1, timeout=5))
+        first = next(records)
+        server.stop()  # the PACS goes away with five studies to go (two may be fetched already)
+        started = time.time()
+        rest = list(records)
+        took = time.time() - started
+    finally:
+        server.stop()
+    videos = [r for r in [first, *rest] if r.level == "video"]
+    assert len(videos) == 6 and videos[0].error is None
+    failed = [r for r in videos if r.error]
+    assert len(failed) >= 3
+    for record in failed:
+        assert record.source.startswith(server.url) and record.study in uids
+        assert "cannot connect" in record.error or "taken as gone" in record.error
+    assert took < 30, took
+
+
+def test_usage_mistakes_exit_2_before_any_model_loads(pacs):
+    server = pacs[0]
+    with_password = server.url.replace("http://", f"http://{server.user}:{server.password}@")
+    result = run_cli("predict-ef", "--dicomweb", with_password, "--study", "1.2.3")
+    assert result.exit_code == 2 and server.password not in result.stdout + result.stderr
+    assert run_cli("predict-ef", "--dicomweb", server.url).exit_code == 2  # no study, no query
+    assert run_cli("embed", "--study", "1.2.3").exit_code == 2  # no server
+    assert run_cli("predict-ef", "--dicomweb", server.url, "--study", "1.2.x").exit_code == 2
+    assert run_cli("match-patients", "--dicomweb", server.url, "--query", "StudyDate").exit_code == 2
+
+
+def test_a_query_finds_the_studies_and_wrong_credentials_are_one_clear_error(pacs, monkeypatch, model):
+    server, folder, studies = pacs
+    monkeypatch.setenv("ECHOCLIP_DICOMWEB_USER", server.user)
+    monkeypatch.setenv("ECHOCLIP_DICOMWEB_PASSWORD", server.password)
+    found = list(echoclip_cli.predict_ef(model, Archive(server.url, query={"PatientID": "MRN-4471"})))
+    assert {r.study for r in found if r.level == "study"} == set(studies)
+    monkeypatch.setenv("ECHOCLIP_DICOMWEB_PASSWORD", "wrong")
+    from echoclip_cli.errors import MediaError
+
+    with pytest.raises(MediaError, match="HTTP 401"):
+        list(echoclip_cli.predict_ef(model, Archive(server.url, query={"PatientID": "MRN-4471"}, retries=0)))
+    netrc = Path(folder) / "netrc"
+    netrc.write_text(f"machine 127.0.0.1 login {server.user} password {server.password}\n")
+    netrc.chmod(0o600)
+    monkeypatch.delenv("ECHOCLIP_DICOMWEB_USER")
+    monkeypatch.delenv("ECHOCLIP_DICOMWEB_PASSWORD")
+    monkeypatch.setenv("ECHOCLIP_NETRC", str(netrc))
+    again = list(echoclip_cli.predict_ef(model, Archive(server.url, studies=tuple(studies)[:1])))
+    assert again and all(getattr(r, 'error', None) is None for r in again)
