@@ -226,3 +226,19 @@ def test_result_records_place_a_video_on_a_patient_and_a_date(model, tmp_path):
     video = make_video(tmp_path / "b.avi", echo_frames(8, 48, 64, seed=2))
     plain = next(echoclip_cli.predict_ef(model, [video])).as_dict()
     assert "patient_key" not in plain and "study_date" not in plain  # unknown: left out
+
+
+def test_an_archive_is_an_input_like_files_and_a_server_out_of_reach_is_a_record(model, monkeypatch):
+    """``echoclip_cli.Archive`` goes where files go; credentials never in it; a study the server
+    cannot list is one error record naming the study (tests/test_dicomweb.py: a real Orthanc)."""
+    with pytest.raises(UsageError, match="credentials"):
+        echoclip_cli.Archive("https://user:secret@pacs.example.org/dicom-web", studies=("1.2.3",))
+    with pytest.raises(UsageError, match="--study"):
+        echoclip_cli.Archive("https://pacs.example.org/dicom-web")
+    monkeypatch.setenv("ECHOCLIP_DICOMWEB_TOKEN", "t0ken")
+    gone = echoclip_cli.Archive("http://127.0.0.1:9/dicom-web", studies=("1.2.3", "1.2.4"), retries=0, timeout=2)
+    records = [r for r in echoclip_cli.predict_ef(model, gone) if r.level == "video"]
+    assert [r.source for r in records] == ["http://127.0.0.1:9/dicom-web/studies/1.2.3",
+                                           "http://127.0.0.1:9/dicom-web/studies/1.2.4"]
+    assert all("cannot connect" in r.error and r.study in ("1.2.3", "1.2.4") for r in records)
+    assert "t0ken" not in repr(records)

@@ -48,6 +48,7 @@ _LAZY = {
     "find": "api",
     "optimise": "optimising",
     "RunOptions": "options",
+    "Archive": "dicomweb",
     "Sampling": "preprocess_config",
     "MatchSettings": "patients",
     "EchoClip": "inference",
