@@ -6,6 +6,7 @@ library (``echoclip_cli.api``) and renders the records it streams.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Iterable, Optional
@@ -16,9 +17,9 @@ from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS, ZERO_SHOT_WEIGHTS
 from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, emit_records,
-                     info, report_failure, weights_option)
-from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt,
-                     WorkersOpt, discovery_failed, inputs_or_store, run_options, sampling)
+                     info, json_line, report_failure, weights_option, write_stdout)
+from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, KeepPhiOpt, MaskOpt, QuietOpt, StartOpt,
+                     StrideOpt, WorkersOpt, discovery_failed, inputs_or_store, run_options, sampling)
 from .models import open_model
 from .progress import progress_bar
 
@@ -31,12 +32,70 @@ class Aggregation(str, Enum):
     paper = "paper"
 
 
+class ResultFormat(str, Enum):
+    """--format of the commands whose results a hospital keeps: the record formats, or FHIR."""
+
+    auto = "auto"
+    table = "table"
+    jsonl = "jsonl"
+    csv = "csv"
+    fhir = "fhir"
+
+
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Use per-frame embeddings from this store (and its weights).")]
 PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Prompt file (echoclip TOML or upstream JSON).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Embed again instead of reusing cached frame embeddings (`echoclip cache info`).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even with weights not validated for this task.")]
 ThresholdsOpt = Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold (from `echoclip calibrate`).")]
 WeightsZS = weights_option(ZERO_SHOT_WEIGHTS)
+ResultFormatOpt = Annotated[ResultFormat, typer.Option(
+    "--format", "-f", help="Output on stdout: table when a terminal, else JSONL; or force table/jsonl/csv; or fhir "
+                           "(one FHIR R4 Bundle per study, one per line, instead of the records).")]
+SrOpt = Annotated[Optional[Path], typer.Option(
+    "--sr", help="Also write one DICOM Structured Report per study into this folder (<StudyInstanceUID>.dcm; "
+                 "DICOM inputs only; pip install 'echoclip[pacs]').")]
+
+
+@dataclass(frozen=True)
+class StudyOutputs:
+    """What a run writes per study besides its records: SR files, FHIR bundles instead of records."""
+
+    sr: Path | None = None
+    fhir: bool = False
+    keep_phi: bool = False
+
+    def check(self) -> "StudyOutputs":
+        """Usage errors now, before any model loads: an SR folder that is a file, no highdicom."""
+        if self.sr is not None:
+            if self.sr.exists() and not self.sr.is_dir():
+                raise typer.BadParameter(f"{self.sr} is a file, not a folder", param_hint="--sr")
+            from ..exchange.sr import highdicom
+
+            highdicom()
+        return self
+
+    def around(self, records: Iterable[Any]) -> Iterable[Any]:
+        from .. import exchange
+
+        if self.sr is not None:
+            records = exchange.with_sr(records, self.sr)
+        if self.fhir:
+            records = exchange.with_fhir(records, keep_phi=self.keep_phi)
+        return records
+
+
+class BundleSink:
+    """--format fhir: each study's bundle as one JSON line; the records themselves are not written."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        if record.get("bundle"):
+            write_stdout(json_line(record["bundle"]))
+
+    def __enter__(self) -> "BundleSink":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
 
 
 def zero_shot_model(weights: Optional[str], store: Optional[Path], device: str, precision: str, deterministic: bool,
@@ -45,17 +104,24 @@ def zero_shot_model(weights: Optional[str], store: Optional[Path], device: str, 
                       backend=backend, deterministic=deterministic, quiet=quiet, lazy=True, inputs=inputs)
 
 
-def finish(records: Iterable[Any], fmt: OutputFormat, columns: list[str], record_types: tuple[type, ...],
-           files: Any = None) -> None:
-    """Write the records as they come (video rows, then study rows); exit 1 when any input failed."""
+def finish(records: Iterable[Any], fmt: OutputFormat | ResultFormat, columns: list[str],
+           record_types: tuple[type, ...], files: Any = None, outputs: StudyOutputs = StudyOutputs()) -> None:
+    """Write the records as they come (video rows, then study rows, then a row per study output);
+    exit 1 when any input or output failed."""
+    from ..exchange import OutputRecord
+
+    if outputs.sr is not None:
+        record_types, columns = (*record_types, OutputRecord), [*columns[:-1], "output", columns[-1]]
     fields = tuple(name for cls in record_types for name in cls.field_names())
     failed, skipped = False, 0
-    with RecordSink(fmt, columns=["level", *columns[:-1], "clip_type", "skipped", columns[-1]], fields=fields) as sink:
-        for record in records:
+    sink = BundleSink() if outputs.fhir else RecordSink(
+        OutputFormat(fmt.value), columns=["level", *columns[:-1], "clip_type", "skipped", columns[-1]], fields=fields)
+    with sink:
+        for record in outputs.around(records):
             if getattr(record, "error", None):
                 report_failure(record.error)
                 failed = True
-            skipped += getattr(record, "skipped", None) is not None
+            skipped += getattr(record, "level", None) == "video" and record.skipped is not None
             sink.write(record.as_dict())
     if skipped:
         info(f"{skipped} clip(s) not scored for their type (records say why; --clip-types chooses)")
@@ -79,7 +145,9 @@ def predict_ef(
     mask: MaskOpt = None,
     clip_types: ClipTypesOpt = None,
     no_cache: NoCacheOpt = False,
-    fmt: FormatOpt = OutputFormat.auto,
+    fmt: ResultFormatOpt = ResultFormat.auto,
+    sr: SrOpt = None,
+    keep_phi: KeepPhiOpt = False,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     backend: BackendOpt = "auto",
@@ -99,10 +167,13 @@ def predict_ef(
         echoclip predict-ef --dir studies/ --format csv > ef.csv
 
         echoclip predict-ef --store archive.store --format jsonl | jq 'select(.ef < 40)'
+
+        echoclip predict-ef --dir studies/ --sr sr/ --format fhir > bundles.ndjson
     """
     from .. import api
 
     api.check_tasks(["ejection_fraction"], prompts)
+    outputs = StudyOutputs(sr, fmt is ResultFormat.fhir, keep_phi).check()
     files = inputs_or_store(inputs, folder, store)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
     model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend,
@@ -115,7 +186,7 @@ def predict_ef(
         records = api.predict_ef(model, files, store=store, options=options, aggregation=aggregation.value,
                                  prompts=prompts, force=force, progress=bar)
         finish(records, fmt, ["source", "study", "ef", "n_frames", "n_videos", "error"],
-               (tasks.EFVideo, tasks.EFStudy), files)
+               (tasks.EFVideo, tasks.EFStudy), files, outputs)
 
 
 def detect_devices(
@@ -135,7 +206,9 @@ def detect_devices(
     mask: MaskOpt = None,
     clip_types: ClipTypesOpt = None,
     no_cache: NoCacheOpt = False,
-    fmt: FormatOpt = OutputFormat.auto,
+    fmt: ResultFormatOpt = ResultFormat.auto,
+    sr: SrOpt = None,
+    keep_phi: KeepPhiOpt = False,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     backend: BackendOpt = "auto",
@@ -153,10 +226,13 @@ def detect_devices(
         echoclip detect-devices study.dcm
 
         echoclip detect-devices --dir studies/ --thresholds site_thresholds.json --format csv
+
+        echoclip detect-devices --dir studies/ --sr sr/
     """
     from .. import api
 
     api.check_tasks(list(devices or DEVICE_TASKS), prompts)
+    outputs = StudyOutputs(sr, fmt is ResultFormat.fhir, keep_phi).check()
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
@@ -170,7 +246,7 @@ def detect_devices(
         records = api.detect_devices(model, files, store=store, options=options, devices=devices,
                                      thresholds=user_thresholds, prompts=prompts, force=force, progress=bar)
         finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated", "n_frames",
-                              "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy), files)
+                              "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy), files, outputs)
 
 
 def zero_shot(
