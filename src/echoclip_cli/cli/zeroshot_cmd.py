@@ -6,7 +6,6 @@ library (``echoclip_cli.api``) and renders the records it streams.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Iterable, Optional
@@ -17,10 +16,11 @@ from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS, ZERO_SHOT_WEIGHTS
 from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, emit_records,
-                     info, json_line, report_failure, weights_option, write_stdout)
+                     info, report_failure, weights_option)
 from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, KeepPhiOpt, MaskOpt, QuietOpt, StartOpt,
                      StrideOpt, WorkersOpt, discovery_failed, inputs_or_store, run_options, sampling)
 from .models import open_model
+from .outputs import BundleSink, ResultFormat, ResultFormatOpt, SrOpt, StudyOutputs
 from .progress import progress_bar
 
 if TYPE_CHECKING:
@@ -32,70 +32,12 @@ class Aggregation(str, Enum):
     paper = "paper"
 
 
-class ResultFormat(str, Enum):
-    """--format of the commands whose results a hospital keeps: the record formats, or FHIR."""
-
-    auto = "auto"
-    table = "table"
-    jsonl = "jsonl"
-    csv = "csv"
-    fhir = "fhir"
-
-
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Use per-frame embeddings from this store (and its weights).")]
 PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Prompt file (echoclip TOML or upstream JSON).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Embed again instead of reusing cached frame embeddings (`echoclip cache info`).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even with weights not validated for this task.")]
 ThresholdsOpt = Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold (from `echoclip calibrate`).")]
 WeightsZS = weights_option(ZERO_SHOT_WEIGHTS)
-ResultFormatOpt = Annotated[ResultFormat, typer.Option(
-    "--format", "-f", help="Output on stdout: table when a terminal, else JSONL; or force table/jsonl/csv; or fhir "
-                           "(one FHIR R4 Bundle per study, one per line, instead of the records).")]
-SrOpt = Annotated[Optional[Path], typer.Option(
-    "--sr", help="Also write one DICOM Structured Report per study into this folder (<StudyInstanceUID>.dcm; "
-                 "DICOM inputs only; pip install 'echoclip[pacs]').")]
-
-
-@dataclass(frozen=True)
-class StudyOutputs:
-    """What a run writes per study besides its records: SR files, FHIR bundles instead of records."""
-
-    sr: Path | None = None
-    fhir: bool = False
-    keep_phi: bool = False
-
-    def check(self) -> "StudyOutputs":
-        """Usage errors now, before any model loads: an SR folder that is a file, no highdicom."""
-        if self.sr is not None:
-            if self.sr.exists() and not self.sr.is_dir():
-                raise typer.BadParameter(f"{self.sr} is a file, not a folder", param_hint="--sr")
-            from ..exchange.sr import highdicom
-
-            highdicom()
-        return self
-
-    def around(self, records: Iterable[Any]) -> Iterable[Any]:
-        from .. import exchange
-
-        if self.sr is not None:
-            records = exchange.with_sr(records, self.sr)
-        if self.fhir:
-            records = exchange.with_fhir(records, keep_phi=self.keep_phi)
-        return records
-
-
-class BundleSink:
-    """--format fhir: each study's bundle as one JSON line; the records themselves are not written."""
-
-    def write(self, record: dict[str, Any]) -> None:
-        if record.get("bundle"):
-            write_stdout(json_line(record["bundle"]))
-
-    def __enter__(self) -> "BundleSink":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def zero_shot_model(weights: Optional[str], store: Optional[Path], device: str, precision: str, deterministic: bool,

@@ -46,10 +46,13 @@ def with_sr(records: Iterable[Any], out: str | Path, *, headers: Headers | None 
             continue
         try:
             dataset = build_sr(study, lookup, provenance)
+            path = write_sr(dataset, out)
         except EchoclipError as exc:
             yield OutputRecord(level="sr", study=study.study, error=str(exc))
             continue
-        path = write_sr(dataset, out)
+        except OSError as exc:
+            yield OutputRecord(level="sr", study=study.study, error=f"cannot write its SR into {out}: {exc.strerror}")
+            continue
         yield OutputRecord(level="sr", study=study.study, output=str(path), sop_uid=str(dataset.SOPInstanceUID),
                            n_instances=_n_evidence(dataset))
 
