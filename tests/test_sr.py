@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import one_error_line, run_cli
-from tests.media_factory import echo_frames, make_video
+from tests.media_factory import echo_frames, make_dicom, make_video
 from tests.sr_helpers import PATIENT, dciodvfy, jsonl, make_study
 
 hd = pytest.importorskip("highdicom")
@@ -124,12 +124,15 @@ def test_video_inputs_get_one_error_record_per_study_and_the_run_goes_on(tiny_bu
     videos.mkdir()
     make_video(videos / "c.avi", echo_frames(12, 48, 64, seed=6))
     make_video(videos / "d.avi", echo_frames(12, 48, 64, seed=7))
-    result = run_cli("predict-ef", study["a"], *sorted(videos.iterdir()), "-w", "tiny", "-f", "jsonl",
+    still = make_dicom(tmp_path / "still.dcm", echo_frames(1, 48, 64, seed=9), "rgb", seed=9)  # a study of one still
+    result = run_cli("predict-ef", study["a"], *sorted(videos.iterdir()), still, "-w", "tiny", "-f", "jsonl",
                      "--sr", tmp_path / "sr")
     assert result.exit_code == 1
-    outputs = [r for r in jsonl(result.stdout) if r["level"] == "sr"]
-    assert len(outputs) == 2 and Path(outputs[0]["output"]).is_file()  # the DICOM study still gets its SR
-    assert "no DICOM header" in outputs[1]["error"] and outputs[1]["study"] == str(videos)
+    outputs = {r["study"]: r for r in jsonl(result.stdout) if r["level"] == "sr"}
+    assert len(outputs) == 3 and Path(outputs[str(_header(study["a"]).StudyInstanceUID)]["output"]).is_file()
+    assert "no DICOM header" in outputs[str(videos)]["error"]  # the DICOM study still got its SR
+    skipped = outputs[str(_header(still).StudyInstanceUID)]
+    assert "no clip of the study was scored" in skipped["skipped"] and "error" not in skipped
     assert result.stderr.count("error:") == 1
 
 

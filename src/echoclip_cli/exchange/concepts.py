@@ -27,6 +27,8 @@ PRESENT = codes.SCT.Present
 ABSENT = codes.SCT.Absent
 MEAN = codes.SCT.Mean  # a study's value: the mean of its clips'
 ECHOCARDIOGRAPHY = codes.SCT.Echocardiography
+LEFT_VENTRICLE = codes.SCT.LeftVentricle  # where EF is measured
+DEVICE_OBSERVER = codes.DCM.Device  # the observer type of an algorithm
 COMMENT = codes.DCM.Comment
 CLIP_NOT_SCORED = Code("clip-not-scored", PRIVATE_SCHEME, "Clip not scored")
 

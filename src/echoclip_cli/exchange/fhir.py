@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
 from . import concepts as C
-from .studies import Headers, Provenance, StudyResults, header_lookup
+from .studies import Headers, Provenance, StudyResults, header_lookup, reportable
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -58,7 +58,7 @@ def fhir_bundle(results: StudyResults, provenance: Provenance | None = None, *,
     study = _imaging_study(results, found, subject)
     device = _device(provenance)
     observations = [(_observation(s, subject, ids, provenance), s.task) for s in results.summaries  # type: ignore[attr-defined]
-                    if _reportable(s)]
+                    if reportable(s)]
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     entries = [("Patient", patient), ("ImagingStudy", study), ("Device", device)]
     entries += [(f"Observation/{task}", obs) for obs, task in observations]
@@ -192,10 +192,6 @@ def _device(provenance: Provenance) -> dict[str, Any]:
     if settings:
         device["property"] = [{"type": {"text": k}, "valueCode": [{"text": v}]} for k, v in settings.items()]
     return device
-
-
-def _reportable(record: Any) -> bool:
-    return getattr(record, "ef", None) is not None or getattr(record, "score", None) is not None
 
 
 def _observation(summary: Any, subject: dict[str, Any], ids: _Ids, provenance: Provenance) -> dict[str, Any]:

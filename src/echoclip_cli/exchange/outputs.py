@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..errors import EchoclipError
-from .studies import Headers, OutputRecord, Provenance, StudyGroups, header_lookup
+from .studies import Headers, OutputRecord, Provenance, StudyGroups, header_lookup, reportable
 
-NOTHING_SCORED = "no clip of the study was scored"
+NOTHING_SCORED = "no clip of the study was scored for EF or a binary task (what SR and FHIR report)"
 
 
 @dataclass(kw_only=True)
@@ -32,7 +32,8 @@ def with_sr(records: Iterable[Any], out: str | Path, *, headers: Headers | None 
             provenance: Provenance | None = None) -> Iterator[Any]:
     """The records as they come, then per study an :class:`OutputRecord` (level ``sr``) naming
     the SR written under ``out`` (``<StudyInstanceUID>.dcm``), or saying why there is none:
-    ``error`` for a study without DICOM headers (video inputs), ``skipped`` when no clip was scored.
+    ``error`` for a study without DICOM headers (video inputs), ``skipped`` when it has no EF or
+    binary score (no clip scored, or another kind of task).
     ``headers``: a clip's header by its record's source (default: read the file)."""
     from .sr import build_sr, highdicom, write_sr
 
@@ -41,7 +42,7 @@ def with_sr(records: Iterable[Any], out: str | Path, *, headers: Headers | None 
     yield from groups.gather(records)
     lookup = header_lookup(headers)
     for study in groups:
-        if not study.scored():
+        if not any(reportable(s) for s in study.summaries):
             yield OutputRecord(level="sr", study=study.study, skipped=NOTHING_SCORED)
             continue
         try:
@@ -67,7 +68,7 @@ def with_fhir(records: Iterable[Any], *, headers: Headers | None = None, keep_ph
     yield from groups.gather(records)
     lookup = header_lookup(headers)
     for study in groups:
-        if not study.summaries:
+        if not any(reportable(s) for s in study.summaries):
             yield BundleRecord(study=study.study, skipped=NOTHING_SCORED)
             continue
         bundle = fhir_bundle(study, provenance, headers=lookup, keep_phi=keep_phi)

@@ -30,7 +30,7 @@ from ..errors import MediaError, UsageError
 from ..files import atomic_write
 from ..records import VideoRecord
 from . import concepts as C
-from .studies import Headers, Provenance, StudyResults, header_lookup
+from .studies import Headers, Provenance, StudyResults, header_lookup, reportable
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -139,11 +139,7 @@ def _complete(header: "Dataset") -> "Dataset":
 def _tasks(results: StudyResults, clips: Sequence[Clip]) -> list[str]:
     """The tasks with a number an SR reports (EF, binary scores), in the order they came."""
     records = [r for clip in clips for r in clip.records] + list(results.summaries)
-    return list(dict.fromkeys(r.task for r in records if _reportable(r)))  # type: ignore[attr-defined]
-
-
-def _reportable(record: Any) -> bool:
-    return getattr(record, "ef", None) is not None or getattr(record, "score", None) is not None
+    return list(dict.fromkeys(r.task for r in records if reportable(r)))  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- the groups
@@ -152,8 +148,8 @@ def _reportable(record: Any) -> bool:
 def _task_groups(hd: Any, task: str, results: StudyResults, clips: Sequence[Clip], algorithm: Any) -> list[Any]:
     """The study's group for ``task`` (from its summary), then one per clip scored for it."""
     groups = []
-    summary = next((s for s in results.summaries if getattr(s, "task", None) == task and _reportable(s)), None)
-    scored = [(clip, r) for clip in clips for r in clip.records if getattr(r, "task", None) == task and _reportable(r)]
+    summary = next((s for s in results.summaries if getattr(s, "task", None) == task and reportable(s)), None)
+    scored = [(clip, r) for clip in clips for r in clip.records if getattr(r, "task", None) == task and reportable(r)]
     if summary is not None:
         groups.append(_group(hd, f"{task}: study", summary, [clip for clip, _ in scored], algorithm, study=True))
     for clip, record in scored:
@@ -170,7 +166,7 @@ def _group(hd: Any, label: str, record: Any, clips: Sequence[Clip], algorithm: A
     if getattr(record, "ef", None) is not None:
         ef = hd.sr.Measurement(name=C.LVEF, value=float(record.ef), unit=C.PERCENT, derivation=derivation)
         return hd.sr.MeasurementsAndQualitativeEvaluations(
-            **common, finding_sites=[hd.sr.FindingSite(C.codes.SCT.LeftVentricle)], measurements=[ef])
+            **common, finding_sites=[hd.sr.FindingSite(C.LEFT_VENTRICLE)], measurements=[ef])
     found = C.finding(record.task)
     measurements = [hd.sr.Measurement(name=C.SCORE, value=float(record.score), unit=C.NO_UNITS, derivation=derivation)]
     if record.threshold is not None:
@@ -190,7 +186,7 @@ def _observer(hd: Any, provenance: Provenance) -> Any:
         uid=generate_uid(entropy_srcs=["echoclip", provenance.echoclip_version, provenance.weights_sha256]),
         name="echoclip", manufacturer_name="echoclip", model_name=provenance.weights[:64])
     return hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
-        observer_type=C.codes.DCM.Device, observer_identifying_attributes=device))
+        observer_type=C.DEVICE_OBSERVER, observer_identifying_attributes=device))
 
 
 def _add_notes(hd: Any, report: Any, provenance: Provenance, refused: dict[str, str], clips: Sequence[Clip]) -> None:

@@ -54,6 +54,12 @@ class StudyResults:
         return (self.videos or self.summaries)[0]  # type: ignore[operator]
 
 
+def reportable(record: Any) -> bool:
+    """Whether a record holds a number the SR and FHIR outputs report: an EF, or a binary score
+    (other zero-shot tasks stay in the records)."""
+    return getattr(record, "ef", None) is not None or getattr(record, "score", None) is not None
+
+
 class StudyGroups:
     """Records gathered by study as they pass (:meth:`gather`); then each study's results."""
 
