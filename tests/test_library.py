@@ -164,7 +164,7 @@ def test_embed_texts_takes_the_model_first(model):
 
 USE_CASES = ("embed", "predict_ef", "detect_devices", "zero_shot", "report", "match_patients", "search",
              "search_reports", "load_model", "optimise", "embed_texts", "holdings", "remember_store", "forget_store",
-             "explain")
+             "explain", "with_sr", "with_fhir", "fhir_bundles", "build_sr", "fhir_bundle")
 
 
 @pytest.mark.parametrize("name", USE_CASES)
@@ -242,3 +242,21 @@ def test_an_archive_is_an_input_like_files_and_a_server_out_of_reach_is_a_record
                                            "http://127.0.0.1:9/dicom-web/studies/1.2.4"]
     assert all("cannot connect" in r.error and r.study in ("1.2.3", "1.2.4") for r in records)
     assert "t0ken" not in repr(records)
+
+
+def test_results_go_back_as_one_sr_and_one_fhir_bundle_per_study(model, study, tmp_path):
+    """Issue 26: a use case's records pass through ``with_sr`` unchanged, then one output record per
+    study follows: an SR for the DICOM study, an error for the video folder (no header to file it by)."""
+    pytest.importorskip("highdicom")
+    records = list(echoclip_cli.predict_ef(model, [study]))
+    passed = list(echoclip_cli.with_sr(iter(records), tmp_path / "sr"))
+    assert passed[:len(records)] == records
+    dicom, video = passed[len(records):]
+    assert dicom.level == "sr" and Path(dicom.output).is_file() and dicom.n_instances == 1 and dicom.error is None
+    assert video.study == str(study) and "no DICOM header" in video.error and video.output is None
+    bundles = list(echoclip_cli.fhir_bundles(records))
+    assert [b["resourceType"] for b in bundles] == ["Bundle", "Bundle"]
+    (results, _) = echoclip_cli.group_by_study(records)
+    assert echoclip_cli.build_sr(results).StudyInstanceUID == results.study
+    types = [e["resource"]["resourceType"] for e in echoclip_cli.fhir_bundle(results)["entry"]]
+    assert types == ["ImagingStudy", "Device", "Observation", "Provenance"]  # no patient ID: no Patient

@@ -20,6 +20,10 @@ model first and streaming typed records::
 
     model.encode_image(images), model.encode_text(ids)           # unnormalised N×512 embeddings
 
+    records = echoclip_cli.predict_ef(model, ["study/"])         # results back to the hospital:
+    echoclip_cli.with_sr(records, "sr/")                         # + one DICOM SR per study (echoclip[pacs])
+    echoclip_cli.fhir_bundles(records)                           # one FHIR R4 Bundle per study
+
 Heavy modules (torch, model code) load on first use, so ``echoclip --help`` stays fast.
 """
 
@@ -59,6 +63,13 @@ _LAZY = {
     "embed_texts": "text_embed",
     "get_tokenizer": "tokenizer",
     "load_prompts": "prompts",
+    "with_sr": "exchange",
+    "with_fhir": "exchange",
+    "group_by_study": "exchange",
+    "build_sr": "exchange",
+    "write_sr": "exchange",
+    "fhir_bundle": "exchange",
+    "fhir_bundles": "exchange",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -17,10 +17,11 @@ from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, emit_records,
                      info, report_failure, weights_option)
-from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QueryOpt, QuietOpt,
-                     StartOpt, StrideOpt, StudyOpt, WorkersOpt, count_inputs, discovery_failed, inputs_or_store,
-                     run_options, sampling)
+from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, FramesOpt, InputsArg, KeepPhiOpt, MaskOpt, QueryOpt,
+                     QuietOpt, StartOpt, StrideOpt, StudyOpt, WorkersOpt, count_inputs, discovery_failed,
+                     inputs_or_store, run_options, sampling)
 from .models import open_model
+from .outputs import BundleSink, ResultFormat, ResultFormatOpt, SrOpt, StudyOutputs
 from .progress import progress_bar
 
 if TYPE_CHECKING:
@@ -46,17 +47,24 @@ def zero_shot_model(weights: Optional[str], store: Optional[Path], device: str, 
                       backend=backend, deterministic=deterministic, quiet=quiet, lazy=True, inputs=inputs)
 
 
-def finish(records: Iterable[Any], fmt: OutputFormat, columns: list[str], record_types: tuple[type, ...],
-           files: Any = None) -> None:
-    """Write the records as they come (video rows, then study rows); exit 1 when any input failed."""
+def finish(records: Iterable[Any], fmt: OutputFormat | ResultFormat, columns: list[str],
+           record_types: tuple[type, ...], files: Any = None, outputs: StudyOutputs = StudyOutputs()) -> None:
+    """Write the records as they come (video rows, then study rows, then a row per study output);
+    exit 1 when any input or output failed."""
+    from ..exchange import OutputRecord
+
+    if outputs.sr is not None:
+        record_types, columns = (*record_types, OutputRecord), [*columns[:-1], "output", columns[-1]]
     fields = tuple(name for cls in record_types for name in cls.field_names())
     failed, skipped = False, 0
-    with RecordSink(fmt, columns=["level", *columns[:-1], "clip_type", "skipped", columns[-1]], fields=fields) as sink:
-        for record in records:
+    sink = BundleSink() if outputs.fhir else RecordSink(
+        OutputFormat(fmt.value), columns=["level", *columns[:-1], "clip_type", "skipped", columns[-1]], fields=fields)
+    with sink:
+        for record in outputs.around(records):
             if getattr(record, "error", None):
                 report_failure(record.error)
                 failed = True
-            skipped += getattr(record, "skipped", None) is not None
+            skipped += getattr(record, "level", None) == "video" and record.skipped is not None
             sink.write(record.as_dict())
     if skipped:
         info(f"{skipped} clip(s) not scored for their type (records say why; --clip-types chooses)")
@@ -83,7 +91,9 @@ def predict_ef(
     mask: MaskOpt = None,
     clip_types: ClipTypesOpt = None,
     no_cache: NoCacheOpt = False,
-    fmt: FormatOpt = OutputFormat.auto,
+    fmt: ResultFormatOpt = ResultFormat.auto,
+    sr: SrOpt = None,
+    keep_phi: KeepPhiOpt = False,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     backend: BackendOpt = "auto",
@@ -105,10 +115,13 @@ def predict_ef(
         echoclip predict-ef --store archive.store --format jsonl | jq 'select(.ef < 40)'
 
         echoclip predict-ef --dicomweb https://pacs.example.org/dicom-web --study 1.2.840.113619.2.1.1 --format jsonl
+
+        echoclip predict-ef --dir studies/ --sr sr/ --format fhir > bundles.ndjson
     """
     from .. import api
 
     api.check_tasks(["ejection_fraction"], prompts)
+    outputs = StudyOutputs(sr, fmt is ResultFormat.fhir, keep_phi).check()
     files = inputs_or_store(inputs, folder, store, dicomweb, study, query)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
     model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend,
@@ -121,7 +134,7 @@ def predict_ef(
         records = api.predict_ef(model, files, store=store, options=options, aggregation=aggregation.value,
                                  prompts=prompts, force=force, progress=bar)
         finish(records, fmt, ["source", "study", "ef", "n_frames", "n_videos", "error"],
-               (tasks.EFVideo, tasks.EFStudy), files)
+               (tasks.EFVideo, tasks.EFStudy), files, outputs)
 
 
 def detect_devices(
@@ -144,7 +157,9 @@ def detect_devices(
     mask: MaskOpt = None,
     clip_types: ClipTypesOpt = None,
     no_cache: NoCacheOpt = False,
-    fmt: FormatOpt = OutputFormat.auto,
+    fmt: ResultFormatOpt = ResultFormat.auto,
+    sr: SrOpt = None,
+    keep_phi: KeepPhiOpt = False,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     backend: BackendOpt = "auto",
@@ -164,10 +179,13 @@ def detect_devices(
         echoclip detect-devices --dir studies/ --thresholds site_thresholds.json --format csv
 
         echoclip detect-devices --dicomweb https://pacs.example.org/dicom-web --query ModalitiesInStudy=US --query StudyDate=20240101-20240131
+
+        echoclip detect-devices --dir studies/ --sr sr/
     """
     from .. import api
 
     api.check_tasks(list(devices or DEVICE_TASKS), prompts)
+    outputs = StudyOutputs(sr, fmt is ResultFormat.fhir, keep_phi).check()
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store, dicomweb, study, query)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
@@ -181,7 +199,7 @@ def detect_devices(
         records = api.detect_devices(model, files, store=store, options=options, devices=devices,
                                      thresholds=user_thresholds, prompts=prompts, force=force, progress=bar)
         finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated", "n_frames",
-                              "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy), files)
+                              "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy), files, outputs)
 
 
 def zero_shot(
