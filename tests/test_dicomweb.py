@@ -282,3 +282,69 @@ def test_a_query_finds_the_studies_and_wrong_credentials_are_one_clear_error(pac
     monkeypatch.setenv("ECHOCLIP_NETRC", str(netrc))
     again = list(echoclip_cli.predict_ef(model, Archive(server.url, studies=tuple(studies)[:1])))
     assert again and all(getattr(r, 'error', None) is None for r in again)
+
+
+def test_sr_round_trip_written_valid_stored_found_and_read_back(pacs, creds, tiny_bundle, tmp_path):
+    """Issue 26's done-when: predict-ef --dicomweb --study --sr --stow gives the files' EF, writes a
+    valid SR, stores it into the study, QIDO finds it there and it reads back with the same numbers."""
+    import highdicom as hd
+
+    from echoclip_cli.dicomweb.server import Server
+    from tests.sr_helpers import dciodvfy
+
+    server, folder, studies = pacs
+    uid = next(iter(studies))
+    out = tmp_path / "sr"
+    result = run_cli("predict-ef", "--weights", "tiny", "--dicomweb", server.url, "--study", uid, "--sr", out,
+                     "--stow", "--format", "jsonl", "--device", "cpu", "-q")
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    (summary,) = [r for r in records if r["level"] == "study"]
+    (written,) = [r for r in records if r["level"] == "sr"]
+    on_disk = [r for r in echoclip_cli.predict_ef(echoclip_cli.load_model("tiny", device="cpu"), [folder / "A"])
+               if r.level == "study"]
+    assert summary["ef"] == on_disk[0].ef and summary["study"] == uid
+    assert written["stored"] == f"{server.url}/studies/{uid}" and written.get("error") is None
+    errors, _ = dciodvfy(Path(written["output"]))
+    assert errors == [], "\n".join(errors)
+
+    client = Server(server.url)
+    found = client.client.search_for_instances(study_instance_uid=uid, search_filters={"Modality": "SR"})
+    (ours,) = [item for item in found if item["00080018"]["Value"][0] == written["sop_uid"]]  # beside the study's own SR
+    series = ours["0020000E"]["Value"][0]
+    back = hd.sr.Comprehensive3DSR.from_dataset(client.instance(uid, series, written["sop_uid"]))
+    groups = {g.tracking_identifier: g for g in back.content.get_image_measurement_groups()}
+    (ef,) = groups["ejection_fraction: study"].get_measurements()
+    assert ef.value == pytest.approx(summary["ef"]) and ef.unit.value == "%"
+    assert back.PatientID == PATIENT["PatientID"] and back.StudyInstanceUID == uid  # filed in the study it describes
+    # the run after it reads the study's images only: its own SR is not an input
+    again = run_cli("predict-ef", "--weights", "tiny", "--dicomweb", server.url, "--study", uid, "--format", "jsonl",
+                    "--device", "cpu", "-q")
+    assert again.exit_code == 0 and len([line for line in again.stdout.splitlines() if '"video"' in line]) == 3
+
+
+def test_stow_needs_the_archive_and_an_sr_folder(pacs, tmp_path):
+    server, folder, _ = pacs
+    assert run_cli("predict-ef", "--dir", folder / "A", "--sr", tmp_path / "sr", "--stow").exit_code == 2
+    assert run_cli("predict-ef", "--dicomweb", server.url, "--study", "1.2.3", "--stow").exit_code == 2
+
+
+def test_fhir_bundles_from_the_archive_validate_and_carry_its_numbers(pacs, creds, tiny_bundle):
+    pytest.importorskip("fhir.resources.R4B")
+    from tests.test_fhir import _validate
+
+    server, folder, studies = pacs
+    result = run_cli("predict-ef", "--weights", "tiny", "--dicomweb", server.url, "--study", *_studies_args(studies),
+                     "--format", "fhir", "--device", "cpu", "-q")
+    assert result.exit_code == 0, result.stderr
+    bundles = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(bundles) == 2
+    efs = {r.study: r.ef for r in echoclip_cli.predict_ef(echoclip_cli.load_model("tiny", device="cpu"),
+                                                         [folder / "A", folder / "B"]) if r.level == "study"}
+    for bundle in bundles:
+        resources = _validate(bundle)
+        (study,) = resources["ImagingStudy"]
+        uid = study["identifier"][0]["value"].removeprefix("urn:oid:")
+        (ef,) = [o for o in resources["Observation"] if o["code"]["coding"][0]["code"] == "10230-1"]
+        assert ef["valueQuantity"]["value"] == pytest.approx(efs[uid])
+    assert "Doe" not in result.stdout and "MRN-4471" not in result.stdout and server.password not in result.stdout

@@ -25,7 +25,7 @@ import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..dicomweb import Archive, ServerError
 from ..options import DEFAULT, RunOptions
@@ -108,6 +108,7 @@ def _per_study(archive: Archive, run: Callable, frames: Sequence[int], types: Se
     counted = _Counted(progress, sum(max(1, len(s.instances)) for s in studies))
     with tempfile.TemporaryDirectory(prefix="echoclip-dicomweb-") as tmp:
         for staged in _staged_ahead(server, studies, frames, types, Path(tmp), progress):
+            archive.headers.update(staged.headers)
             try:
                 if staged.paths:
                     for record in run(Found(staged.paths), counted):
@@ -133,6 +134,7 @@ def _together(archive: Archive, run: Callable, frames: Sequence[int], types: Seq
             everything.paths += staged.paths
             everything.sources.update(staged.sources)
             everything.errors.update(staged.errors)
+            archive.headers.update(staged.headers)
         result = run(Found(everything.paths), progress) if everything.paths else None
         if inspect.isgenerator(result):
             result = list(result)
@@ -269,3 +271,25 @@ def _rewrite(value: Any, staged: Any) -> Any:
         return item
 
     return walk(value)
+
+
+def with_stow(records: Iterable[Any], archive: Archive) -> Iterator[Any]:
+    """The records as they come; each study output that wrote an SR file (``exchange.with_sr``)
+    is stored into its study on the archive's server (STOW-RS) and comes out with ``stored`` (the
+    study's URL), or with ``error`` saying why it was not."""
+    server = None
+    for record in records:
+        output = getattr(record, "output", None)
+        if getattr(record, "level", None) != "sr" or not output:
+            yield record
+            continue
+        if server is None:
+            server = archive.connect()
+        try:
+            from pydicom import dcmread
+
+            server.store([dcmread(output)], study=record.study)
+        except ServerError as exc:
+            yield dataclasses.replace(record, error=f"{output} not stored: {exc.message}")
+            continue
+        yield dataclasses.replace(record, stored=f"{server.url}/studies/{record.study}")

@@ -4,7 +4,7 @@ or FHIR bundles in their place (``--format fhir``). The library does the work
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Optional
@@ -32,13 +32,33 @@ SrOpt = Annotated[Optional[Path], typer.Option(
                  "DICOM inputs only; pip install 'echoclip[pacs]').")]
 
 
+StowOpt = Annotated[bool, typer.Option(
+    "--stow", help="With --dicomweb and --sr: store each SR into the study it describes on the same server (STOW-RS).")]
+
+
 @dataclass(frozen=True)
 class StudyOutputs:
-    """What a run writes per study besides its records: SR files, FHIR bundles instead of records."""
+    """What a run writes per study besides its records: SR files (stored back into their studies
+    with ``stow``), FHIR bundles instead of records."""
 
     sr: Path | None = None
     fhir: bool = False
     keep_phi: bool = False
+    stow: bool = False
+    archive: Any = None  # the DICOMweb archive the inputs come from (its headers; where --stow stores)
+
+    def over(self, files: Any) -> "StudyOutputs":
+        """These outputs for the run's inputs: SRs of archive studies copy their patient and study
+        from the archive's headers; ``--stow`` needs the archive (a usage error otherwise)."""
+        from ..dicomweb import Archive
+
+        archive = files if isinstance(files, Archive) else None
+        if self.stow and archive is None:
+            raise typer.BadParameter("--stow stores the SRs back on the DICOMweb server the studies come from: "
+                                     "give --dicomweb URL", param_hint="--stow")
+        if self.stow and self.sr is None:
+            raise typer.BadParameter("--stow stores the SRs --sr DIR writes: give --sr too", param_hint="--stow")
+        return replace(self, archive=archive)
 
     def check(self) -> "StudyOutputs":
         """Usage errors now, before any model loads: no highdicom, an SR folder that cannot be made."""
@@ -55,10 +75,15 @@ class StudyOutputs:
     def around(self, records: Iterable[Any]) -> Iterable[Any]:
         from .. import exchange
 
+        headers = self.archive.headers if self.archive is not None else None
         if self.sr is not None:
-            records = exchange.with_sr(records, self.sr)
+            records = exchange.with_sr(records, self.sr, headers=headers)
+        if self.stow:
+            from ..api.archive import with_stow
+
+            records = with_stow(records, self.archive)
         if self.fhir:
-            records = exchange.with_fhir(records, keep_phi=self.keep_phi)
+            records = exchange.with_fhir(records, keep_phi=self.keep_phi, headers=headers)
         return records
 
 

@@ -21,7 +21,7 @@ from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, FramesOpt, Inp
                      QuietOpt, StartOpt, StrideOpt, StudyOpt, WorkersOpt, count_inputs, discovery_failed,
                      inputs_or_store, run_options, sampling)
 from .models import open_model
-from .outputs import BundleSink, ResultFormat, ResultFormatOpt, SrOpt, StudyOutputs
+from .outputs import BundleSink, ResultFormat, ResultFormatOpt, SrOpt, StowOpt, StudyOutputs
 from .progress import progress_bar
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ def predict_ef(
     no_cache: NoCacheOpt = False,
     fmt: ResultFormatOpt = ResultFormat.auto,
     sr: SrOpt = None,
+    stow: StowOpt = False,
     keep_phi: KeepPhiOpt = False,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -121,8 +122,9 @@ def predict_ef(
     from .. import api
 
     api.check_tasks(["ejection_fraction"], prompts)
-    outputs = StudyOutputs(sr, fmt is ResultFormat.fhir, keep_phi).check()
+    outputs = StudyOutputs(sr, fmt is ResultFormat.fhir, keep_phi, stow).check()
     files = inputs_or_store(inputs, folder, store, dicomweb, study, query)
+    outputs = outputs.over(files)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
     model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend,
                             count_inputs(files))
@@ -159,6 +161,7 @@ def detect_devices(
     no_cache: NoCacheOpt = False,
     fmt: ResultFormatOpt = ResultFormat.auto,
     sr: SrOpt = None,
+    stow: StowOpt = False,
     keep_phi: KeepPhiOpt = False,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -185,9 +188,10 @@ def detect_devices(
     from .. import api
 
     api.check_tasks(list(devices or DEVICE_TASKS), prompts)
-    outputs = StudyOutputs(sr, fmt is ResultFormat.fhir, keep_phi).check()
+    outputs = StudyOutputs(sr, fmt is ResultFormat.fhir, keep_phi, stow).check()
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store, dicomweb, study, query)
+    outputs = outputs.over(files)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
     model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend,
                             count_inputs(files))
@@ -199,7 +203,8 @@ def detect_devices(
         records = api.detect_devices(model, files, store=store, options=options, devices=devices,
                                      thresholds=user_thresholds, prompts=prompts, force=force, progress=bar)
         finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated", "n_frames",
-                              "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy), files, outputs)
+                              "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy), files,
+               outputs.over(files))
 
 
 def zero_shot(

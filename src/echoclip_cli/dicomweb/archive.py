@@ -24,6 +24,9 @@ class Archive:
     query: tuple[tuple[str, str], ...] = field(default=())
     timeout: float = 30.0
     retries: int = 3
+    # filled as a run goes: each instance's identifying header by its URL (an SR written back
+    # into its study copies the patient and study from it); not part of what the archive is
+    headers: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         from .server import check_url, is_uid

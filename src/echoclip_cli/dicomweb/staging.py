@@ -40,6 +40,7 @@ class StagedStudy:
     paths: list[Path] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # local path → instance URL
     errors: dict[str, str] = field(default_factory=dict)  # local path → why it could not be fetched
+    headers: dict[str, Any] = field(default_factory=dict)  # instance URL → its identifying header (:func:`brief`)
     not_images: int = 0  # instances that are not images (SRs, …): not inputs
     whole: int = 0  # instances fetched whole (the server could not serve frames)
 
@@ -66,7 +67,7 @@ def stage(
         path = folder / f"{sop}.dcm"  # a UID (checked): reports name the clip by it
         source = server.instance_url(study, series, sop)
         try:
-            kept = _stage_one(server, study, series, sop, path, frame_indices, wanted_types)
+            kept, header = _stage_one(server, study, series, sop, path, frame_indices, wanted_types)
         except ServerError as exc:
             staged.paths.append(path)
             staged.sources[str(path)] = source
@@ -77,6 +78,7 @@ def stage(
             continue
         staged.paths.append(path)
         staged.sources[str(path)] = source
+        staged.headers[source] = header
         if kept == "whole":
             staged.whole += 1
             if warn is not None:
@@ -85,24 +87,30 @@ def stage(
 
 
 def _stage_one(server: Server, study: str, series: str, sop: str, path: Path, frame_indices: Sequence[int],
-               wanted_types: Sequence[str] | None) -> str:
-    """Write one instance's staged file; what was written: ``header``, ``frames``, ``whole``
-    or ``not_image`` (nothing written)."""
+               wanted_types: Sequence[str] | None) -> tuple[str, Any]:
+    """Write one instance's staged file; (what was written: ``header``, ``frames``, ``whole`` or
+    ``not_image`` (nothing written), its :func:`brief` header)."""
+    return _stage_file(server, study, series, sop, path, frame_indices, wanted_types)
+
+
+def _stage_file(server: Server, study: str, series: str, sop: str, path: Path, frame_indices: Sequence[int],
+                wanted_types: Sequence[str] | None) -> tuple[str, Any]:
     from ..media import classify
 
     ds = _dataset(server.metadata(study, series, sop), server.instance_url(study, series, sop))
     if "Rows" not in ds or "Columns" not in ds:
-        return "not_image"
+        return "not_image", ds
     _mark(ds, server.instance_url(study, series, sop))
+    header = brief(ds)
     header_type = classify.from_header(ds)
     if wanted_types is not None and header_type is not None and header_type[0] not in wanted_types:
         _write(ds, path, None)  # refused from its header: no pixels fetched
-        return "header"
+        return "header", header
     n_frames = _frame_count(ds)
     numbers = sorted({int(i) + 1 for i in frame_indices if 0 <= int(i) < n_frames})
     if not numbers:
         _write(ds, path, None)  # the reader says which frames were sampled and that none exist
-        return "header"
+        return "header", header
     try:
         frames = server.frames(study, series, sop, numbers)
     except ServerError as exc:
@@ -113,9 +121,9 @@ def _stage_one(server: Server, study: str, series: str, sop: str, path: Path, fr
         whole = server.instance(study, series, sop)
         _mark(whole, server.instance_url(study, series, sop))
         whole.save_as(path, enforce_file_format=True)
-        return "whole"
+        return "whole", header
     _write(ds, path, (frames.data, frames.transfer_syntax, numbers, n_frames))
-    return "frames"
+    return "frames", header
 
 
 def _mark(ds: Any, source: str) -> None:
@@ -174,3 +182,22 @@ def _write(ds: Any, path: Path, frames: tuple[list[bytes], str, list[int], int] 
         block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
         block.add_new(SOURCE_FRAMES, "UL", int(n_source))
     ds.save_as(path, enforce_file_format=True)
+
+
+# Header groups a result written back into the study needs (DICOM SR, FHIR): the file meta,
+# identifying (0008), patient (0010) and relationship (0020) attributes, no sequences.
+_BRIEF_GROUPS = (0x0002, 0x0008, 0x0010, 0x0020)
+
+
+def brief(ds: Any) -> Any:
+    """The identifying part of an instance's header: what an SR or FHIR bundle about it copies
+    (patient, study, series, SOP, equipment), kept per instance of a run at ~1 kB each."""
+    from pydicom.dataset import Dataset
+
+    kept = Dataset()
+    for element in ds:
+        if element.tag.group in _BRIEF_GROUPS and element.VR != "SQ" and not element.tag.is_private:
+            kept.add(element)
+    if getattr(ds, "file_meta", None) is not None:
+        kept.file_meta = ds.file_meta
+    return kept

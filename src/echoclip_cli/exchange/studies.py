@@ -125,13 +125,14 @@ class Provenance:
 class OutputRecord(Record):
     """One study's output (an SR file, a FHIR bundle): where it went, or why there is none."""
 
-    OPTIONAL = frozenset({"output", "sop_uid", "skipped", "error"})
+    OPTIONAL = frozenset({"output", "sop_uid", "stored", "skipped", "error"})
 
     level: str
     study: str
     output: str | None = None  # the file written
     sop_uid: str | None = None  # the SR's own SOP Instance UID
     n_instances: int = 0  # source instances the output references
+    stored: str | None = None  # where it was stored (STOW-RS: the study's URL on the server)
     skipped: str | None = None  # no output, and nothing wrong: no clip of the study was scored
     error: str | None = None
 
