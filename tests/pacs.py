@@ -94,21 +94,32 @@ class Orthanc:
                 self.process.wait()
 
 
-def start_orthanc(folder: Path) -> Orthanc:
-    """Start Orthanc on a free loopback port with storage in ``folder``, authentication on."""
+PYTHON_PLUGIN_PLACES = ("/usr/share/orthanc/plugins/libOrthancPython.so", "/usr/lib/orthanc/libOrthancPython.so")
+
+
+def python_plugin() -> str | None:
+    """Orthanc's Python plugin (Debian: orthanc-python), or None."""
+    return next((p for p in PYTHON_PLUGIN_PLACES if Path(p).exists()), None)
+
+
+def start_orthanc(folder: Path, *, plugins: tuple[str, ...] = (), config: dict | None = None,
+                  env: dict[str, str] | None = None, password: str | None = None) -> Orthanc:
+    """Start Orthanc on a free loopback port with storage in ``folder``, authentication on (user
+    ``echoclip``, ``password`` or a random one); ``plugins`` and ``config`` add to its
+    configuration, ``env`` is its environment."""
     folder.mkdir(parents=True, exist_ok=True)
     plugin = next(p for p in PLUGIN_PLACES if Path(p).exists())
-    server = Orthanc(folder, free_port(), "echoclip", secrets.token_hex(8))
+    server = Orthanc(folder, free_port(), "echoclip", password or secrets.token_hex(8))
     config = {
         "Name": "echoclip-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
         "HttpPort": server.port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
         "AuthenticationEnabled": True, "RegisteredUsers": {server.user: server.password},
-        "Plugins": [plugin], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, "StableAge": 1,
-        "HttpCompressionEnabled": False,
+        "Plugins": [plugin, *plugins], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, "StableAge": 1,
+        "HttpCompressionEnabled": False, **(config or {}),
     }
     (folder / "orthanc.json").write_text(json.dumps(config))
     log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - open while Orthanc runs
-    server.process = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], stdout=log, stderr=log)
+    server.process = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], stdout=log, stderr=log, env=env)
     deadline = time.time() + 30
     while time.time() < deadline:
         if server.process.poll() is not None:

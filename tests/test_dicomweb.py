@@ -348,3 +348,46 @@ def test_fhir_bundles_from_the_archive_validate_and_carry_its_numbers(pacs, cred
         (ef,) = [o for o in resources["Observation"] if o["code"]["coding"][0]["code"] == "10230-1"]
         assert ef["valueQuantity"]["value"] == pytest.approx(efs[uid])
     assert "Doe" not in result.stdout and "MRN-4471" not in result.stdout and server.password not in result.stdout
+
+
+def test_the_orthanc_plugin_example_scores_a_new_study_and_stores_its_sr_once(tmp_path, tiny_bundle, _hermetic_home):
+    """examples/orthanc/echoclip_plugin.py in a real Orthanc (its Python plugin, Debian
+    orthanc-python): a study uploaded becomes stable, echoclip runs on it and its SR is stored
+    back into it; the SR's arrival (the study changes, and is stable again) does not run it twice."""
+    import os
+    import shutil
+    import sys
+
+    from tests.conftest import REPO_ROOT
+    from tests.pacs import python_plugin
+
+    if python_plugin() is None:
+        pytest.skip("Orthanc's Python plugin is not installed (Debian: apt-get install orthanc-python)")
+    command = shutil.which("echoclip") or str(Path(sys.executable).parent / "echoclip")
+    out = tmp_path / "results"
+    password = "plugin-secret"
+    env = {**os.environ, "ECHOCLIP_HOME": str(_hermetic_home), "ECHOCLIP_DICOMWEB_USER": "echoclip",
+           "ECHOCLIP_DICOMWEB_PASSWORD": password}
+    server = start_orthanc(tmp_path / "orthanc", plugins=(python_plugin(),), env=env, password=password, config={
+        "PythonScript": str(REPO_ROOT / "examples" / "orthanc" / "echoclip_plugin.py"),
+        "EchoclipCommand": command, "EchoclipWeights": "tiny", "EchoclipOutput": str(out)})
+    try:
+        path = make_dicom(tmp_path / "cine.dcm", echo_frames(16, 64, 80, seed=9), "jpeg", seed=77, patient=PATIENT)
+        server.upload(path)
+        import pydicom
+
+        uid = pydicom.dcmread(path).StudyInstanceUID
+        deadline = time.time() + 120
+        found = []
+        while time.time() < deadline and not found:
+            time.sleep(1)
+            instances = server.get_json(f"/dicom-web/studies/{uid}/instances")
+            found = [i for i in instances if i.get("00080060", {}).get("Value") == ["SR"]]
+        assert found, (tmp_path / "orthanc" / "orthanc.log").read_text()[-2000:]
+        time.sleep(4)  # the study is stable again after the SR: no second run, no second SR
+        instances = server.get_json(f"/dicom-web/studies/{uid}/instances")
+        assert len([i for i in instances if i.get("00080060", {}).get("Value") == ["SR"]]) == 1
+        records = [json.loads(line) for line in (out / f"{uid}.jsonl").read_text().splitlines()]
+        assert [r["level"] for r in records] == ["video", "study", "sr"] and records[-1]["stored"]
+    finally:
+        server.stop()

@@ -5,12 +5,14 @@ Install the Debian package ``orthanc-python`` (or Orthanc's Python plugin), ``pi
 'echoclip[pacs]'`` where Orthanc's user can run it, and add to Orthanc's configuration::
 
     "Plugins": ["/usr/share/orthanc/plugins"],
-    "Python": { "Path": "/etc/orthanc/echoclip_plugin.py" },
+    "PythonScript": "/etc/orthanc/echoclip_plugin.py",
     "StableAge": 60,
-    "EchoclipDicomWebUrl": "http://localhost:8042/dicom-web",
     "EchoclipOutput": "/var/lib/orthanc/echoclip"
 
-Credentials for the DICOMweb URL come from Orthanc's environment (ECHOCLIP_DICOMWEB_USER and
+(``EchoclipDicomWebUrl``: the DICOMweb root echoclip reads and stores through, default this
+Orthanc's own; ``EchoclipCommand``: the echoclip executable, default ``echoclip`` on Orthanc's
+PATH; ``EchoclipWeights``: other weights than the released EchoCLIP.) Credentials for the
+DICOMweb URL come from Orthanc's environment (ECHOCLIP_DICOMWEB_USER and
 ECHOCLIP_DICOMWEB_PASSWORD, or a netrc entry), never from this file. Studies are scored one at a
 time on a thread of their own, so Orthanc's callbacks never wait for the model. A study that
 already holds echoclip's report (its series description starts with "echoclip") is skipped:
@@ -26,9 +28,12 @@ import threading
 import orthanc  # provided by Orthanc's Python plugin
 
 _config = json.loads(orthanc.GetConfiguration())
-URL = _config.get("EchoclipDicomWebUrl", "http://localhost:8042/dicom-web")
+# this Orthanc's own DICOMweb root unless told otherwise
+_root = (_config.get("DicomWeb") or {}).get("Root", "/dicom-web/").rstrip("/")
+URL = _config.get("EchoclipDicomWebUrl", f"http://localhost:{_config.get('HttpPort', 8042)}{_root}")
 OUT = _config.get("EchoclipOutput", "/var/lib/orthanc/echoclip")
 COMMAND = _config.get("EchoclipCommand", "echoclip")
+WEIGHTS = _config.get("EchoclipWeights")  # default: echoclip's own (the released EchoCLIP)
 _jobs: "queue.Queue[str]" = queue.Queue()
 
 
@@ -58,7 +63,7 @@ def _worker():
         with open(os.path.join(OUT, f"{uid}.jsonl"), "w") as records:
             done = subprocess.run(
                 [COMMAND, "predict-ef", "--dicomweb", URL, "--study", uid, "--sr", os.path.join(OUT, "sr"),
-                 "--stow", "--format", "jsonl", "--quiet"],
+                 "--stow", "--format", "jsonl", "--quiet", *(["--weights", WEIGHTS] if WEIGHTS else [])],
                 stdout=records, stderr=subprocess.PIPE, text=True)
         # exit 1: some clips failed (their records say why), the report was still stored
         log = orthanc.LogWarning if done.returncode <= 1 else orthanc.LogError
