@@ -391,3 +391,39 @@ def test_the_orthanc_plugin_example_scores_a_new_study_and_stores_its_sr_once(tm
         assert [r["level"] for r in records] == ["video", "study", "sr"] and records[-1]["stored"]
     finally:
         server.stop()
+
+
+def test_a_study_deleted_mid_run_costs_its_instances_one_record_each(tmp_path, monkeypatch, model):
+    import pydicom
+
+    server = start_orthanc(tmp_path / "orthanc")
+    try:
+        monkeypatch.setenv("ECHOCLIP_DICOMWEB_USER", server.user)
+        monkeypatch.setenv("ECHOCLIP_DICOMWEB_PASSWORD", server.password)
+        uids = []
+        for k in range(4):
+            path = make_dicom(tmp_path / f"s{k}.dcm", echo_frames(12, 64, 80, seed=k), "jpeg", seed=60 + k)
+            server.upload(path)
+            uids.append(pydicom.dcmread(path).StudyInstanceUID)
+        records = echoclip_cli.predict_ef(model, Archive(server.url, studies=tuple(uids), retries=0))
+        first = next(records)  # study 2 is staged, study 3 may be: study 4 is listed, not fetched
+        server.delete_study(uids[3])
+        rest = list(records)
+    finally:
+        server.stop()
+    videos = {r.study: r for r in [first, *rest] if r.level == "video"}
+    assert set(videos) == set(uids)
+    assert all(videos[uid].error is None for uid in uids[:3])
+    assert "HTTP 404" in videos[uids[3]].error and videos[uids[3]].source.startswith(f"{server.url}/studies/{uids[3]}/")
+
+
+def test_report_and_match_patients_read_the_archive_too(pacs, creds, model, tmp_path):
+    server, folder, studies = pacs
+    archive = Archive(server.url, studies=tuple(studies))
+    reports = echoclip_cli.report(model, archive, out=tmp_path / "report",
+                                  content=echoclip_cli.ReportContent(maps=False, sentences="none"))
+    assert {s.study for s in reports} == set(studies)
+    pages = " ".join(p.read_text() for p in (tmp_path / "report").rglob("*.html"))
+    assert "echoclip-dicomweb-" not in pages and "Doe^" not in pages and "MRN-4471" not in pages  # no staging, no patient
+    matches = echoclip_cli.match_patients(model, archive)
+    assert len(matches.studies) == 2 and not matches.failures

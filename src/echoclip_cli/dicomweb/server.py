@@ -187,7 +187,7 @@ class Server:
         except requests.HTTPError as exc:
             self._unreachable = 0
             status = exc.response.status_code if exc.response is not None else None
-            raise ServerError(f"{what}: the server answered HTTP {status}", status) from None
+            raise ServerError(f"{what}: {answered(status)}", status) from None
         except requests.RequestException as exc:
             reason = _reason(exc)
             if isinstance(exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)):
@@ -265,7 +265,7 @@ class Server:
         response = self._send(url, lambda: self.session.get(url, headers={"Accept": accept}))
         self._count("frames", len(response.content))
         if response.status_code != 200:
-            raise ServerError(f"{url}: the server answered HTTP {response.status_code}", response.status_code)
+            raise ServerError(f"{url}: {answered(response.status_code)}", response.status_code)
         parts, syntax = _multipart(response.headers.get("Content-Type", ""), response.content)
         if len(parts) != len(numbers):
             raise ServerError(f"{url}: the server sent {len(parts)} frame(s) for the {len(numbers)} asked")
@@ -289,6 +289,13 @@ class Server:
 
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def answered(status: int | None) -> str:
+    """An HTTP error status in words for a record."""
+    meaning = {401: "credentials refused", 403: "not allowed", 404: "not on the server (deleted or moved?)",
+               406: "cannot be served in the form asked", 500: "the server failed", 503: "the server is unavailable"}
+    return f"the server answered HTTP {status}" + (f": {meaning[status]}" if status in meaning else "")
 
 
 def is_uid(text: str) -> bool:
