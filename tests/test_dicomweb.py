@@ -427,3 +427,16 @@ def test_report_and_match_patients_read_the_archive_too(pacs, creds, model, tmp_
     assert "echoclip-dicomweb-" not in pages and "Doe^" not in pages and "MRN-4471" not in pages  # no staging, no patient
     matches = echoclip_cli.match_patients(model, archive)
     assert len(matches.studies) == 2 and not matches.failures
+
+
+def test_a_store_filled_from_the_archive_names_each_instance_by_its_url(pacs, creds, model, tmp_path):
+    from echoclip_cli.store import read_store
+
+    server, folder, studies = pacs
+    out = tmp_path / "pacs.store"
+    records = list(echoclip_cli.embed(model, Archive(server.url, studies=tuple(studies)), out=out, keep_frames=True))
+    assert len(records) == 5 and all(r.error is None for r in records)
+    stored = read_store(out)
+    assert all(row["source"].startswith(f"{server.url}/studies/") for row in stored.rows)
+    again = list(echoclip_cli.predict_ef(echoclip_cli.load_model(store=out, device="cpu"), store=out))
+    assert {r.source for r in again if r.level == "video"} == {r.source for r in records}
