@@ -109,3 +109,46 @@ def make_echo_sr(path: Path, evidence: Any, measurements: Sequence[Planted], *, 
     _drop_planted_units(sr.ContentSequence)
     sr.save_as(path, enforce_file_format=True)
     return path
+
+
+# --------------------------------------------------------------------------- planted embeddings
+
+
+@dataclass(frozen=True)
+class PlantedEmbeddings:
+    """Unit-norm video embeddings near a low-dimensional latent space (as CLIP embeddings lie near
+    one), labels from a planted linear function of the embedding plus heteroscedastic noise, and
+    that true linear model's prediction."""
+
+    X: Any  # (N, E) unit-norm rows
+    y: Any  # (N,) labels (EF-like: mean 55, the signal's SD 10)
+    signal: Any  # (N,) the true linear model's prediction (the label without noise)
+
+
+def _raw_embeddings(n: int, dim: int, latent: int, rng: Any, shift: float, noise: float) -> tuple[Any, Any]:
+    import numpy as np
+
+    basis_rng = np.random.default_rng(12345)  # one latent space for every call
+    basis = basis_rng.standard_normal((latent, dim)) / np.sqrt(dim)
+    common = basis_rng.standard_normal(dim)
+    away = basis_rng.standard_normal(dim)
+    z = rng.standard_normal((n, latent))
+    X = common / np.linalg.norm(common) + 0.3 * z @ basis + noise * rng.standard_normal((n, dim))
+    X = X + shift * away / np.linalg.norm(away)
+    return X / np.linalg.norm(X, axis=1, keepdims=True), z
+
+
+def planted_embeddings(n: int, *, dim: int = 512, latent: int = 8, seed: int = 0, shift: float = 0.0,
+                       noise: float = 0.005) -> PlantedEmbeddings:
+    """``n`` rows; ``shift`` moves them off the training distribution along a fixed direction."""
+    import numpy as np
+
+    reference, _ = _raw_embeddings(20000, dim, latent, np.random.default_rng(999), 0.0, noise)
+    basis = np.random.default_rng(12345).standard_normal((latent, dim)) / np.sqrt(dim)
+    w = np.random.default_rng(54321).standard_normal(latent) @ basis  # the true model lies in the latent span
+    centre, spread = float((reference @ w).mean()), float((reference @ w).std())
+    X, z = _raw_embeddings(n, dim, latent, np.random.default_rng(seed), shift, noise)
+    signal = 55.0 + 10.0 * (X @ w - centre) / spread
+    sigma = 2.0 + 3.0 * np.abs(z[:, 1])  # heteroscedastic noise
+    y = signal + sigma * np.random.default_rng(seed + 7).standard_normal(n)
+    return PlantedEmbeddings(X=X.astype(np.float32), y=y, signal=signal)
