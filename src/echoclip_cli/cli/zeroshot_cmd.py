@@ -24,6 +24,7 @@ from .progress import progress_bar
 
 if TYPE_CHECKING:
     from ..inference import EchoClip
+    from ..site import Head
 
 
 class Aggregation(str, Enum):
@@ -31,10 +32,18 @@ class Aggregation(str, Enum):
     paper = "paper"
 
 
+HEAD_EF_COLUMNS = ("head_ef", "ef_low", "ef_high", "abstain")
+HEAD_VALUE_COLUMNS = ("head_value", "value_low", "value_high", "abstain")
+HEAD_BINARY_COLUMNS = ("head_probability", "head_set", "abstain")
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Use per-frame embeddings from this store (and its weights).")]
 PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Prompt file (echoclip TOML or upstream JSON).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Embed again instead of reusing cached frame embeddings (`echoclip cache info`).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even with weights not validated for this task.")]
+HeadOpt = Annotated[Optional[Path], typer.Option(
+    "--head", help="A head from `echoclip fit`: its value, interval and abstention beside the zero-shot one.")]
+HeadsOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--head", help="Heads from `echoclip fit` (one per device, repeatable): probability and prediction set beside "
+                   "the score.")]
 ThresholdsOpt = Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold (from `echoclip calibrate`).")]
 WeightsZS = weights_option(ZERO_SHOT_WEIGHTS)
 
@@ -43,6 +52,14 @@ def zero_shot_model(weights: Optional[str], store: Optional[Path], device: str, 
            quiet: bool, backend: str = "auto", inputs: int | None = None) -> "EchoClip":
     return open_model(weights, default=ZERO_SHOT_WEIGHTS, store=store, device=device, precision=precision,
                       backend=backend, deterministic=deterministic, quiet=quiet, lazy=True, inputs=inputs)
+
+
+def load_heads(paths: Optional[list[Path]]) -> "list[Head]":
+    """The head files, read now: a missing or foreign file is a usage error before any model loads
+    (the model's weights and preprocessing are checked against them once it is known)."""
+    from .. import api
+
+    return [api.load_head(p) for p in paths or []]
 
 
 def finish(records: Iterable[Any], fmt: OutputFormat, columns: list[str], record_types: tuple[type, ...],
@@ -69,6 +86,7 @@ def predict_ef(
     store: StoreOpt = None,
     weights: WeightsZS = None,
     aggregation: Annotated[Aggregation, typer.Option("--aggregation", help="released (as the released code) or paper (the paper's variant).")] = Aggregation.released,
+    head: HeadOpt = None,
     prompts: PromptsOpt = None,
     force: ForceOpt = False,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
@@ -99,10 +117,13 @@ def predict_ef(
         echoclip predict-ef --dir studies/ --format csv > ef.csv
 
         echoclip predict-ef --store archive.store --format jsonl | jq 'select(.ef < 40)'
+
+        echoclip predict-ef --store archive.store --head ef.head --format csv   # + head_ef, ef_low, ef_high, abstain
     """
     from .. import api
 
     api.check_tasks(["ejection_fraction"], prompts)
+    heads = load_heads([head] if head else None)
     files = inputs_or_store(inputs, folder, store)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
     model = zero_shot_model(weights, store, device, precision, deterministic, quiet, backend,
@@ -113,8 +134,9 @@ def predict_ef(
         options = run_options(batch_size=batch_size, workers=workers, sampled=sampling(frames, stride, start, mask),
                               clip_types=types, no_cache=no_cache)
         records = api.predict_ef(model, files, store=store, options=options, aggregation=aggregation.value,
-                                 prompts=prompts, force=force, progress=bar)
-        finish(records, fmt, ["source", "study", "ef", "n_frames", "n_videos", "error"],
+                                 prompts=prompts, force=force, heads=heads, progress=bar)
+        finish(records, fmt, ["source", "study", "ef", *(HEAD_EF_COLUMNS if heads else ()), "n_frames", "n_videos",
+                              "error"],
                (tasks.EFVideo, tasks.EFStudy), files)
 
 
@@ -125,6 +147,7 @@ def detect_devices(
     weights: WeightsZS = None,
     devices: Annotated[Optional[list[str]], typer.Option("--device-type", "-d", help="Only these (repeatable).")] = None,
     thresholds: ThresholdsOpt = None,
+    head: HeadsOpt = None,
     prompts: PromptsOpt = None,
     force: ForceOpt = False,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
@@ -153,10 +176,13 @@ def detect_devices(
         echoclip detect-devices study.dcm
 
         echoclip detect-devices --dir studies/ --thresholds site_thresholds.json --format csv
+
+        echoclip detect-devices --store archive.store --head pacer.head -d pacemaker
     """
     from .. import api
 
     api.check_tasks(list(devices or DEVICE_TASKS), prompts)
+    heads = load_heads(head)
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
@@ -168,9 +194,11 @@ def detect_devices(
         options = run_options(batch_size=batch_size, workers=workers, sampled=sampling(frames, stride, start, mask),
                               clip_types=types, no_cache=no_cache)
         records = api.detect_devices(model, files, store=store, options=options, devices=devices,
-                                     thresholds=user_thresholds, prompts=prompts, force=force, progress=bar)
-        finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated", "n_frames",
-                              "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy), files)
+                                     thresholds=user_thresholds, prompts=prompts, force=force, heads=heads,
+                                     progress=bar)
+        finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated",
+                              *(HEAD_BINARY_COLUMNS if heads else ()), "n_frames", "n_videos", "error"],
+               (tasks.BinaryVideo, tasks.BinaryStudy), files)
 
 
 def zero_shot(
@@ -182,6 +210,7 @@ def zero_shot(
     weights: WeightsZS = None,
     prompts: PromptsOpt = None,
     thresholds: ThresholdsOpt = None,
+    head: HeadOpt = None,
     force: ForceOpt = False,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     workers: WorkersOpt = None,
@@ -207,6 +236,8 @@ def zero_shot(
         echoclip zero-shot --task pulmonary_artery_pressure study.dcm
 
         echoclip zero-shot --task left_ventricle_size --prompts my_prompts.toml --dir studies/
+
+        echoclip zero-shot --task pulmonary_artery_pressure --store archive.store --head pa.head
     """
     from ..prompts import load_prompts
 
@@ -220,6 +251,7 @@ def zero_shot(
     from .. import api
 
     mode = api.check_tasks([task], prompts)[task].mode
+    heads = load_heads([head] if head else None)
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
@@ -231,12 +263,14 @@ def zero_shot(
         options = run_options(batch_size=batch_size, workers=workers, sampled=sampling(frames, stride, start, mask),
                               clip_types=types, no_cache=no_cache)
         records = api.zero_shot(model, task, files, store=store, options=options, prompts=prompts,
-                                thresholds=user_thresholds, force=force, progress=bar)
+                                thresholds=user_thresholds, force=force, heads=heads, progress=bar)
         if mode == "regression":
-            finish(records, fmt, ["source", "study", "task", "value", "unit", "n_frames", "n_videos", "error"],
+            finish(records, fmt, ["source", "study", "task", "value", "unit", *(HEAD_VALUE_COLUMNS if heads else ()),
+                                  "n_frames", "n_videos", "error"],
                    (tasks.RegressionVideo, tasks.RegressionStudy), files)
         elif mode == "binary":
-            finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "n_videos", "error"],
+            finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected",
+                                  *(HEAD_BINARY_COLUMNS if heads else ()), "n_videos", "error"],
                    (tasks.BinaryVideo, tasks.BinaryStudy), files)
         else:
             finish(records, fmt, ["source", "study", "task", "prediction", "scores", "error"],
