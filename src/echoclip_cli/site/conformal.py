@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .linear import BLOCK, Moments
+from .linear import BLOCK, Moments, eigh
 
 
 def conformal_rank(n: int, level: float) -> int:
@@ -74,7 +74,7 @@ def fit_distance(X: np.ndarray, components: int, moments: Moments | None = None)
     if n > E:
         sums = moments if moments is not None else Moments.of(X, np.zeros(n))
         mean = sums.mean
-        values, vectors = np.linalg.eigh(sums.covariance() / n)
+        values, vectors = eigh(sums.covariance() / n)
         order = np.argsort(values)[::-1]
         values, axes = values[order], vectors[:, order].T
         total = float(np.trace(sums.covariance()) / n)
@@ -82,7 +82,7 @@ def fit_distance(X: np.ndarray, components: int, moments: Moments | None = None)
         Z = np.asarray(X, dtype=np.float64)
         mean = Z.mean(axis=0)
         Z = Z - mean
-        gram_values, U = np.linalg.eigh(Z @ Z.T)  # n×n: cheaper than the SVD of Z
+        gram_values, U = eigh(Z @ Z.T)  # n×n: cheaper than the SVD of Z
         order = np.argsort(gram_values)[::-1]
         gram_values, U = np.maximum(gram_values[order], 0.0), U[:, order]
         axes = (U.T @ Z) / np.sqrt(np.maximum(gram_values, 1e-300))[:, None]

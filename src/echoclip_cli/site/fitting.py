@@ -111,26 +111,26 @@ def fit_head(data: TrainingSet, task: str, kind: str, options: FitOptions, prove
     _check_sizes(data, calibration, options, kind)
     train = ~calibration
     E_dim = data.vectors.shape[1]  # the embedding's dimensions share one scale in the penalty
-    X = design(data.vectors, data.zero_shot if options.zero_shot else None)
-    y, zs = data.y, data.zero_shot
+    zs = data.zero_shot
+    Xt = design(data.vectors[train], zs[train] if options.zero_shot and zs is not None else None)
+    Xc = design(data.vectors[calibration], zs[calibration] if options.zero_shot and zs is not None else None)
+    yt, yc = data.y[train], data.y[calibration]
     n_folds = min(options.folds, np.unique(data.groups[train].astype(str)).size)
     folds = folds_of(data.groups[train], n_folds, options.seed)
-    progress(f"fitting on {int(train.sum())} videos, {n_folds}-fold CV over the penalty; "
-             f"{int(calibration.sum())} held out to calibrate")
+    progress(f"fitting on {yt.size} videos, {n_folds}-fold CV over the penalty; {yc.size} held out to calibrate")
     if kind == "regression":
-        cv = ridge_cv(X[train], y[train], folds, pooled=E_dim)
-        linear = ridge(X[train], y[train], cv.alpha, cv.moments, pooled=E_dim)
-        predicted = linear.decision(X[calibration])
-        quantile = conformal_quantile(np.abs(y[calibration] - predicted), options.coverage)
+        cv = ridge_cv(Xt, yt, folds, pooled=E_dim)
+        linear = ridge(Xt, yt, cv.alpha, cv.moments, pooled=E_dim)
+        predicted = linear.decision(Xc)
+        quantile = conformal_quantile(np.abs(yc - predicted), options.coverage)
     else:
-        cv = logistic_cv(X[train], y[train], folds, pooled=E_dim)
-        linear = logistic(X[train], y[train], cv.alpha, pooled=E_dim)
-        predicted = sigmoid(linear.decision(X[calibration]))
-        quantile = conformal_quantile(1.0 - np.where(y[calibration] > 0.5, predicted, 1.0 - predicted),
-                                      options.coverage)
+        cv = logistic_cv(Xt, yt, folds, pooled=E_dim)
+        linear = logistic(Xt, yt, cv.alpha, pooled=E_dim)
+        predicted = sigmoid(linear.decision(Xc))
+        quantile = conformal_quantile(1.0 - np.where(yc > 0.5, predicted, 1.0 - predicted), options.coverage)
     moments = cv.moments.first(E_dim) if cv.moments is not None else None
-    distance = fit_distance(design(data.vectors[train], None), options.components, moments)
-    threshold = capped_quantile(distance.of(design(data.vectors[calibration], None)), options.abstain_quantile)
+    distance = fit_distance(Xt[:, :E_dim], options.components, moments)
+    threshold = capped_quantile(distance.of(Xc[:, :E_dim]), options.abstain_quantile)
     head = Head(task=task, kind=kind, linear=linear, zero_shot=options.zero_shot, distance=distance,
                 distance_threshold=threshold, coverage=options.coverage, quantile=quantile,
                 provenance={**provenance, "n": data.n, "n_train": int(train.sum()),
@@ -139,7 +139,7 @@ def fit_head(data: TrainingSet, task: str, kind: str, options: FitOptions, prove
                             "folds": n_folds, "seed": options.seed, "abstain_quantile": options.abstain_quantile,
                             "components": int(distance.axes.shape[0]),
                             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    metrics = _metrics(task, kind, y, zs, train, calibration, cv.out_of_fold, predicted)
+    metrics = _metrics(task, kind, data.y, zs, train, calibration, cv.out_of_fold, predicted)
     return FitResult(head, metrics)
 
 

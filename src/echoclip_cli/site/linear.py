@@ -52,48 +52,81 @@ def folds_of(groups: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 @dataclass
 class Moments:
-    """Sums over rows: count, Σx, Σxxᵀ, Σy, Σxy."""
+    """Sums over rows about a fixed ``shift`` c (a reference point near the data, so the products
+    need no float64: the big common part of the embeddings is taken out first): count, Σ(x − c),
+    Σ(x − c)(x − c)ᵀ, Σy, Σ(x − c)y."""
 
     n: int
     sx: np.ndarray
     sxx: np.ndarray
     sy: float
     sxy: np.ndarray
+    shift: np.ndarray
 
     @classmethod
     def of(cls, X: np.ndarray, y: np.ndarray) -> "Moments":
+        return cls.by_fold(X, y, np.zeros(X.shape[0], dtype=np.int64), 1)[0]
+
+    @classmethod
+    def by_fold(cls, X: np.ndarray, y: np.ndarray, folds: np.ndarray, k: int) -> "list[Moments]":
+        """The sums of each fold's rows, in one pass over ``X``. Products are float32 (BLAS sgemm)
+        on rows centred by the first rows' mean, accumulated in float64 block by block."""
         F = X.shape[1]
-        m = cls(0, np.zeros(F), np.zeros((F, F)), 0.0, np.zeros(F))
+        shift = np.asarray(X[:BLOCK], dtype=np.float64).mean(axis=0)
+        out = [cls(0, np.zeros(F), np.zeros((F, F)), 0.0, np.zeros(F), shift) for _ in range(k)]
         for start in range(0, X.shape[0], BLOCK):
-            block = np.asarray(X[start:start + BLOCK], dtype=np.float64)
+            block = (np.asarray(X[start:start + BLOCK], dtype=np.float64) - shift).astype(np.float32)
             yb = np.asarray(y[start:start + BLOCK], dtype=np.float64)
-            m.n += block.shape[0]
-            m.sx += block.sum(axis=0)
-            m.sxx += block.T @ block
-            m.sy += float(yb.sum())
-            m.sxy += block.T @ yb
-        return m
+            fb = folds[start:start + BLOCK]
+            for fold, m in enumerate(out):
+                part, yp = (block, yb) if k == 1 else (block[fb == fold], yb[fb == fold])
+                m.n += part.shape[0]
+                m.sx += part.sum(axis=0, dtype=np.float64)
+                m.sxx += part.T @ part
+                m.sy += float(yp.sum())
+                m.sxy += part.T.astype(np.float64) @ yp
+        return out
 
     def __add__(self, other: "Moments") -> "Moments":
         return Moments(self.n + other.n, self.sx + other.sx, self.sxx + other.sxx, self.sy + other.sy,
-                       self.sxy + other.sxy)
+                       self.sxy + other.sxy, self.shift)
 
     def __sub__(self, other: "Moments") -> "Moments":
         return Moments(self.n - other.n, self.sx - other.sx, self.sxx - other.sxx, self.sy - other.sy,
-                       self.sxy - other.sxy)
+                       self.sxy - other.sxy, self.shift)
 
     def first(self, count: int) -> "Moments":
         """The sums of the first ``count`` features only."""
-        return Moments(self.n, self.sx[:count], self.sxx[:count, :count], self.sy, self.sxy[:count])
+        return Moments(self.n, self.sx[:count], self.sxx[:count, :count], self.sy, self.sxy[:count],
+                       self.shift[:count])
 
     @property
     def mean(self) -> np.ndarray:
-        return self.sx / self.n
+        return self.shift + self.sx / self.n
 
     def covariance(self) -> np.ndarray:
         """Σ (x − μ)(x − μ)ᵀ (not divided by n)."""
-        mu = self.mean
-        return self.sxx - self.n * np.outer(mu, mu)
+        centred = self.sx / self.n
+        return self.sxx - self.n * np.outer(centred, centred)
+
+    def cross(self) -> np.ndarray:
+        """Σ (x − μ)(y − ȳ)."""
+        return self.sxy - self.sx * (self.sy / self.n)
+
+
+def eigh(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of a symmetric matrix, by torch's LAPACK on one
+    thread: a 513² eigendecomposition takes 0.04–0.1 s so, and 10–30× longer threaded when other
+    processes share the cores (measured on 2 cores; numpy's threaded LAPACK alike)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        values, vectors = torch.linalg.eigh(torch.from_numpy(np.ascontiguousarray(A, dtype=np.float64)))
+    finally:
+        torch.set_num_threads(threads)
+    return values.numpy(), vectors.numpy()
 
 
 def _scale(variance: np.ndarray, pooled: int) -> np.ndarray:
@@ -115,8 +148,8 @@ def _gram_solver(m: Moments, pooled: int) -> Solver:
     C = m.covariance()
     sd = _scale(np.diag(C) / m.n, pooled)
     Cs = C / np.outer(sd, sd)
-    cs = (m.sxy - m.n * mu * ybar) / sd
-    s, V = np.linalg.eigh(Cs)
+    cs = m.cross() / sd
+    s, V = eigh(Cs)
     proj = V.T @ cs
 
     def solve(alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +165,7 @@ def _kernel_solver(X: np.ndarray, y: np.ndarray, pooled: int) -> Solver:
     mu, ybar = X.mean(axis=0), float(y.mean())
     sd = _scale(X.var(axis=0), pooled)
     Z = (X - mu) / sd
-    s, U = np.linalg.eigh(Z @ Z.T)
+    s, U = eigh(Z @ Z.T)
     proj = U.T @ (y - ybar)
     n = X.shape[0]
 
@@ -166,7 +199,7 @@ def ridge_cv(X: np.ndarray, y: np.ndarray, folds: np.ndarray, pooled: int = 0,
     n_folds = int(folds.max()) + 1
     big = X.shape[0] - np.bincount(folds).max() > X.shape[1]
     parts = [np.flatnonzero(folds == k) for k in range(n_folds)]
-    sums = [Moments.of(X[rows], y[rows]) for rows in parts] if big else []
+    sums = Moments.by_fold(X, y, folds, n_folds) if big else []
     total = sum(sums[1:], sums[0]) if sums else None
     predictions = np.zeros((X.shape[0], grid.size))
     for k, rows in enumerate(parts):
