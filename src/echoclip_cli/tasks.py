@@ -106,7 +106,17 @@ HEAD_FIELDS = frozenset({"head", "abstain", "abstain_reason"})  # left out of re
 
 
 @dataclass(kw_only=True)
-class EFVideo(VideoRecord):
+class Headed:
+    """What a record says of a site head (``echoclip fit``), beside its task's own head fields:
+    the head's name, and whether it abstained (then why, and no head numbers)."""
+
+    head: str | None = None
+    abstain: bool | None = None
+    abstain_reason: str | None = None
+
+
+@dataclass(kw_only=True)
+class EFVideo(Headed, VideoRecord):
     """A video's zero-shot EF. ``single_frame_ef_sd`` is the spread of the EFs single frames alone
     would give; the video's EF averages the frames' rankings first, so it is not bounded by them.
     With a head (``echoclip fit``): ``head_ef`` beside it, its conformal interval ``ef_low`` …
@@ -119,12 +129,9 @@ class EFVideo(VideoRecord):
     single_frame_ef_sd: float | None = None
     aggregation: str | None = None
     prompts: str | None = None
-    head: str | None = None
     head_ef: float | None = None
     ef_low: float | None = None
     ef_high: float | None = None
-    abstain: bool | None = None
-    abstain_reason: str | None = None
 
     def summary(self, members: Sequence["EFVideo"]) -> "EFStudy":
         heads = _head_summary(members, "head_ef", "ef_low", "ef_high")
@@ -133,7 +140,7 @@ class EFVideo(VideoRecord):
 
 
 @dataclass(kw_only=True)
-class EFStudy(StudyRecord):
+class EFStudy(Headed, StudyRecord):
     """A study's EF: the mean of its videos'; with a head, the mean of the head values of its
     videos that did not abstain, and the mean of their interval bounds (each video's interval
     has the head's coverage; the mean's is not calibrated)."""
@@ -143,16 +150,13 @@ class EFStudy(StudyRecord):
     ef: float
     aggregation: str | None = None
     prompts: str | None = None
-    head: str | None = None
     head_ef: float | None = None
     ef_low: float | None = None
     ef_high: float | None = None
-    abstain: bool | None = None
-    abstain_reason: str | None = None
 
 
 @dataclass(kw_only=True)
-class BinaryVideo(VideoRecord):
+class BinaryVideo(Headed, VideoRecord):
     """A video's score for one binary task (a device); a call only where a threshold exists."""
 
     task: str | None = None
@@ -162,11 +166,8 @@ class BinaryVideo(VideoRecord):
     detected: bool | None = None
     threshold_source: str | None = None
     prompts: str | None = None
-    head: str | None = None
     head_probability: float | None = None
     head_set: list[str] | None = None  # the conformal prediction set: [yes], [no], [no, yes] (cannot tell)
-    abstain: bool | None = None
-    abstain_reason: str | None = None
 
     OPTIONAL: ClassVar[frozenset[str]] = VideoRecord.OPTIONAL | HEAD_FIELDS | {"head_probability", "head_set"}
 
@@ -179,21 +180,18 @@ class BinaryVideo(VideoRecord):
 
 
 @dataclass(kw_only=True)
-class BinaryStudy(StudyRecord):
+class BinaryStudy(Headed, StudyRecord):
     OPTIONAL: ClassVar[frozenset[str]] = StudyRecord.OPTIONAL | HEAD_FIELDS | {"head_probability"}
 
     score: float
     threshold: float | None = None
     detected: bool | None = None
     prompts: str | None = None
-    head: str | None = None
     head_probability: float | None = None
-    abstain: bool | None = None
-    abstain_reason: str | None = None
 
 
 @dataclass(kw_only=True)
-class RegressionVideo(VideoRecord):
+class RegressionVideo(Headed, VideoRecord):
     """A video's estimate for a regression task other than EF (e.g. PA pressure)."""
 
     task: str | None = None
@@ -202,12 +200,9 @@ class RegressionVideo(VideoRecord):
     single_frame_sd: float | None = None
     aggregation: str | None = None
     prompts: str | None = None
-    head: str | None = None
     head_value: float | None = None
     value_low: float | None = None
     value_high: float | None = None
-    abstain: bool | None = None
-    abstain_reason: str | None = None
 
     OPTIONAL: ClassVar[frozenset[str]] = VideoRecord.OPTIONAL | HEAD_FIELDS | {"head_value", "value_low", "value_high"}
 
@@ -218,19 +213,16 @@ class RegressionVideo(VideoRecord):
 
 
 @dataclass(kw_only=True)
-class RegressionStudy(StudyRecord):
+class RegressionStudy(Headed, StudyRecord):
     OPTIONAL: ClassVar[frozenset[str]] = StudyRecord.OPTIONAL | HEAD_FIELDS | {"head_value", "value_low", "value_high"}
 
     value: float
     unit: str | None = None
     aggregation: str | None = None
     prompts: str | None = None
-    head: str | None = None
     head_value: float | None = None
     value_low: float | None = None
     value_high: float | None = None
-    abstain: bool | None = None
-    abstain_reason: str | None = None
 
 
 @dataclass(kw_only=True)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import UsageError
 from ..options import FitOptions, LabelOptions
-from .common import PathLike, Progress, Silent, store_header
+from .common import PathLike, Progress, Silent, given_paths, store_header
 
 if TYPE_CHECKING:
     from ..evaluation import Labels
@@ -37,13 +37,7 @@ def harvest_labels(inputs: Sequence[PathLike], *, options: LabelOptions = LabelO
     (then each says so). Unreadable files are records with ``error`` set."""
     from ..site import harvest_paths
 
-    paths = [Path(p) for p in inputs or ()]
-    if not paths:
-        raise UsageError("no inputs: give SR files, report texts or folders, or --dir DIR")
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing[:3])}")
-    return harvest_paths(paths, options)
+    return harvest_paths(given_paths(inputs, "SR files, report texts or folders"), options)
 
 
 def load_head(path: PathLike) -> "Head":

@@ -59,8 +59,7 @@ PlotOpt = Annotated[
     typer.Option("--plot", help="Also draw the EF scatter and ROC curves to this image (needs matplotlib: the plot extra)."),
 ]
 
-EVALUATE_COLUMNS = ["task", "metric", "value", "paper", "ci_low", "ci_high", "n", "positives", "threshold", "level",
-                    "machine"]
+EVALUATE_COLUMNS = ["task", "metric", "value", "paper", "ci_low", "ci_high", "n", "positives", "threshold", "level"]
 CALIBRATE_COLUMNS = ["task", "threshold", "method", "n", "positives", "auc", "sensitivity", "specificity", "f1"]
 
 
@@ -230,7 +229,8 @@ def evaluate(
     metrics += E.evaluate_by_machine(joined.pairs, table, n_boot=bootstrap, seed=seed, by_study=by is Resample.study)
     unit = "studies" if by is Resample.study else "videos"
     title = f"95 % CI: {bootstrap} bootstrap resamples of {unit}" if bootstrap else "no bootstrap CIs (--bootstrap 0)"
-    emit_records([m.as_record() for m in metrics], fmt, columns=EVALUATE_COLUMNS, title=title)
+    columns = EVALUATE_COLUMNS + (["machine"] if any(m.machine for m in metrics) else [])
+    emit_records([m.as_record() for m in metrics], fmt, columns=columns, title=title)
     if plot is not None:  # after the metrics: a missing extra costs the plot, never the numbers
         if _has_matplotlib():
             _plot(joined.pairs, plot)

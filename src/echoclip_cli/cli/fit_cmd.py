@@ -12,6 +12,7 @@ from .common import FormatOpt, OutputFormat, emit_records, info, weights_option
 from .evaluate_cmd import LabelsFromOpt, LabelsOpt, label_table
 from .inputs import QuietOpt
 from .models import open_model
+from .progress import progress_bar
 
 if TYPE_CHECKING:
     from ..inference import EchoClip
@@ -77,8 +78,9 @@ def fit(
     _check_out(out)
     table = label_table(labels, labels_from)
     model = _model(weights, store, embeddings, quiet) if zero_shot else None
-    result = api.fit(model, task, labels=table, store=store, embeddings=embeddings, options=options, prompts=prompts,
-                     progress=None if quiet else _Notes())
+    with progress_bar(quiet, "studies") as bar:
+        result = api.fit(model, task, labels=table, store=store, embeddings=embeddings, options=options,
+                         prompts=prompts, progress=bar)
     result.head.save(out)
     head = result.head
     info(f"wrote {out}: {head.task} head on {head.provenance['n']} videos of {head.provenance['n_studies']} studies "
@@ -116,22 +118,3 @@ def _weights_of(embeddings: Path) -> str:
         raise UsageError(f"{embeddings}: the weights that made these embeddings ({table.weights_sha256[:12]}…) are "
                          "not installed", hint="install them, or fit without the zero-shot feature: --no-zero-shot")
     return bundle.name
-
-
-class _Notes:
-    """The library's progress notes, as lines on stderr."""
-
-    def start(self, total: int, frames_per_item: int | None) -> None:
-        pass
-
-    def frames(self, count: int) -> None:
-        pass
-
-    def item(self, n_frames: int) -> None:
-        pass
-
-    def note(self, message: str) -> None:
-        info(message)
-
-    def warn(self, message: str) -> None:
-        info(message)
