@@ -164,7 +164,8 @@ def test_embed_texts_takes_the_model_first(model):
 
 USE_CASES = ("embed", "predict_ef", "detect_devices", "zero_shot", "report", "match_patients", "search",
              "search_reports", "load_model", "optimise", "embed_texts", "holdings", "remember_store", "forget_store",
-             "explain", "with_sr", "with_fhir", "fhir_bundles", "build_sr", "fhir_bundle")
+             "explain", "with_sr", "with_fhir", "fhir_bundles", "build_sr", "fhir_bundle", "harvest_labels", "fit",
+             "load_head")
 
 
 @pytest.mark.parametrize("name", USE_CASES)
@@ -260,3 +261,29 @@ def test_results_go_back_as_one_sr_and_one_fhir_bundle_per_study(model, study, t
     assert echoclip_cli.build_sr(results).StudyInstanceUID == results.study
     types = [e["resource"]["resourceType"] for e in echoclip_cli.fhir_bundle(results)["entry"]]
     assert types == ["ImagingStudy", "Device", "Observation", "Provenance"]  # no patient ID: no Patient
+
+
+def test_harvest_labels_fit_and_load_head_with_the_model_first(model, tmp_path):
+    """Labels from SRs, a head fitted on a store's embeddings, loaded and passed to predict_ef."""
+    from tests.site_factory import BIPLANE, LVEF_US, Planted, image_header, make_echo_sr
+
+    root = tmp_path / "site"
+    for s in range(12):
+        folder = root / f"s{s}"
+        folder.mkdir(parents=True)
+        make_dicom(folder / "a.dcm", echo_frames(4, 32, 40, seed=s), "rgb", seed=s)
+        make_echo_sr(folder / "sr.dcm", image_header(s, f"P{s}"), [Planted(LVEF_US, 30.0 + 2 * s, method=BIPLANE)],
+                     seed=s)
+    labels = echoclip_cli.harvest_labels([root], options=echoclip_cli.LabelOptions(tolerance=3))
+    assert sum(r.primary for r in labels) == 12 and all(r.method == "simpson_biplane" for r in labels)
+    store = tmp_path / "s.store"
+    list(echoclip_cli.embed(model, [root], out=store, keep_frames=True))
+    options = echoclip_cli.FitOptions(coverage=0.8, calibration=0.4, folds=3)
+    result = echoclip_cli.fit(model, "ef", labels=labels, store=store, options=options)
+    path = result.head.save(tmp_path / "ef.head")
+    head = echoclip_cli.load_head(path)
+    assert head.coverage == 0.8 and head.provenance["weights_sha256"] == model.weights_sha256
+    first = next(echoclip_cli.predict_ef(model, store=store, heads=head))
+    assert first.head == "ef" and (first.abstain or first.ef_low < first.head_ef < first.ef_high)
+    with pytest.raises(UsageError, match="store or --embeddings"):
+        echoclip_cli.fit(model, "ef", labels=labels)

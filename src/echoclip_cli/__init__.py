@@ -18,6 +18,11 @@ model first and streaming typed records::
 
     echoclip_cli.explain(model, "a4c.avi", task="pacemaker")     # PromptCAM maps, one record per frame
 
+    labels = echoclip_cli.harvest_labels(["archive/"])           # EF (and devices) from SRs and reports
+    head = echoclip_cli.fit(model, "ef", labels=labels, store="archive.store").head   # a site's own head
+    head.save("ef.head")
+    echoclip_cli.predict_ef(model, store="archive.store", heads="ef.head")   # head_ef, ef_low/high, abstain
+
     model.encode_image(images), model.encode_text(ids)           # unnormalised N×512 embeddings
 
     records = echoclip_cli.predict_ef(model, ["study/"])         # results back to the hospital:
@@ -48,6 +53,11 @@ _LAZY = {
     "forget_store": "api",
     "report": "api",
     "explain": "api",
+    "harvest_labels": "api",
+    "fit": "api",
+    "load_head": "api",
+    "LabelOptions": "options",
+    "FitOptions": "options",
     "ReportContent": "api",
     "find": "api",
     "optimise": "optimising",

@@ -19,6 +19,7 @@ Pure numpy (no torch), so evaluation runs anywhere the prediction files can be c
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -370,8 +371,15 @@ class Labels:
 
 
 def read_labels(text: str, name: str = "labels") -> Labels:
-    """Parse a labels CSV: a ``source`` or ``study`` column plus one column per label (names lower-cased)."""
-    table = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    """Parse a labels CSV: a ``source`` or ``study`` column plus one column per label (names
+    lower-cased); or the label records ``echoclip labels`` writes (JSONL, or CSV with
+    ``measurement`` and ``value`` columns), read by :func:`labels_from_records`."""
+    text = text.lstrip("\ufeff")
+    if text.lstrip().startswith("{"):
+        return labels_from_records(_read_jsonl(text, name), name)
+    table = list(csv.reader(io.StringIO(text)))
+    if table and LABEL_RECORD_COLUMNS <= {h.strip().lower() for h in table[0]}:
+        return labels_from_records(list(csv.DictReader(io.StringIO(text))), name)
     header = [h.strip().lower() for h in (table[0] if table else [])]
     rows = tuple({h: v for h, v in zip(header, row) if h} for row in table[1:] if any(v.strip() for v in row))
     key = "source" if "source" in header else "study" if "study" in header else None
@@ -379,6 +387,33 @@ def read_labels(text: str, name: str = "labels") -> Labels:
         raise LabelsError(f"{name}: needs a 'source' or 'study' column (has: {', '.join(header) or 'none'})")
     columns = tuple(h for h in header if h and h not in ("source", "study"))
     return Labels(name=name, key=key, columns=columns, rows=rows)
+
+
+LABEL_RECORD_COLUMNS = frozenset({"measurement", "value", "study"})
+MACHINE_COLUMNS = ("manufacturer", "manufacturer_model")  # what results are broken down by
+
+
+def labels_from_records(records: Iterable[Mapping[str, Any]], name: str = "labels") -> Labels:
+    """A study-keyed labels table from label records (``echoclip labels``): per study, each
+    measurement's ``primary`` value (a study in conflict has none: never averaged), and the
+    machine (manufacturer, model) its records name."""
+    rows: dict[str, dict[str, str]] = {}
+    measurements: dict[str, None] = {}
+    for record in records:
+        study, measurement = str(record.get("study") or ""), str(record.get("measurement") or "")
+        if record.get("error") or not _flag(record.get("primary")) or not study or not measurement:
+            continue
+        value = _number(record.get("value"))
+        if value is None:
+            continue
+        row = rows.setdefault(study, {"study": study})
+        row[measurement] = f"{value:g}"
+        measurements[measurement] = None
+        for column in MACHINE_COLUMNS:
+            if record.get(column):
+                row.setdefault(column, str(record[column]))
+    machines = tuple(c for c in MACHINE_COLUMNS if any(c in row for row in rows.values()))
+    return Labels(name=name, key="study", columns=(*measurements, *machines), rows=tuple(rows.values()))
 
 
 # --------------------------------------------------------------------------- joining
@@ -396,6 +431,14 @@ class Paired:
     groups: np.ndarray  # study key per row (for study-level bootstrap)
     detected: np.ndarray | None = None  # bool per row, when every matched prediction had a threshold
     threshold: float | None = None  # the threshold when all rows share one
+    label_rows: np.ndarray | None = None  # each row's index in the labels table
+
+    def subset(self, mask: np.ndarray) -> "Paired":
+        """The rows where ``mask`` holds."""
+        return dataclasses.replace(
+            self, y_true=self.y_true[mask], y_pred=self.y_pred[mask], groups=self.groups[mask],
+            detected=self.detected[mask] if self.detected is not None else None,
+            label_rows=self.label_rows[mask] if self.label_rows is not None else None)
 
     @property
     def n(self) -> int:
@@ -544,7 +587,7 @@ def _pair_task(task: str, column: str, labels: Labels, matches: Sequence[str | N
         thresholds = {r["threshold"] for _, r in rows}
         threshold = thresholds.pop() if len(thresholds) == 1 else None
     return Paired(task=task, kind=kind, level=index.level, y_true=y_true, y_pred=y_pred, groups=groups,
-                  detected=detected, threshold=threshold)
+                  detected=detected, threshold=threshold, label_rows=np.asarray([i for i, _ in rows], dtype=np.int64))
 
 
 def _group(row: Mapping[str, str], record: Mapping[str, Any]) -> str:
@@ -574,11 +617,15 @@ class Metric:
     paper: float | None = None
     positives: int | None = None
     threshold: float | None = None
+    machine: str | None = None  # the manufacturer and model these rows were made on (a breakdown)
 
     def as_record(self) -> dict[str, Any]:
-        return {"task": self.task, "metric": self.metric, "value": _round(self.value), "paper": self.paper,
-                "ci_low": _round(self.ci_low), "ci_high": _round(self.ci_high), "n": self.n,
-                "positives": self.positives, "threshold": self.threshold, "level": self.level}
+        record = {"task": self.task, "metric": self.metric, "value": _round(self.value), "paper": self.paper,
+                  "ci_low": _round(self.ci_low), "ci_high": _round(self.ci_high), "n": self.n,
+                  "positives": self.positives, "threshold": self.threshold, "level": self.level}
+        if self.machine is not None:
+            record["machine"] = self.machine
+        return record
 
 
 REGRESSION_METRICS: dict[str, Callable[[Any, Any], float]] = {"mae": mae, "rmse": rmse, "r2": r2}
@@ -600,6 +647,32 @@ def evaluate(pairs: Mapping[str, Paired], n_boot: int = DEFAULT_BOOTSTRAP, seed:
                 for name, fn in (("sensitivity", sensitivity), ("specificity", specificity)):
                     metrics.append(_metric(pair, name, fn, (pair.y_true, pair.detected), boot))
     return metrics
+
+
+def machines(pairs: Mapping[str, Paired], labels: Labels) -> dict[str, dict[str, Paired]]:
+    """Each machine's rows (``"manufacturer model"`` from the labels' machine columns; "unknown"
+    where a row names none): {machine: {task: paired}}; {} when the labels name no machine."""
+    columns = [c for c in MACHINE_COLUMNS if labels.has(c)]
+    if not columns:
+        return {}
+    out: dict[str, dict[str, Paired]] = defaultdict(dict)
+    for task, pair in pairs.items():
+        if pair.label_rows is None:
+            continue
+        names = np.asarray([" ".join((labels.rows[i].get(c) or "").strip() for c in columns).strip() or "unknown"
+                            for i in pair.label_rows], dtype=object)
+        for machine in dict.fromkeys(names):
+            out[str(machine)][task] = pair.subset(names == machine)
+    return dict(out)
+
+
+def evaluate_by_machine(pairs: Mapping[str, Paired], labels: Labels, n_boot: int = DEFAULT_BOOTSTRAP,
+                        seed: int = 0, by_study: bool = False) -> list[Metric]:
+    """:func:`evaluate` on each machine's rows (``Metric.machine`` names it): which of a site's
+    machines the model struggles with."""
+    return [dataclasses.replace(metric, machine=machine)
+            for machine, subset in machines(pairs, labels).items()
+            for metric in evaluate(subset, n_boot=n_boot, seed=seed, by_study=by_study)]
 
 
 def _metric(pair: Paired, name: str, fn: Callable[..., float], arrays: tuple[np.ndarray, ...],

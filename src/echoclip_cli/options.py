@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .defaults import DEFAULT_BATCH_SIZE
+from .errors import UsageError
 from .preprocess_config import Sampling
 
 
@@ -56,3 +57,59 @@ class RunOptions:
 
 
 DEFAULT = RunOptions()
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """How labels are harvested from an archive (``echoclip_cli.harvest_labels``).
+
+    tolerance: EF points two values of one study may differ by before they are a conflict (then
+    the study gets no label: reported, never averaged). keep_phi: keep patient names and IDs in
+    records (off: a salted key only). salt: the patient-key salt (None: ``$ECHOCLIP_SALT``, else
+    the per-home salt).
+    """
+
+    tolerance: float = 5.0
+    keep_phi: bool = False
+    salt: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.tolerance >= 0:
+            raise UsageError(f"tolerance must be 0 or more EF points, not {self.tolerance!r}")
+
+    def replace(self, **changes: Any) -> "LabelOptions":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How a head is fitted on a site's embeddings (``echoclip_cli.fit``).
+
+    coverage: the split-conformal intervals' (or prediction sets') coverage. calibration: the share
+    of labelled studies held out to calibrate them (and the abstention distance). folds: the
+    cross-validation folds that choose the regularisation. abstain_quantile: an input whose
+    distance to the training embeddings lies beyond this quantile of the calibration set's
+    abstains. zero_shot: add the zero-shot score as one more feature (needs the model). seed:
+    the study splits' random seed. components: principal components of the distance model.
+    """
+
+    coverage: float = 0.9
+    calibration: float = 0.25
+    folds: int = 5
+    abstain_quantile: float = 0.99
+    zero_shot: bool = True
+    seed: int = 0
+    components: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("coverage", "calibration", "abstain_quantile"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise UsageError(f"{name} must lie between 0 and 1, not {value!r}")
+        if self.folds < 2:
+            raise UsageError(f"folds must be 2 or more, not {self.folds}")
+        if self.components < 1:
+            raise UsageError(f"components must be 1 or more, not {self.components}")
+
+    def replace(self, **changes: Any) -> "FitOptions":
+        return dataclasses.replace(self, **changes)

@@ -41,6 +41,7 @@ class ClipRow:
     error: str | None = None
     ef: float | None = None
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> score, threshold, detected
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> a head's value, low/high or set, abstain
     animation: str | None = None  # data URI of a GIF of the frames the model received
     identity: str = ""  # SOP instance or content hash: copies count once in the study summary
     evidence: list[dict[str, Any]] = field(default_factory=list)  # PromptCAM overlays: title, caption, frame, image
@@ -197,16 +198,33 @@ def _clip_html(clip: ClipRow, tasks: Sequence[str]) -> str:
         status = f'<p class="skipped">not scored: {html.escape(clip.skipped)}</p>'
     scores = ""
     if clip.error is None and clip.skipped is None:
-        cells = [f"<td>EF</td><td>{_fmt(clip.ef)} %</td><td></td>"]
+        cells = [f"<td>EF</td><td>{_fmt(clip.ef)} %</td><td>zero-shot</td>"]
+        if "ejection_fraction" in clip.heads:
+            cells.append(_head_cells("EF", clip.heads["ejection_fraction"], "%"))
         for task in tasks:
             d = clip.devices.get(task, {})
             call = _fmt(d.get("detected")) if d.get("threshold") is not None else "no threshold"
             cells.append(f"<td>{html.escape(task)}</td><td>{_fmt(d.get('score'))}</td>"
                          f"<td class=\"{'yes' if d.get('detected') else ''}\">{call}</td>")
+            if task in clip.heads:
+                cells.append(_head_cells(task, clip.heads[task]))
         scores = "<table>" + "".join(f"<tr>{c}</tr>" for c in cells) + "</table>"
     return (f'<div class="clip">{image}<div><b>{html.escape(Path(clip.source).name)}</b> — '
             f'{_fmt(clip.clip_type)} <span class="skipped">({_fmt(clip.clip_reason)})</span>{status}{scores}'
             f'{_evidence_html(clip.evidence)}</div></div>')
+
+
+def _head_cells(label: str, head: Mapping[str, Any], unit: str = "") -> str:
+    """A table row of a head's output: its value and interval (or set), or why it abstained."""
+    if head.get("abstain"):
+        return (f"<td>{html.escape(label)} (site head)</td><td>–</td>"
+                f'<td class="skipped">abstains: {html.escape(str(head.get("reason") or ""))}</td>')
+    if "set" in head:
+        detail = f"probability; set {{{', '.join(head.get('set') or [])}}}"
+    else:
+        detail = f"interval {_fmt(head.get('low'))}–{_fmt(head.get('high'))}{html.escape(unit)}"
+    return (f"<td>{html.escape(label)} (site head)</td><td>{_fmt(head.get('value'))}{html.escape(unit)}</td>"
+            f"<td>{html.escape(detail)}</td>")
 
 
 def _evidence_html(evidence: Sequence[Mapping[str, Any]]) -> str:

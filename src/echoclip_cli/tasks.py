@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from .prompts import Task
 from .records import StudyRecord, VideoRecord, identity, numerics, study_key
 from .text_embed import TextEmbeddingCache, embed_token_ids
 from .tokenizer import tokenizer_for
+
+if TYPE_CHECKING:
+    from .site import Head
 
 # Why EchoCLIP-R is refused for zero-shot tasks (Christensen et al. 2024, EF MAE 16.9 vs 7.1).
 RETRIEVAL_MODEL_REASON = (
@@ -99,31 +102,61 @@ def task_numbers(model: EchoClip) -> Callable[[list[np.ndarray]], dict[str, list
 # --------------------------------------------------------------------------- records
 
 
+HEAD_FIELDS = frozenset({"head", "abstain", "abstain_reason"})  # left out of records made without a head
+
+
 @dataclass(kw_only=True)
-class EFVideo(VideoRecord):
+class Headed:
+    """What a record says of a site head (``echoclip fit``), beside its task's own head fields:
+    the head's name, and whether it abstained (then why, and no head numbers)."""
+
+    head: str | None = None
+    abstain: bool | None = None
+    abstain_reason: str | None = None
+
+
+@dataclass(kw_only=True)
+class EFVideo(Headed, VideoRecord):
     """A video's zero-shot EF. ``single_frame_ef_sd`` is the spread of the EFs single frames alone
-    would give; the video's EF averages the frames' rankings first, so it is not bounded by them."""
+    would give; the video's EF averages the frames' rankings first, so it is not bounded by them.
+    With a head (``echoclip fit``): ``head_ef`` beside it, its conformal interval ``ef_low`` …
+    ``ef_high``, or ``abstain`` with the reason (then no head numbers)."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = VideoRecord.OPTIONAL | HEAD_FIELDS | {"head_ef", "ef_low", "ef_high"}
 
     task: str = "ejection_fraction"
     ef: float | None = None
     single_frame_ef_sd: float | None = None
     aggregation: str | None = None
     prompts: str | None = None
+    head_ef: float | None = None
+    ef_low: float | None = None
+    ef_high: float | None = None
 
     def summary(self, members: Sequence["EFVideo"]) -> "EFStudy":
+        heads = _head_summary(members, "head_ef", "ef_low", "ef_high")
         return EFStudy(**_study_base(members), ef=_mean([m.ef for m in members]), aggregation=self.aggregation,
-                       prompts=self.prompts)
+                       prompts=self.prompts, **heads)
 
 
 @dataclass(kw_only=True)
-class EFStudy(StudyRecord):
+class EFStudy(Headed, StudyRecord):
+    """A study's EF: the mean of its videos'; with a head, the mean of the head values of its
+    videos that did not abstain, and the mean of their interval bounds (each video's interval
+    has the head's coverage; the mean's is not calibrated)."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = StudyRecord.OPTIONAL | HEAD_FIELDS | {"head_ef", "ef_low", "ef_high"}
+
     ef: float
     aggregation: str | None = None
     prompts: str | None = None
+    head_ef: float | None = None
+    ef_low: float | None = None
+    ef_high: float | None = None
 
 
 @dataclass(kw_only=True)
-class BinaryVideo(VideoRecord):
+class BinaryVideo(Headed, VideoRecord):
     """A video's score for one binary task (a device); a call only where a threshold exists."""
 
     task: str | None = None
@@ -133,24 +166,32 @@ class BinaryVideo(VideoRecord):
     detected: bool | None = None
     threshold_source: str | None = None
     prompts: str | None = None
+    head_probability: float | None = None
+    head_set: list[str] | None = None  # the conformal prediction set: [yes], [no], [no, yes] (cannot tell)
+
+    OPTIONAL: ClassVar[frozenset[str]] = VideoRecord.OPTIONAL | HEAD_FIELDS | {"head_probability", "head_set"}
 
     def summary(self, members: Sequence["BinaryVideo"]) -> "BinaryStudy":
         score = _mean([m.score for m in members])
         detected = bool(score >= self.threshold) if self.threshold is not None else None
+        heads = _head_summary(members, "head_probability")
         return BinaryStudy(**_study_base(members), score=score, threshold=self.threshold, detected=detected,
-                           prompts=self.prompts)
+                           prompts=self.prompts, **heads)
 
 
 @dataclass(kw_only=True)
-class BinaryStudy(StudyRecord):
+class BinaryStudy(Headed, StudyRecord):
+    OPTIONAL: ClassVar[frozenset[str]] = StudyRecord.OPTIONAL | HEAD_FIELDS | {"head_probability"}
+
     score: float
     threshold: float | None = None
     detected: bool | None = None
     prompts: str | None = None
+    head_probability: float | None = None
 
 
 @dataclass(kw_only=True)
-class RegressionVideo(VideoRecord):
+class RegressionVideo(Headed, VideoRecord):
     """A video's estimate for a regression task other than EF (e.g. PA pressure)."""
 
     task: str | None = None
@@ -159,18 +200,29 @@ class RegressionVideo(VideoRecord):
     single_frame_sd: float | None = None
     aggregation: str | None = None
     prompts: str | None = None
+    head_value: float | None = None
+    value_low: float | None = None
+    value_high: float | None = None
+
+    OPTIONAL: ClassVar[frozenset[str]] = VideoRecord.OPTIONAL | HEAD_FIELDS | {"head_value", "value_low", "value_high"}
 
     def summary(self, members: Sequence["RegressionVideo"]) -> "RegressionStudy":
+        heads = _head_summary(members, "head_value", "value_low", "value_high")
         return RegressionStudy(**_study_base(members), value=_mean([m.value for m in members]), unit=self.unit,
-                               aggregation=self.aggregation, prompts=self.prompts)
+                               aggregation=self.aggregation, prompts=self.prompts, **heads)
 
 
 @dataclass(kw_only=True)
-class RegressionStudy(StudyRecord):
+class RegressionStudy(Headed, StudyRecord):
+    OPTIONAL: ClassVar[frozenset[str]] = StudyRecord.OPTIONAL | HEAD_FIELDS | {"head_value", "value_low", "value_high"}
+
     value: float
     unit: str | None = None
     aggregation: str | None = None
     prompts: str | None = None
+    head_value: float | None = None
+    value_low: float | None = None
+    value_high: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -199,6 +251,23 @@ def _study_base(members: Sequence[Any]) -> dict[str, Any]:
             "weights_sha256": first.weights_sha256, "backend": first.backend, "precision": first.precision,
             "patient_key": next((m.patient_key for m in members if m.patient_key), None),
             "study_date": next((m.study_date for m in members if m.study_date), None)}
+
+
+def _head_summary(members: Sequence[Any], *names: str) -> dict[str, Any]:
+    """A study's head fields: the mean of each named field over its videos that did not abstain;
+    ``abstain`` when every video with a head value abstained."""
+    headed = [m for m in members if m.head is not None]
+    if not headed:
+        return {}
+    kept = [m for m in headed if not m.abstain]
+    out: dict[str, Any] = {"head": headed[0].head, "abstain": not kept}
+    if not kept:
+        out["abstain_reason"] = f"all {len(headed)} videos abstained"
+        return out
+    for name in names:
+        values = [getattr(m, name) for m in kept if getattr(m, name) is not None]
+        out[name] = round(float(np.mean(values)), 4) if values else None
+    return out
 
 
 @dataclass
@@ -268,10 +337,29 @@ def _video(cls: type, fs: FrameSet, model: EchoClip, **values: Any) -> Any:
                study_date=fs.meta.get("study_date") or None, identity=identity(fs.meta, fs.source), **values)
 
 
+def _headed(head: "Head | None", fs: FrameSet, prepared: PreparedTask, value: str, low: str | None = None,
+            high: str | None = None, prediction_set: str | None = None) -> dict[str, Any]:
+    """A video's head fields under the record's names (none without a head)."""
+    if head is None or fs.frames is None:
+        return {}
+    from .site import apply_head
+
+    out = apply_head(head, fs.frames, prepared.prompts, prepared.values)
+    fields: dict[str, Any] = {"head": out.head, "abstain": out.abstain, "abstain_reason": out.abstain_reason,
+                              value: out.value}
+    if low is not None and high is not None:
+        fields[low], fields[high] = out.low, out.high
+    if prediction_set is not None:
+        fields[prediction_set] = out.prediction_set
+    return fields
+
+
 def ef_records(
-    frame_sets: Iterable[FrameSet], model: EchoClip, prepared: PreparedTask, aggregation: str = "released"
+    frame_sets: Iterable[FrameSet], model: EchoClip, prepared: PreparedTask, aggregation: str = "released",
+    head: "Head | None" = None,
 ) -> Iterator[EFVideo]:
-    """One EF record per video (an error record for a video with no frames)."""
+    """One EF record per video (an error record for a video with no frames); with ``head``, its
+    value, interval and abstention beside the zero-shot EF."""
     for fs in frame_sets:
         if fs.error is not None or fs.skipped is not None or fs.frames is None:
             yield _video(EFVideo, fs, model)
@@ -279,7 +367,7 @@ def ef_records(
         result = zeroshot.regression(fs.frames, prepared.prompts, prepared.values, aggregation)
         yield _video(EFVideo, fs, model, task=prepared.task.name, ef=round(result.estimate, 2),
                      single_frame_ef_sd=round(result.single_frame_sd, 2), aggregation=aggregation,
-                     prompts=prepared.prompt_source)
+                     prompts=prepared.prompt_source, **_headed(head, fs, prepared, "head_ef", "ef_low", "ef_high"))
 
 
 def binary_records(
@@ -287,8 +375,11 @@ def binary_records(
     model: EchoClip,
     prepared: Sequence[PreparedTask],
     thresholds: Mapping[str, float],
+    heads: Mapping[str, "Head"] | None = None,
 ) -> Iterator[BinaryVideo]:
-    """One record per video and task: score, threshold (published or user's) and the call."""
+    """One record per video and task: score, threshold (published or user's) and the call; with a
+    head for the task (``heads``), its probability and prediction set, or abstention."""
+    heads = heads or {}
     for fs in frame_sets:
         if fs.error is not None or fs.skipped is not None or fs.frames is None:
             yield _video(BinaryVideo, fs, model)
@@ -300,7 +391,8 @@ def binary_records(
             yield _video(BinaryVideo, fs, model, task=p.task.name, score=round(score, 5), threshold=threshold,
                          calibrated=threshold is not None,
                          detected=bool(score >= threshold) if threshold is not None else None,
-                         threshold_source=source, prompts=p.prompt_source)
+                         threshold_source=source, prompts=p.prompt_source,
+                         **_headed(heads.get(p.task.name), fs, p, "head_probability", prediction_set="head_set"))
 
 
 def categorical_records(
@@ -317,7 +409,8 @@ def categorical_records(
 
 
 def regression_records(
-    frame_sets: Iterable[FrameSet], model: EchoClip, prepared: PreparedTask, aggregation: str = "released"
+    frame_sets: Iterable[FrameSet], model: EchoClip, prepared: PreparedTask, aggregation: str = "released",
+    head: "Head | None" = None,
 ) -> Iterator[RegressionVideo]:
     for fs in frame_sets:
         if fs.error is not None or fs.skipped is not None or fs.frames is None:
@@ -326,7 +419,8 @@ def regression_records(
         result = zeroshot.regression(fs.frames, prepared.prompts, prepared.values, aggregation)
         yield _video(RegressionVideo, fs, model, task=prepared.task.name, value=round(result.estimate, 2),
                      unit=prepared.task.unit, single_frame_sd=round(result.single_frame_sd, 2),
-                     aggregation=aggregation, prompts=prepared.prompt_source)
+                     aggregation=aggregation, prompts=prepared.prompt_source,
+                     **_headed(head, fs, prepared, "head_value", "value_low", "value_high"))
 
 
 def frame_sets_from_results(results: Iterable[Any]) -> Iterator[FrameSet]:

@@ -23,11 +23,13 @@ from .holdings import forget_store, holdings, remember_store, remembered_stores
 from .load import device_for_rank, load_model
 from .report import ReportContent, report
 from .retrieval import PATIENT_TYPES, check_search, match_patients, search, search_reports
+from .site import check_fit, fit, harvest_labels, load_head
 from .zeroshot import check_tasks, detect_devices, predict_ef, zero_shot
 
 __all__ = [
-    "PATIENT_TYPES", "FrameMap", "Found", "Progress", "ReportContent", "check_explain", "check_search", "check_tasks",
-    "detect_devices", "device_for_rank", "embed", "embed_files", "explain", "find", "forget_store", "holdings",
-    "inputs_or_store", "load_model", "match_patients", "predict_ef", "remember_store", "remembered_stores", "report",
-    "search", "search_reports", "store_header", "weights_for", "zero_shot",
+    "PATIENT_TYPES", "FrameMap", "Found", "Progress", "ReportContent", "check_explain", "check_fit", "check_search",
+    "check_tasks", "detect_devices", "device_for_rank", "embed", "embed_files", "explain", "find", "fit",
+    "forget_store", "harvest_labels", "holdings", "inputs_or_store", "load_head", "load_model", "match_patients",
+    "predict_ef", "remember_store", "remembered_stores", "report", "search", "search_reports", "store_header",
+    "weights_for", "zero_shot",
 ]

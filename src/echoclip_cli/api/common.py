@@ -59,6 +59,17 @@ class Found(list):  # type: ignore[type-arg]
         self.skipped = list(skipped)
 
 
+def given_paths(inputs: Sequence[PathLike] | None, what: str = "files or folders") -> list[Path]:
+    """The paths given, checked: at least one, each existing (else a usage error)."""
+    paths = [Path(p) for p in inputs or ()]
+    if not paths:
+        raise UsageError(f"no inputs: give {what}, or --dir DIR")
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing[:3])}")
+    return paths
+
+
 def find(inputs: Sequence[PathLike] | None) -> Found:
     """Input files from paths (folders searched recursively), in a stable order; a usage error
     when none is given or one does not exist."""
@@ -66,13 +77,7 @@ def find(inputs: Sequence[PathLike] | None) -> Found:
 
     if isinstance(inputs, Found):
         return inputs
-    paths = [Path(p) for p in inputs or ()]
-    if not paths:
-        raise UsageError("no inputs: give files or folders, or --dir DIR")
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing[:3])}")
-    return Found(*find_inputs(paths))
+    return Found(*find_inputs(given_paths(inputs)))
 
 
 def store_header(store: PathLike) -> dict[str, Any]:

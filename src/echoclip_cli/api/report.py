@@ -34,6 +34,8 @@ class ReportContent:
     maps: the evidence behind each scored clip's numbers: the PromptCAM overlay
     (:mod:`echoclip_cli.promptcam`) of the frame that scored highest for each device task with a
     threshold, and of the frames whose own EF is nearest to and furthest from the clip's.
+    heads: heads for EF or the devices (``echoclip fit``), whose values, intervals (or sets) and
+    abstentions the pages show beside the zero-shot numbers.
     sentences: each study's five nearest sentences: ``auto`` (EchoCLIP-R's report sentences when
     its weights (``echo-clip-r``, else another bundle with the template tokenizer) and their
     template vocabulary are installed, embedding the clips with them too, else the prompt library), ``prompts`` (the prompt library, with the report's
@@ -43,6 +45,7 @@ class ReportContent:
     animations: bool = True
     maps: bool = True
     sentences: str = "auto"
+    heads: tuple[Any, ...] = ()  # heads (files from `echoclip fit`, or loaded): their values beside the zero-shot ones
 
     def __post_init__(self) -> None:
         if self.sentences not in SENTENCE_SOURCES:
@@ -77,13 +80,14 @@ def report(
     check_out(out)
     tasks = list(devices or DEVICE_TASKS)
     run = Scoring.start(model, "zero-shot", ["ejection_fraction", *tasks], inputs, store, options, progress,
-                        force=force)
+                        force=force, heads=list(content.heads))
     user = thresholds_of(thresholds)
     ef, prepared = run.prepare("ejection_fraction"), [run.prepare(t) for t in tasks]
     called = {t: user.get(t, run.tasks[t].threshold) for t in tasks}
     cfg = run.options.sampled().apply(model.preprocess)
     evidence = Evidence(model, ef, [p for p in prepared if called[p.task.name] is not None]) if content.maps else None
-    rows = [_row(fs, model, ef, prepared, user, cfg, content.animations, evidence) for fs in run.frame_sets()]
+    heads = run.heads or {}
+    rows = [_row(fs, model, ef, prepared, user, cfg, content.animations, evidence, heads) for fs in run.frame_sets()]
     studies = R.group(rows)
     if content.sentences != "none":
         nearest_sentences(model, studies, run, content.sentences == "auto")
@@ -100,7 +104,8 @@ def check_out(out: PathLike) -> None:
 
 
 def _row(fs: "FrameSet", model: "EchoClip", ef: "PreparedTask", prepared: list["PreparedTask"],
-         thresholds: dict[str, float], cfg: Any, animations: bool, evidence: "Evidence | None") -> Any:
+         thresholds: dict[str, float], cfg: Any, animations: bool, evidence: "Evidence | None",
+         heads: dict[str, Any]) -> Any:
     """One clip's line of the report: its type, EF, device scores, (with ``animations``) its
     frames as prepared by ``cfg`` and (with ``evidence``) the maps behind its numbers."""
     import numpy as np
@@ -109,14 +114,21 @@ def _row(fs: "FrameSet", model: "EchoClip", ef: "PreparedTask", prepared: list["
     from .. import tasks as T
     from ..records import identity
 
-    ef_record = next(T.ef_records([fs], model, ef))
+    ef_record = next(T.ef_records([fs], model, ef, head=heads.get("ejection_fraction")))
     row = R.ClipRow(source=fs.source, study=ef_record.study, clip_type=fs.meta.get("clip_type"),
                     clip_reason=fs.meta.get("clip_reason"), skipped=fs.skipped, error=fs.error,
                     ef=ef_record.ef, identity=identity(fs.meta, fs.source))
-    for record in T.binary_records([fs], model, prepared, thresholds):
+    if ef_record.head is not None:
+        row.heads["ejection_fraction"] = {"value": ef_record.head_ef, "low": ef_record.ef_low,
+                                          "high": ef_record.ef_high, "abstain": ef_record.abstain,
+                                          "reason": ef_record.abstain_reason}
+    for record in T.binary_records([fs], model, prepared, thresholds, heads):
         if record.ok:
             row.devices[record.task] = {"score": record.score, "threshold": record.threshold,
                                         "detected": record.detected}
+            if record.head is not None:
+                row.heads[record.task] = {"value": record.head_probability, "set": record.head_set,
+                                          "abstain": record.abstain, "reason": record.abstain_reason}
     scored = fs.error is None and fs.skipped is None and fs.frames is not None
     if scored:
         row.embedding = np.asarray(fs.frames, dtype=np.float32).mean(axis=0)

@@ -29,9 +29,11 @@ from .common import PathLike, Progress, Silent, check_model, damage_notes, input
 if TYPE_CHECKING:
     from ..inference import EchoClip
     from ..records import Record, VideoEmbedding
+    from ..site import Head
     from ..tasks import FrameSet, PreparedTask
 
 Thresholds = PathLike | Mapping[str, float] | None
+Heads = "Head | PathLike | Sequence[Head | PathLike] | None"
 
 
 def check_tasks(task_names: Sequence[str], prompts: PathLike | None = None) -> dict[str, Any]:
@@ -58,21 +60,24 @@ class Scoring:
     options: RunOptions
     progress: Progress
     prompts: PathLike | None = None
+    heads: dict[str, "Head"] | None = None  # task -> the head whose values records carry beside the zero-shot's
 
     @classmethod
     def start(cls, model: "EchoClip", use_case: str, task_names: Sequence[str], inputs: Sequence[PathLike] | None,
               store: PathLike | None, options: RunOptions, progress: Progress | None,
-              prompts: PathLike | None = None, force: bool = False) -> "Scoring":
+              prompts: PathLike | None = None, force: bool = False, heads: Any = None) -> "Scoring":
         """Everything checked: the tasks, the inputs or store, the model for this use case (its
-        weights the store's, its numerics allowed, and not EchoCLIP-R unless ``force``)."""
+        weights the store's, its numerics allowed, and not EchoCLIP-R unless ``force``), and each
+        head (one of these tasks, fitted on this model's weights and preprocessing)."""
         from ..tasks import check_zero_shot_model
 
         tasks = check_tasks(task_names, prompts)
         files = inputs_or_store(inputs, store)
         check_model(model, use_case, store)
         check_zero_shot_model(model, force)
+        bound = bind_heads(heads, tasks, model, _digest(model, store, options))
         return cls(model, tasks, files, store, options.replace(clip_types=scored_types(options)), progress or Silent(),
-                   prompts)
+                   prompts, bound)
 
     @property
     def n_inputs(self) -> int | None:
@@ -115,6 +120,38 @@ class Scoring:
         yield from through_cache(cache, self.files or [], embed_now, options.clip_types, self.progress.note)
 
 
+def _digest(model: "EchoClip", store: PathLike | None, options: RunOptions) -> str:
+    """The preprocessing digest of the embeddings a run scores: the store's, else the model's with
+    the run's sampling."""
+    if store is not None:
+        from .common import store_header
+
+        return str(store_header(store)["preprocess"]["digest"])
+    return options.sampled().apply(model.preprocess).digest()
+
+
+def bind_heads(heads: Any, tasks: Mapping[str, Any], model: "EchoClip", digest: str) -> dict[str, "Head"]:
+    """{task: head} of ``heads`` (head files or loaded heads), each checked: a task of this run, of
+    the task's mode, fitted on ``model``'s weights and preprocessing ``digest`` (a usage error)."""
+    from ..site import Head
+
+    if heads is None:
+        return {}
+    given = [heads] if isinstance(heads, (str, Path)) or not isinstance(heads, Sequence) else list(heads)
+    bound: dict[str, "Head"] = {}
+    for item in given:
+        head = item if not isinstance(item, (str, Path)) else Head.load(item)
+        if head.task not in tasks:
+            raise UsageError(f"head {head.name!r} is for {head.task!r}, not {', '.join(tasks)}")
+        if tasks[head.task].mode != head.kind:
+            raise UsageError(f"head {head.name!r} is a {head.kind} head; {head.task!r} is {tasks[head.task].mode}")
+        if head.task in bound:
+            raise UsageError(f"two heads for {head.task!r}: give one")
+        head.check(model.weights_sha256, digest, f"weights {model.bundle.name!r}")
+        bound[head.task] = head
+    return bound
+
+
 def scored_types(options: RunOptions) -> tuple[str, ...]:
     """The clip types a zero-shot call scores (``options.clip_types``, 2D by default; never a
     non-ultrasound clip)."""
@@ -131,18 +168,23 @@ def predict_ef(
     aggregation: str = "released",
     prompts: PathLike | None = None,
     force: bool = False,
+    heads: Heads = None,
     progress: Progress | None = None,
 ) -> Iterator["Record"]:
     """Zero-shot EF: an :class:`~echoclip_cli.tasks.EFVideo` per video, then an
     :class:`~echoclip_cli.tasks.EFStudy` per study (the mean of its videos). ``aggregation``:
-    released (as the released code) or paper (the paper's variant)."""
+    released (as the released code) or paper (the paper's variant). ``heads``: an EF head (a file
+    from ``echoclip fit`` or a loaded one) whose value, interval and abstention every record carries
+    beside the zero-shot EF."""
     from .. import tasks as T
 
     if aggregation not in ("released", "paper"):
         raise UsageError(f"aggregation must be released or paper, not {aggregation!r}")
-    run = Scoring.start(model, "predict-ef", ["ejection_fraction"], inputs, store, options, progress, prompts, force)
+    run = Scoring.start(model, "predict-ef", ["ejection_fraction"], inputs, store, options, progress, prompts, force,
+                        heads)
     prepared = run.prepare("ejection_fraction")
-    yield from T.with_studies(T.ef_records(run.frame_sets(), model, prepared, aggregation))
+    head = (run.heads or {}).get("ejection_fraction")
+    yield from T.with_studies(T.ef_records(run.frame_sets(), model, prepared, aggregation, head))
 
 
 @reads_archives(scored_types)
@@ -156,18 +198,21 @@ def detect_devices(
     thresholds: Thresholds = None,
     prompts: PathLike | None = None,
     force: bool = False,
+    heads: Heads = None,
     progress: Progress | None = None,
 ) -> Iterator["Record"]:
     """Implanted devices: a :class:`~echoclip_cli.tasks.BinaryVideo` per video and device, then a
     :class:`~echoclip_cli.tasks.BinaryStudy` per study and device. Calls (``detected``) only where a
-    threshold exists: the published pacemaker one, or ``thresholds`` (a file or a mapping)."""
+    threshold exists: the published pacemaker one, or ``thresholds`` (a file or a mapping).
+    ``heads``: device heads (one per device at most) whose probability and prediction set records
+    carry beside the score."""
     from .. import tasks as T
 
     names = list(devices or DEVICE_TASKS)
-    run = Scoring.start(model, "detect-devices", names, inputs, store, options, progress, prompts, force)
+    run = Scoring.start(model, "detect-devices", names, inputs, store, options, progress, prompts, force, heads)
     user = thresholds_of(thresholds)
     prepared = [run.prepare(name) for name in run.tasks]
-    yield from T.with_studies(T.binary_records(run.frame_sets(), model, prepared, user))
+    yield from T.with_studies(T.binary_records(run.frame_sets(), model, prepared, user, run.heads))
 
 
 @reads_archives(scored_types)
@@ -181,20 +226,22 @@ def zero_shot(
     prompts: PathLike | None = None,
     thresholds: Thresholds = None,
     force: bool = False,
+    heads: Heads = None,
     progress: Progress | None = None,
 ) -> Iterator["Record"]:
     """Any task of the prompt library (``echoclip_cli.load_prompts()``) or of ``prompts``:
-    regression, binary or categorical records per video, then per study."""
+    regression, binary or categorical records per video, then per study. ``heads``: the task's
+    head (regression or binary tasks), its values beside the zero-shot ones."""
     from .. import tasks as T
 
-    run = Scoring.start(model, "zero-shot", [task], inputs, store, options, progress, prompts, force)
+    run = Scoring.start(model, "zero-shot", [task], inputs, store, options, progress, prompts, force, heads)
     user = thresholds_of(thresholds)
     prepared = run.prepare(task)
     mode = run.tasks[task].mode
     if mode == "regression":
-        records: Iterator[Any] = T.regression_records(run.frame_sets(), model, prepared)
+        records: Iterator[Any] = T.regression_records(run.frame_sets(), model, prepared, head=(run.heads or {}).get(task))
     elif mode == "binary":
-        records = T.binary_records(run.frame_sets(), model, [prepared], user)
+        records = T.binary_records(run.frame_sets(), model, [prepared], user, run.heads)
     else:
         records = T.categorical_records(run.frame_sets(), model, prepared)
     yield from T.with_studies(records)

@@ -117,8 +117,8 @@ def _root(
 
 
 def _register() -> None:
-    from . import (cache_cmd, embed_cmd, evaluate_cmd, explain_cmd, index_cmd, report_cmd, info_cmd, patients_cmd,
-                   preprocess_cmd, search_cmd, store_cmd, tokenize_cmd, weights_cmd, zeroshot_cmd)
+    from . import (cache_cmd, embed_cmd, evaluate_cmd, explain_cmd, fit_cmd, index_cmd, labels_cmd, report_cmd, info_cmd,
+                   patients_cmd, preprocess_cmd, search_cmd, store_cmd, tokenize_cmd, weights_cmd, zeroshot_cmd)
 
     app.command("preprocess")(preprocess_cmd.preprocess)
     app.command("embed")(embed_cmd.embed)
@@ -132,6 +132,8 @@ def _register() -> None:
     app.command("search-reports", hidden=True)(search_cmd.search)  # the original design's name
     app.command("calibrate")(evaluate_cmd.calibrate)
     app.command("evaluate")(evaluate_cmd.evaluate)
+    app.command("labels")(labels_cmd.labels)
+    app.command("fit")(fit_cmd.fit)
     app.command("tokenize")(tokenize_cmd.tokenize)
     app.add_typer(store_cmd.app, name="store")
     app.add_typer(index_cmd.app, name="index")

@@ -27,9 +27,16 @@ class Resample(str, Enum):
 
 
 LabelsOpt = Annotated[
-    Path,
+    Optional[Path],
     typer.Option("--labels", show_default=False,
-                 help="CSV with a source (or study) column and label columns: ef, pacemaker, tavr, mitraclip, impella."),
+                 help="CSV with a source (or study) column and label columns: ef, pacemaker, tavr, mitraclip, impella; "
+                      "or the label records of `echoclip labels`."),
+]
+LabelsFromOpt = Annotated[
+    Optional[list[Path]],
+    typer.Option("--labels-from", show_default=False,
+                 help="Harvest the labels from this folder's SRs and report texts instead (as `echoclip labels`; "
+                      "repeatable)."),
 ]
 PredictionsOpt = Annotated[
     str,
@@ -67,24 +74,40 @@ def _read_text(path: str | Path, what: str) -> str:
         raise LabelsError(f"{path}: cannot read the {what} ({type(exc).__name__})") from None
 
 
-def _joined(labels: Path, predictions: str, tasks: Optional[list[str]], kind: str | None = None) -> "E.Joined":
-    """Read both files, join them, and say on stderr what did not match."""
+def label_table(labels: Optional[Path], labels_from: Optional[list[Path]]) -> "E.Labels":
+    """The labels: a file, or harvested from folders (conflicts and unreadable files said on stderr)."""
+    from .. import evaluation as E
+    from ..errors import UsageError
+
+    if (labels is None) == (not labels_from):
+        raise UsageError("give --labels FILE or --labels-from DIR (one of them)")
+    if labels is not None:
+        return E.read_labels(_read_text(labels, "labels"), str(labels))
+    from .labels_cmd import harvested
+
+    records = harvested(None, labels_from, tolerance=5.0)
+    return E.labels_from_records([r.as_dict() for r in records], ", ".join(map(str, labels_from or [])))
+
+
+def _joined(labels: Optional[Path], labels_from: Optional[list[Path]], predictions: str, tasks: Optional[list[str]],
+            kind: str | None = None) -> "tuple[E.Joined, E.Labels]":
+    """Read the labels and the predictions, join them, and say on stderr what did not match."""
     from .. import evaluation as E
 
-    label_table = E.read_labels(_read_text(labels, "labels"), str(labels))
+    table = label_table(labels, labels_from)
     name = "stdin" if predictions == "-" else predictions
     records = E.read_predictions(_read_text(predictions, "predictions"), name)
     if not records:
         raise E.LabelsError(f"{name}: no usable prediction records (all failed, or not echoclip output)")
     if kind is not None and not tasks:
-        both = [t for t in E.prediction_tasks(records, kind) if E.label_column(label_table, t)]
+        both = [t for t in E.prediction_tasks(records, kind) if E.label_column(table, t)]
         if not both:
-            raise E.LabelsError(f"no {kind} task is in both {name} and {labels}",
-                                hint=f"label columns: {', '.join(label_table.columns) or 'none'}")
+            raise E.LabelsError(f"no {kind} task is in both {name} and {table.name}",
+                                hint=f"label columns: {', '.join(table.columns) or 'none'}")
         tasks = both
-    joined = E.join(records, label_table, tasks)
+    joined = E.join(records, table, tasks)
     _report_join(joined)
-    return joined
+    return joined, table
 
 
 UNMATCHED_SHOWN = 10  # label keys named on stderr; the rest are counted
@@ -105,8 +128,9 @@ def _report_join(joined: "E.Joined") -> None:
 
 
 def calibrate(
-    labels: LabelsOpt,
     predictions: PredictionsOpt,
+    labels: LabelsOpt = None,
+    labels_from: LabelsFromOpt = None,
     tasks: TasksOpt = None,
     method: MethodOpt = Method.f1,
     out: OutOpt = None,
@@ -125,11 +149,11 @@ def calibrate(
 
         echoclip calibrate --labels labels.csv --predictions devices.csv -t tavr --method youden -o t.json
 
-        echoclip detect-devices --dir cal/ --format jsonl | echoclip calibrate --labels cal.csv --predictions - > t.json
+        echoclip detect-devices --dir cal/ --format jsonl | echoclip calibrate --labels-from cal/ --predictions - > t.json
     """
     from .. import evaluation as E
 
-    joined = _joined(labels, predictions, tasks, kind="binary")
+    joined, _ = _joined(labels, labels_from, predictions, tasks, kind="binary")
     regression = [t for t, p in joined.pairs.items() if p.kind != "binary"]
     if regression:
         raise E.LabelsError(f"{', '.join(regression)} is not a binary task: calibrate sets device thresholds",
@@ -168,8 +192,9 @@ def _existing_thresholds(path: Path) -> dict[str, Any]:
 
 
 def evaluate(
-    labels: LabelsOpt,
     predictions: PredictionsOpt,
+    labels: LabelsOpt = None,
+    labels_from: LabelsFromOpt = None,
     tasks: TasksOpt = None,
     bootstrap: BootstrapOpt = 1000,
     seed: SeedOpt = 0,
@@ -182,11 +207,14 @@ def evaluate(
     EF gets MAE, RMSE and R² (EF points); each device gets its ROC AUC and, where the predictions
     applied a threshold, sensitivity and specificity at it. The paper column is EchoCLIP's
     published result (EF MAE 7.1 on EchoNet-Dynamic; AUC MitraClip 0.97, TAVR 0.92, pacemaker
-    0.84, Impella 0.98).
+    0.84, Impella 0.98). When the labels name the machines (`echoclip labels` reads Manufacturer
+    and ManufacturerModelName from the headers), every metric follows for each machine too.
 
     Examples:
 
         echoclip evaluate --labels labels.csv --predictions ef.jsonl
+
+        echoclip evaluate --labels-from archive/ --predictions ef.jsonl
 
         echoclip evaluate --labels labels.csv --predictions devices.jsonl --by study --plot roc.png
 
@@ -194,13 +222,15 @@ def evaluate(
     """
     from .. import evaluation as E
 
-    joined = _joined(labels, predictions, tasks)
+    joined, table = _joined(labels, labels_from, predictions, tasks)
     if by is Resample.study and not all(any(str(g) for g in p.groups) for p in joined.pairs.values()):
         raise E.LabelsError("--by study needs a study for every row (a study column in the labels or predictions)")
     metrics = E.evaluate(joined.pairs, n_boot=bootstrap, seed=seed, by_study=by is Resample.study)
+    metrics += E.evaluate_by_machine(joined.pairs, table, n_boot=bootstrap, seed=seed, by_study=by is Resample.study)
     unit = "studies" if by is Resample.study else "videos"
     title = f"95 % CI: {bootstrap} bootstrap resamples of {unit}" if bootstrap else "no bootstrap CIs (--bootstrap 0)"
-    emit_records([m.as_record() for m in metrics], fmt, columns=EVALUATE_COLUMNS, title=title)
+    columns = EVALUATE_COLUMNS + (["machine"] if any(m.machine for m in metrics) else [])
+    emit_records([m.as_record() for m in metrics], fmt, columns=columns, title=title)
     if plot is not None:  # after the metrics: a missing extra costs the plot, never the numbers
         if _has_matplotlib():
             _plot(joined.pairs, plot)

@@ -15,7 +15,8 @@ from .common import DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt
 from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, InputsArg, QueryOpt, QuietOpt, StudyOpt,
                      WorkersOpt, count_inputs, discovery_failed, inputs_or_store, run_options)
 from .progress import progress_bar
-from .zeroshot_cmd import ForceOpt, NoCacheOpt, StoreOpt, ThresholdsOpt, WeightsZS, zero_shot_model
+from .zeroshot_cmd import (ForceOpt, HeadsOpt, NoCacheOpt, StoreOpt, ThresholdsOpt, WeightsZS, load_heads,
+                           zero_shot_model)
 
 
 class SentenceSource(str, Enum):
@@ -36,6 +37,7 @@ def report(
     weights: WeightsZS = None,
     devices: Annotated[Optional[list[str]], typer.Option("--device-type", "-d", help="Only these devices (repeatable).")] = None,
     thresholds: ThresholdsOpt = None,
+    head: HeadsOpt = None,
     clip_types: ClipTypesOpt = None,
     animations: Annotated[bool, typer.Option("--animations/--no-animations", help="Show the frames the model received (decodes each clip again).")] = True,
     maps: Annotated[bool, typer.Option("--maps/--no-maps", help="Show the evidence behind each clip's numbers: PromptCAM overlays of the frame that scored highest for each device with a threshold, and of the frames whose own EF is nearest to and furthest from the clip's.")] = True,
@@ -69,6 +71,8 @@ def report(
         echoclip report --dir studies/ --out report/ --no-maps --sentences none
 
         echoclip report --dicomweb https://pacs.example.org/dicom-web --study 1.2.840.113619.2.1.1 --out report/
+
+        echoclip report --store archive.store --out report/ --head ef.head   # the site's head beside zero-shot
     """
     from .. import api
 
@@ -78,6 +82,7 @@ def report(
 
     check_out(out)  # a file there: exit 2 now, not after the embedding pass
     user_thresholds = load_thresholds(thresholds)
+    heads = tuple(load_heads(head))
     types = parse_clip_types(clip_types, VIDEO_TYPES)
     files = inputs_or_store(inputs, folder, store, dicomweb, study, query)
     model = zero_shot_model(weights, store, device, precision, False, quiet, backend)
@@ -85,7 +90,8 @@ def report(
         options = run_options(batch_size=batch_size, workers=workers, clip_types=types, no_cache=no_cache)
         studies = api.report(model, files, out=out, store=store, options=options, devices=tasks,
                              thresholds=user_thresholds, force=force,
-                             content=api.ReportContent(animations=animations, maps=maps, sentences=sentences.value),
+                             content=api.ReportContent(animations=animations, maps=maps, sentences=sentences.value,
+                                                       heads=heads),
                              progress=bar)
     failed = [c.error for s in studies for c in s.clips if c.error]
     for message in failed:

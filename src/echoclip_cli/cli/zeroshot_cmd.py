@@ -26,6 +26,7 @@ from .progress import progress_bar
 
 if TYPE_CHECKING:
     from ..inference import EchoClip
+    from ..site import Head
 
 
 class Aggregation(str, Enum):
@@ -33,10 +34,18 @@ class Aggregation(str, Enum):
     paper = "paper"
 
 
+HEAD_EF_COLUMNS = ("head_ef", "ef_low", "ef_high", "abstain")
+HEAD_VALUE_COLUMNS = ("head_value", "value_low", "value_high", "abstain")
+HEAD_BINARY_COLUMNS = ("head_probability", "head_set", "abstain")
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Use per-frame embeddings from this store (and its weights).")]
 PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Prompt file (echoclip TOML or upstream JSON).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Embed again instead of reusing cached frame embeddings (`echoclip cache info`).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even with weights not validated for this task.")]
+HeadOpt = Annotated[Optional[Path], typer.Option(
+    "--head", help="A head from `echoclip fit`: its value, interval and abstention beside the zero-shot one.")]
+HeadsOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--head", help="Heads from `echoclip fit` (one per device, repeatable): probability and prediction set beside "
+                   "the score.")]
 ThresholdsOpt = Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold (from `echoclip calibrate`).")]
 WeightsZS = weights_option(ZERO_SHOT_WEIGHTS)
 
@@ -45,6 +54,14 @@ def zero_shot_model(weights: Optional[str], store: Optional[Path], device: str, 
            quiet: bool, backend: str = "auto", inputs: int | None = None) -> "EchoClip":
     return open_model(weights, default=ZERO_SHOT_WEIGHTS, store=store, device=device, precision=precision,
                       backend=backend, deterministic=deterministic, quiet=quiet, lazy=True, inputs=inputs)
+
+
+def load_heads(paths: Optional[list[Path]]) -> "list[Head]":
+    """The head files, read now: a missing or foreign file is a usage error before any model loads
+    (the model's weights and preprocessing are checked against them once it is known)."""
+    from .. import api
+
+    return [api.load_head(p) for p in paths or []]
 
 
 def finish(records: Iterable[Any], fmt: OutputFormat | ResultFormat, columns: list[str],
@@ -81,6 +98,7 @@ def predict_ef(
     store: StoreOpt = None,
     weights: WeightsZS = None,
     aggregation: Annotated[Aggregation, typer.Option("--aggregation", help="released (as the released code) or paper (the paper's variant).")] = Aggregation.released,
+    head: HeadOpt = None,
     prompts: PromptsOpt = None,
     force: ForceOpt = False,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
@@ -118,10 +136,13 @@ def predict_ef(
         echoclip predict-ef --dicomweb https://pacs.example.org/dicom-web --study 1.2.840.113619.2.1.1 --format jsonl
 
         echoclip predict-ef --dir studies/ --sr sr/ --format fhir > bundles.ndjson
+
+        echoclip predict-ef --store archive.store --head ef.head --format csv   # + head_ef, ef_low, ef_high, abstain
     """
     from .. import api
 
     api.check_tasks(["ejection_fraction"], prompts)
+    heads = load_heads([head] if head else None)
     outputs = StudyOutputs(sr, fmt is ResultFormat.fhir, keep_phi, stow).check()
     files = inputs_or_store(inputs, folder, store, dicomweb, study, query)
     outputs = outputs.over(files)
@@ -134,8 +155,9 @@ def predict_ef(
         options = run_options(batch_size=batch_size, workers=workers, sampled=sampling(frames, stride, start, mask),
                               clip_types=types, no_cache=no_cache)
         records = api.predict_ef(model, files, store=store, options=options, aggregation=aggregation.value,
-                                 prompts=prompts, force=force, progress=bar)
-        finish(records, fmt, ["source", "study", "ef", "n_frames", "n_videos", "error"],
+                                 prompts=prompts, force=force, heads=heads, progress=bar)
+        finish(records, fmt, ["source", "study", "ef", *(HEAD_EF_COLUMNS if heads else ()), "n_frames", "n_videos",
+                              "error"],
                (tasks.EFVideo, tasks.EFStudy), files, outputs)
 
 
@@ -149,6 +171,7 @@ def detect_devices(
     weights: WeightsZS = None,
     devices: Annotated[Optional[list[str]], typer.Option("--device-type", "-d", help="Only these (repeatable).")] = None,
     thresholds: ThresholdsOpt = None,
+    head: HeadsOpt = None,
     prompts: PromptsOpt = None,
     force: ForceOpt = False,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
@@ -184,11 +207,14 @@ def detect_devices(
         echoclip detect-devices --dicomweb https://pacs.example.org/dicom-web --query ModalitiesInStudy=US --query StudyDate=20240101-20240131
 
         echoclip detect-devices --dir studies/ --sr sr/
+
+        echoclip detect-devices --store archive.store --head pacer.head -d pacemaker
     """
     from .. import api
 
     api.check_tasks(list(devices or DEVICE_TASKS), prompts)
     outputs = StudyOutputs(sr, fmt is ResultFormat.fhir, keep_phi, stow).check()
+    heads = load_heads(head)
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store, dicomweb, study, query)
     outputs = outputs.over(files)
@@ -201,10 +227,11 @@ def detect_devices(
         options = run_options(batch_size=batch_size, workers=workers, sampled=sampling(frames, stride, start, mask),
                               clip_types=types, no_cache=no_cache)
         records = api.detect_devices(model, files, store=store, options=options, devices=devices,
-                                     thresholds=user_thresholds, prompts=prompts, force=force, progress=bar)
-        finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated", "n_frames",
-                              "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy), files,
-               outputs.over(files))
+                                     thresholds=user_thresholds, prompts=prompts, force=force, heads=heads,
+                                     progress=bar)
+        finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated",
+                              *(HEAD_BINARY_COLUMNS if heads else ()), "n_frames", "n_videos", "error"],
+               (tasks.BinaryVideo, tasks.BinaryStudy), files, outputs)
 
 
 def zero_shot(
@@ -219,6 +246,7 @@ def zero_shot(
     weights: WeightsZS = None,
     prompts: PromptsOpt = None,
     thresholds: ThresholdsOpt = None,
+    head: HeadOpt = None,
     force: ForceOpt = False,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     workers: WorkersOpt = None,
@@ -244,6 +272,8 @@ def zero_shot(
         echoclip zero-shot --task pulmonary_artery_pressure study.dcm
 
         echoclip zero-shot --task left_ventricle_size --prompts my_prompts.toml --dir studies/
+
+        echoclip zero-shot --task pulmonary_artery_pressure --store archive.store --head pa.head
     """
     from ..prompts import load_prompts
 
@@ -257,6 +287,7 @@ def zero_shot(
     from .. import api
 
     mode = api.check_tasks([task], prompts)[task].mode
+    heads = load_heads([head] if head else None)
     user_thresholds = load_thresholds(thresholds)
     files = inputs_or_store(inputs, folder, store, dicomweb, study, query)
     types = parse_clip_types(clip_types, VIDEO_TYPES)
@@ -268,12 +299,14 @@ def zero_shot(
         options = run_options(batch_size=batch_size, workers=workers, sampled=sampling(frames, stride, start, mask),
                               clip_types=types, no_cache=no_cache)
         records = api.zero_shot(model, task, files, store=store, options=options, prompts=prompts,
-                                thresholds=user_thresholds, force=force, progress=bar)
+                                thresholds=user_thresholds, force=force, heads=heads, progress=bar)
         if mode == "regression":
-            finish(records, fmt, ["source", "study", "task", "value", "unit", "n_frames", "n_videos", "error"],
+            finish(records, fmt, ["source", "study", "task", "value", "unit", *(HEAD_VALUE_COLUMNS if heads else ()),
+                                  "n_frames", "n_videos", "error"],
                    (tasks.RegressionVideo, tasks.RegressionStudy), files)
         elif mode == "binary":
-            finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "n_videos", "error"],
+            finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected",
+                                  *(HEAD_BINARY_COLUMNS if heads else ()), "n_videos", "error"],
                    (tasks.BinaryVideo, tasks.BinaryStudy), files)
         else:
             finish(records, fmt, ["source", "study", "task", "prediction", "scores", "error"],
