@@ -440,3 +440,38 @@ def test_a_store_filled_from_the_archive_names_each_instance_by_its_url(pacs, cr
     assert all(row["source"].startswith(f"{server.url}/studies/") for row in stored.rows)
     again = list(echoclip_cli.predict_ef(echoclip_cli.load_model(store=out, device="cpu"), store=out))
     assert {r.source for r in again if r.level == "video"} == {r.source for r in records}
+
+
+def test_labels_from_the_archives_measurement_srs_equal_those_from_the_files(tmp_path, monkeypatch):
+    """Issue 27 over DICOMweb: the echo measurement SRs of the studies (only they are fetched),
+    read as the files are, each value on its study and named by its instance URL."""
+    pytest.importorskip("highdicom")
+    from tests.site_factory import BIPLANE, LVEF_US, TEICHHOLZ, Planted, image_header, make_echo_sr
+
+    folder = tmp_path / "srs"
+    folder.mkdir()
+    paths = []
+    for s, (value, method) in enumerate([(55.0, BIPLANE), (35.0, TEICHHOLZ), (62.0, BIPLANE)]):
+        paths.append(make_echo_sr(folder / f"sr{s}.dcm", image_header(s, f"P{s % 2}"),
+                                  [Planted(LVEF_US, value, method=method)], seed=s))
+    images = [make_dicom(tmp_path / "cine.dcm", echo_frames(6, 32, 40, seed=1), "jpeg", seed=0)]  # study of sr0
+    server = start_orthanc(tmp_path / "orthanc")
+    try:
+        for path in [*paths, *images]:
+            server.upload(path)
+        monkeypatch.setenv("ECHOCLIP_DICOMWEB_USER", server.user)
+        monkeypatch.setenv("ECHOCLIP_DICOMWEB_PASSWORD", server.password)
+        import pydicom
+
+        uids = tuple(str(pydicom.dcmread(p).StudyInstanceUID) for p in paths)
+        from_archive = echoclip_cli.harvest_labels(Archive(server.url, studies=uids))
+        from_files = echoclip_cli.harvest_labels([folder])
+        result = run_cli("labels", "--dicomweb", server.url, "--query", "PatientID=P0", "--format", "jsonl")
+    finally:
+        server.stop()
+    got = {(r.study, r.value, r.method) for r in from_archive if r.primary}
+    assert got == {(r.study, r.value, r.method) for r in from_files if r.primary} and len(got) == 3
+    assert all(r.source.startswith(f"{server.url}/studies/{r.study}/") for r in from_archive)
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(r["value"] for r in rows if r["primary"]) == [55.0, 62.0]  # the two studies of patient P0

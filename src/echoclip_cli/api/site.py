@@ -21,6 +21,7 @@ from ..options import FitOptions, LabelOptions
 from .common import PathLike, Progress, Silent, given_paths, store_header
 
 if TYPE_CHECKING:
+    from ..dicomweb import Archive
     from ..evaluation import Labels
     from ..inference import EchoClip
     from ..prompts import Task
@@ -30,14 +31,60 @@ TASK_ALIASES = {"ef": "ejection_fraction"}
 LabelsArg = Any  # a labels file (CSV, or label records), an evaluation.Labels, or LabelRecords
 
 
-def harvest_labels(inputs: Sequence[PathLike], *, options: LabelOptions = LabelOptions()) -> "list[LabelRecord]":
-    """Label records from measurement SRs and report texts under ``inputs`` (files or folders):
-    one per harvested value (EF with its method and unit; devices from report text), each on its
-    study; per study and measurement one is ``primary`` (its label) unless the values conflict
-    (then each says so). Unreadable files are records with ``error`` set."""
+def harvest_labels(inputs: "Sequence[PathLike] | Archive", *,
+                   options: LabelOptions = LabelOptions()) -> "list[LabelRecord]":
+    """Label records from measurement SRs and report texts under ``inputs`` (files or folders),
+    or from the structured reports of a DICOMweb :class:`~echoclip_cli.dicomweb.Archive`'s
+    studies: one per harvested value (EF with its method and unit; devices from report text),
+    each on its study; per study and measurement one is ``primary`` (its label) unless the values
+    conflict (then each says so). Unreadable files, and SRs or studies the server cannot give,
+    are records with ``error`` set."""
+    from ..dicomweb import Archive
     from ..site import harvest_paths
 
+    if isinstance(inputs, Archive):
+        return _harvest_archive(inputs, options)
     return harvest_paths(given_paths(inputs, "SR files, report texts or folders"), options)
+
+
+def _harvest_archive(archive: "Archive", options: LabelOptions) -> "list[LabelRecord]":
+    """Every structured report of the archive's studies, fetched whole (SRs are small), read as
+    :func:`harvest_labels` reads SR files; each named by its instance URL."""
+    from ..dicomweb import ServerError
+    from ..errors import MediaError
+    from ..site import LabelRecord, labels_from_dataset, settle
+    from ..site.context import context_of
+    from .archive import list_studies
+
+    server = archive.connect()
+    try:
+        uids = [study.uid for study in list_studies(archive, server)]
+    except ServerError as exc:
+        raise MediaError(exc.message) from None
+    records: list[LabelRecord] = []
+    for uid in uids:
+        try:
+            reports = server.study_instances(uid, sop_classes=SR_CLASS_PREFIX)
+        except ServerError as exc:
+            records.append(LabelRecord(source=f"{server.url}/studies/{uid}", study=uid, error=exc.message))
+            continue
+        for series, sop in reports:
+            source = server.instance_url(uid, series, sop)
+            try:
+                ds = server.instance(uid, series, sop)
+            except ServerError as exc:
+                records.append(LabelRecord(source=source, study=uid, error=exc.message))
+                continue
+            context = context_of(ds, uid, keep_phi=options.keep_phi, salt=options.salt)
+            try:
+                records += labels_from_dataset(ds, source, context)
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                records.append(LabelRecord(source=source, study=context.study,
+                                           error=f"{source}: a damaged SR content tree ({type(exc).__name__})"))
+    return settle(records, options.tolerance)
+
+
+SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."  # the structured report storage classes
 
 
 def load_head(path: PathLike) -> "Head":

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from .common import FormatOpt, OutputFormat, RecordSink, info, report_failure, warn
-from .inputs import DirOpt, KeepPhiOpt
+from .inputs import DicomwebOpt, DirOpt, KeepPhiOpt, QueryOpt, StudyOpt, archive_of
 
 if TYPE_CHECKING:
     from ..options import LabelOptions
@@ -32,12 +32,16 @@ def label_options(tolerance: float, keep_phi: bool = False, salt: Optional[str] 
 
 
 def harvested(inputs: Optional[list[Path]], folders: Optional[list[Path]], tolerance: float,
-              keep_phi: bool = False, salt: Optional[str] = None) -> "list[LabelRecord]":
-    """Harvest, report each unreadable file and each conflicting study on stderr, and summarise."""
+              keep_phi: bool = False, salt: Optional[str] = None, archive: Any = None) -> "list[LabelRecord]":
+    """Harvest (from files, or a DICOMweb ``archive``), report each unreadable file and each
+    conflicting study on stderr, and summarise."""
     from .. import api
+    from ..errors import UsageError
 
-    records = api.harvest_labels([*(inputs or []), *(folders or [])],
-                                 options=label_options(tolerance, keep_phi, salt))
+    if archive is not None and (inputs or folders):
+        raise UsageError("give files (INPUTS or --dir) or --dicomweb, not both")
+    given = archive if archive is not None else [*(inputs or []), *(folders or [])]
+    records = api.harvest_labels(given, options=label_options(tolerance, keep_phi, salt))
     for record in records:
         if record.error:
             report_failure(record.error)
@@ -53,6 +57,9 @@ def harvested(inputs: Optional[list[Path]], folders: Optional[list[Path]], toler
 def labels(
     inputs: TextInputsArg = None,
     folder: DirOpt = None,
+    dicomweb: DicomwebOpt = None,
+    study: StudyOpt = None,
+    query: QueryOpt = None,
     tolerance: ToleranceOpt = 5.0,
     keep_phi: KeepPhiOpt = False,
     salt: SaltOpt = None,
@@ -60,7 +67,8 @@ def labels(
 ) -> None:
     """Harvest labels from an archive: EF from measurement SRs and report texts, devices from reports.
 
-    SRs: every LVEF of the echo procedure report's content tree (LOINC, SNOMED or DCM codes), with its
+    From files, or with --dicomweb from the structured reports of a PACS's studies (fetched whole;
+    images are not read). SRs: every LVEF of the echo procedure report's content tree (LOINC, SNOMED or DCM codes), with its
     method (biplane Simpson, Teichholz, visual …) and unit (% or a 0–1 ratio). Report texts (.txt):
     "LV EJECTION FRACTION IS 55%", "55-60%", "ESTIMATED AT 40 %"; devices named in the report
     (pacer lead, TAVR, MitraClip, Impella). One record per value and study (StudyInstanceUID; a
@@ -75,8 +83,10 @@ def labels(
         echoclip labels sr/ reports/ --tolerance 3 --format csv > labels.csv
 
         echoclip evaluate --labels-from archive/ --predictions ef.jsonl
+
+        echoclip labels --dicomweb https://pacs.example.org/dicom-web --query StudyDate=20240101-20241231 > labels.jsonl
     """
-    records = harvested(inputs, folder, tolerance, keep_phi, salt)
+    records = harvested(inputs, folder, tolerance, keep_phi, salt, archive_of(dicomweb, study, query))
     with RecordSink(fmt, columns=LABEL_COLUMNS, fields=_fields()) as sink:
         for record in records:
             sink.write(record.as_dict())

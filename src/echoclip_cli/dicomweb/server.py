@@ -230,9 +230,10 @@ class Server:
                 return list(results.values())
             offset += len(found)
 
-    def study_instances(self, study: str) -> list[tuple[str, str]]:
-        """``(series UID, SOP instance UID)`` of every instance of ``study``, in series then instance
-        number order; a :class:`ServerError` (status 404) when the study is not there."""
+    def study_instances(self, study: str, sop_classes: str | None = None) -> list[tuple[str, str]]:
+        """``(series UID, SOP instance UID)`` of every instance of ``study`` (of SOP classes whose
+        UID starts with ``sop_classes``, when given), in series then instance number order; a
+        :class:`ServerError` (status 404) when the study is not there."""
         found = self._pages(f"{self.url}/studies/{study}", "00080018",
                             lambda offset: self.client.search_for_instances(study_instance_uid=study, offset=offset,
                                                                             limit=PAGE))
@@ -241,6 +242,8 @@ class Server:
         rows = []
         for item in found:
             series, sop = _value(item, "0020000E"), _value(item, "00080018")
+            if sop_classes is not None and not (_value(item, "00080016") or "").startswith(sop_classes):
+                continue
             if series and sop and is_uid(series) and is_uid(sop):  # they go into URLs and file names
                 rows.append((_number(item, "00200011"), series, _number(item, "00200013"), sop))
         return [(series, sop) for _, series, _, sop in sorted(rows)]
