@@ -9,7 +9,7 @@
 #   | memory: GPU memory by batch size, one process 45 | search: the vector index on the GPU 15
 # A failed or timed-out step is recorded and the next one runs; the exit status is 1 if any failed.
 # Then, on the warm machine with the same cines and weights, time each stage alone:
-#   PYTHONPATH=/tmp/site:$PWD/src:$PWD python3 bench/gpu_probe.py --pipeline 640 --out "${OUT:-gpu-results}/probe.md"
+#   PYTHONPATH=/tmp/site:$PWD/src:$PWD python3 bench/gpu_probe.py --pipeline 640 --precision-study 8 --out "${OUT:-gpu-results}/probe.md"
 #
 # The machine has no network: the project runs from src/ on the image's Python 3.12, torch and
 # torchvision, with the packages it lacks installed from the carried wheels (bench/gpu_wheels.sh:

@@ -22,7 +22,10 @@ keeps what it measured:
 - model: ``encode_image`` as loaded, then variants (cuDNN autotuning, larger batches, the tower in
   plain bf16 instead of autocast, ``torch.compile``), with the top CUDA kernels of one batch;
 - with ``--pipeline N``: the whole pipeline on N cines, as loaded and (without ``--no-compile``)
-  with ``--compile``.
+  with ``--compile``;
+- the model under ``torch.compile(mode="reduce-overhead")`` (CUDA graphs, ``ECHOCLIP_CUDA_GRAPHS=1``);
+- with ``--precision-study C``: bench/precision_study.py on C cines (autocast bf16 and fp16, weights
+  in bf16, compiled): each variant's error as a share of the spread between inputs, and its speed.
 """
 
 from __future__ import annotations
@@ -207,6 +210,8 @@ def main() -> None:
     parser.add_argument("--out", help="also append every row to this file as it is measured")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--pipeline", type=int, default=0, help="also time the pipeline on this many cines")
+    parser.add_argument("--precision-study", type=int, default=0, metavar="CINES",
+                        help="also measure each variant's error against the spread between inputs (16 frames each)")
     args = parser.parse_args()
     if args.out:
         _OUT.append(Path(args.out))
@@ -286,6 +291,24 @@ def main() -> None:
                 first = time.perf_counter() - start
                 rate = model_rate(compiled, b, x)
         say(f"| model, torch.compile (default mode) | {rate:.0f} | first call {first:.0f} s |")
+        if cuda:  # CUDA graphs: the whole tower replayed as one launch (ECHOCLIP_CUDA_GRAPHS=1)
+            start = time.perf_counter()
+            graphed = torch.compile(model.model.encode_image, mode="reduce-overhead", dynamic=False)
+            with torch.inference_mode(), torch.autocast("cuda", dtype=model.dtype,
+                                                        enabled=model.dtype != torch.float32):
+                for _ in range(3):  # recorded on the second call, replayed from the third
+                    graphed(x).clone()
+                sync()
+                first = time.perf_counter() - start
+                rate = model_rate(lambda images: graphed(images).clone(), b, x)
+            say(f"| model, torch.compile reduce-overhead (CUDA graphs) | {rate:.0f} | first calls {first:.0f} s |")
+    if args.precision_study:  # error relative to the spread between inputs, each variant (bench/precision_study.py)
+        import precision_study
+
+        precision_study._OUT[:] = _OUT
+        precision_study.run(argparse.Namespace(
+            device=args.device, weights=weights, cache=args.cache, cines=args.precision_study, frames=16, video=[],
+            gamma=1.0, batch_size=min(b, 64), compile=cuda and not args.no_compile, variants="bf16,fp16,bf16-weights"))
 
 
 if __name__ == "__main__":

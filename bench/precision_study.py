@@ -17,8 +17,9 @@ embedding compared with how far apart the embeddings of *different* inputs are:
 
 A random tower whose outputs barely depend on the input makes every ratio meaningless (the spread
 is rounding noise): the first lines print the reference's spread and pairwise cosines so that can
-be seen; ``--gamma G`` sets every ConvNeXt block's layer scale to G (the checkpoint's own values
-otherwise), which makes a random tower's outputs depend on its input (trained towers do).
+be seen; ``--gamma G`` conditions the tower first (:func:`condition`: variance-preserving random
+weights, zero biases, every block's layer scale G), which makes a random tower's outputs depend on
+its input (trained towers do).
 
 Variants: autocast bf16, autocast fp16, the tower's weights in bf16 (no autocast: LayerNorm in
 bf16 too), and with ``--compile`` ``torch.compile`` in fp32 and under autocast bf16/fp16. Each row
@@ -110,6 +111,28 @@ def embed(tower, images: torch.Tensor, batch: int, dtype: torch.dtype | None, sy
     return F.normalize(torch.cat(out), dim=-1).cpu(), seconds / images.shape[0]
 
 
+def condition(visual: torch.nn.Module, gamma: float) -> None:
+    """Make a random image tower's output depend on its input, as a trained one's does: every
+    convolution and linear weight drawn with variance 1/fan-in, biases zero, norms the identity,
+    each block's layer scale ``gamma`` (random weights of std 0.02 with biases of std 0.1, as the
+    timing checkpoints have, map every input to nearly the same embedding: the biases win)."""
+    from echoclip_cli.model import ConvNeXtBlock
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in visual.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) / fan_in ** 0.5)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, torch.nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+            elif isinstance(module, ConvNeXtBlock):
+                module.gamma.fill_(gamma)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -118,7 +141,7 @@ def main() -> None:
     parser.add_argument("--cines", type=int, default=4)
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--video", action="append", default=[], help="use these clips instead of synthetic cines")
-    parser.add_argument("--gamma", type=float, help="set every block's layer scale to this first")
+    parser.add_argument("--gamma", type=float, help="condition the tower first (see condition()), layer scale this")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--variants", default="bf16,fp16,bf16-weights")
@@ -132,16 +155,12 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     import echoclip_cli
     from bench_embed import cached_weights, echo_like_frames, write_jpeg_dicom
-    from echoclip_cli.model import ConvNeXtBlock
 
     weights = args.weights or str(cached_weights(Path(args.cache)))
     model = echoclip_cli.load_model(weights, device=args.device, precision="fp32")
     network = model.model
     if args.gamma is not None:
-        with torch.no_grad():
-            for block in network.modules():
-                if isinstance(block, ConvNeXtBlock):
-                    block.gamma.fill_(args.gamma)
+        condition(network.visual, args.gamma)
     files = [Path(v) for v in args.video]
     if not files:
         folder = Path(tempfile.mkdtemp(prefix="precision-"))

@@ -13,7 +13,8 @@ from tests.conftest import write_openclip_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ("parse, warm", "parse, cold", "parse, warm, without the identity hash", "identity: sha256",
         "JPEG decode (", "JPEG decode fed copies", "prepare (2 clips as one group)", "prepare, host steps alone",
-        "model as loaded", "model, batch 4", "model, batch 8", "pipeline end to end")
+        "model as loaded", "model, batch 4", "model, batch 8", "pipeline end to end",
+        "variant", "fp32 again (run-to-run)", "autocast bf16", "autocast fp16", "weights in bf16 (no autocast)")
 
 
 def test_the_probe_dry_run_on_the_cpu_writes_every_row(tmp_path):
@@ -23,6 +24,7 @@ def test_the_probe_dry_run_on_the_cpu_writes_every_row(tmp_path):
     done = subprocess.run(
         [sys.executable, "bench/gpu_probe.py", "--device", "cpu", "--weights", str(weights), "--cines", "2",
          "--frames", "6", "--size", "48x64", "--batch-size", "2", "--no-compile", "--pipeline", "2", "--repeats", "2",
+         "--precision-study", "2",
          "--cache", str(tmp_path / "cache"), "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -287,3 +287,37 @@ def test_harvest_labels_fit_and_load_head_with_the_model_first(model, tmp_path):
     assert first.head == "ef" and (first.abstain or first.ef_low < first.head_ef < first.ef_high)
     with pytest.raises(UsageError, match="store or --embeddings"):
         echoclip_cli.fit(model, "ef", labels=labels)
+
+
+def test_compile_is_the_cuda_default_for_large_runs_and_falls_back_to_eager(model, monkeypatch):
+    """Issue 29: torch.compile by default on CUDA where it pays (64 inputs or more, or an unknown
+    number), never on a CPU; a compilation that fails leaves the eager tower running, said once."""
+    import torch
+
+    from echoclip_cli.api.load import compile_by_default
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert compile_by_default(cuda, "auto", 640) and compile_by_default(cuda, "auto", None)
+    assert not compile_by_default(cuda, "auto", 3) and not compile_by_default(cpu, "auto", 10_000)
+    assert not compile_by_default(cuda, "onnx", 640)
+    monkeypatch.setenv("ECHOCLIP_COMPILE", "0")
+    assert not compile_by_default(cuda, "auto", 640)
+    monkeypatch.delenv("ECHOCLIP_COMPILE")
+
+    class Broken(torch.nn.Module):  # what torch.compile returns, failing as it does without a compiler
+        def __init__(self, original):
+            super().__init__()
+            self._orig_mod = original
+
+        def forward(self, images):
+            raise RuntimeError("no C compiler")
+
+    heard = []
+    eager = model.model.visual
+    model.model.visual = Broken(eager)
+    model.jit, model.note = True, heard.append
+    size = model.preprocess.image_size
+    images = torch.zeros(3, 3, size, size)
+    out = model.encode_image(images)
+    assert out.shape[0] == 3 and model.model.visual is eager and not model.jit
+    assert len(heard) == 1 and "torch.compile failed" in heard[0]

@@ -14,6 +14,7 @@ Which backend to run, and building it, is decided above this module (``echoclip_
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -46,6 +47,7 @@ class EchoClip:
     jit: bool = False  # the torch image tower wrapped in torch.compile (--compile)
     on_build: Callable[[], None] | None = field(default=None, repr=False)  # hears a lazy build
     _jit_batch: int | None = field(default=None, repr=False)  # the batch size it was compiled for
+    note: Callable[[str], None] | None = field(default=None, repr=False)  # hears a fallback from torch.compile
 
     def __post_init__(self) -> None:
         if self.tower is None:
@@ -125,7 +127,33 @@ class EchoClip:
             elif not images.is_inference():  # one kind of tensor always, or dynamo guards fail and recompile
                 images = images.clone()
         with autocast(self.device, self.dtype):
-            return self.model.encode_image(images)[:count].float()
+            try:
+                out = self.model.encode_image(images)[:count].float()
+                # CUDA graphs (ECHOCLIP_CUDA_GRAPHS=1) write every batch's output to the same memory
+                return out.clone() if self.jit and self.device.type == "cuda" else out
+            except Exception as exc:  # noqa: BLE001 - a compiler missing or failing on this machine
+                if not self.jit or not self._eager_after(exc):
+                    raise
+                return self.model.encode_image(images[:count]).float()
+
+    def _eager_after(self, exc: Exception) -> bool:
+        """After torch.compile failed (no compiler, no Triton, an unsupported GPU): go on with the
+        eager tower, said once. False when the tower is not a compiled one (``exc`` is raised)."""
+        visual = self.model.visual
+        original = getattr(visual, "_orig_mod", None)
+        if original is None:
+            return False
+        self.model.visual = original  # type: ignore[assignment]
+        self.jit, self._jit_batch = False, None
+        message = (f"torch.compile failed on this machine ({type(exc).__name__}); the image tower runs "
+                   "eagerly (ECHOCLIP_COMPILE=0 skips the attempt)")
+        if self.note is not None:
+            self.note(message)
+        else:
+            import warnings
+
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        return True
 
     @torch.inference_mode()
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
@@ -162,5 +190,9 @@ def build_network(bundle: Bundle, torch_device: torch.device, compile: bool = Fa
     if torch_device.type == "cuda":
         model.visual.to(memory_format=torch.channels_last)
     if compile:
-        model.visual = torch.compile(model.visual, dynamic=False)  # type: ignore[assignment]
+        # CUDA graphs (torch.compile's reduce-overhead mode) replay the whole tower as one launch:
+        # opt-in (ECHOCLIP_CUDA_GRAPHS=1) until bench/gpu_probe.py has measured them on a GPU
+        graphs = torch_device.type == "cuda" and os.environ.get("ECHOCLIP_CUDA_GRAPHS") == "1"
+        model.visual = torch.compile(model.visual, dynamic=False,  # type: ignore[assignment]
+                                     mode="reduce-overhead" if graphs else None)
     return model

@@ -28,7 +28,7 @@ def load_model(
     precision: str = "auto",
     backend: str = "auto",
     deterministic: bool = False,
-    compile: bool = False,
+    compile: bool | None = None,
     lazy: bool = False,
     note: Callable[[str], None] | None = None,
     inputs: int | None = None,
@@ -42,8 +42,11 @@ def load_model(
     (also ``ECHOCLIP_BACKEND``): on a CPU in fp32 the fastest exact path built and measured here,
     else eager torch. A backend not built yet is built and checked on first use; a run of
     ``inputs`` ≥ 200 on a CPU where nothing was tried builds the compiled tower first (once).
-    ``compile=True`` wraps the eager tower in ``torch.compile``. ``lazy=True`` checks the weights'
-    hash now and builds the network on first use. ``note`` hears what first use does.
+    ``compile=True`` wraps the eager tower in ``torch.compile``; ``None`` (the default) does so on
+    CUDA for a run of :data:`COMPILE_FROM` inputs or more, or of an unknown number (an archive),
+    where the one-off compilation pays for itself (:func:`compile_by_default`); a compilation that
+    fails falls back to the eager tower, said once. ``lazy=True`` checks the weights' hash now and
+    builds the network on first use. ``note`` hears what first use does.
     """
     import torch
 
@@ -56,6 +59,8 @@ def load_model(
         weights = weights_for(None if weights is None else str(weights), store, DEFAULT_WEIGHTS)
     bundle = weights if isinstance(weights, w.Bundle) else w.resolve(weights)
     torch_device = resolve_device(device_for_rank(device))
+    if compile is None:
+        compile = compile_by_default(torch_device, backend, inputs)
     choice = registry.choose(backend, precision, torch_device, bundle, inputs, jit=compile)
     dtype = resolve_precision(precision, torch_device) if choice.name == "torch" else torch.float32
     strict_fp32(torch_device, dtype)
@@ -65,7 +70,36 @@ def load_model(
     model = assemble(bundle, torch_device, dtype, choice.name, choice.precision, jit=compile, lazy=lazy)
     if lazy and note is not None:
         model.on_build = lambda: note(f"loading weights {bundle.name} (frames or prompts not in the caches)…")
+    model.note = note
     return model
+
+
+COMPILE_FROM = 64  # inputs from which a CUDA run compiles its tower by default (~1 min once; then 1.4x)
+
+
+def compile_by_default(device: "torch.device", backend: str | None, inputs: int | None) -> bool:
+    """Whether a run compiles its eager torch tower when not told: on CUDA only (on a CPU the
+    compiled backend is built ahead of time instead), with the eager backend (``auto`` picks it on
+    CUDA), for a large run or one of unknown size; ``ECHOCLIP_COMPILE=0`` or ``1`` decides instead.
+    The compiled kernels are cached across runs in the weights home (:func:`compile_cache`)."""
+    chosen = os.environ.get("ECHOCLIP_COMPILE", "").strip()
+    if chosen in ("0", "1"):
+        wanted = chosen == "1"
+    else:
+        wanted = device.type == "cuda" and (inputs is None or inputs >= COMPILE_FROM)
+    if wanted and (backend or os.environ.get(registry.ENV) or "auto").strip().lower() not in ("auto", "torch"):
+        return False
+    if wanted:
+        compile_cache()
+    return wanted
+
+
+def compile_cache() -> None:
+    """Keep torch.compile's caches in the weights home (``inductor/``), so a later run reuses the
+    kernels instead of compiling again (unless the user chose a place: TORCHINDUCTOR_CACHE_DIR)."""
+    from ..files import home
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home() / "inductor"))
 
 
 def _build_first(bundle: "Bundle", choice: registry.Choice, inputs: int | None,

@@ -50,7 +50,7 @@ def embed(
     precision: PrecisionOpt = "auto",
     backend: BackendOpt = "auto",
     deterministic: DeterministicOpt = False,
-    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the image tower (GPU: faster after a one-off warm-up).")] = False,
+    compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the image tower: faster after a one-off warm-up (cached across runs). Default: on a GPU for 64 inputs or more, or from --dicomweb; never on a CPU (see `echoclip weights optimise`).", show_default=False)] = None,
     keep_phi: KeepPhiOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def open_model(weights: Optional[str], *, default: str, store: Optional[Path] = None, device: str,
-               precision: str, deterministic: bool = False, compile: bool = False, quiet: bool = False,
+               precision: str, deterministic: bool = False, compile: bool | None = None, quiet: bool = False,
                lazy: bool = False, backend: str = "auto", inputs: int | None = None) -> "EchoClip":
     """Load ``weights`` (else a ``store``'s own, else ``default``) with a status line on stderr
     meanwhile: loading takes seconds on a CPU. With ``lazy`` the weights are checked now and the
