@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
+
+OUT: list[Path] = []  # files every result line is appended to as well (a run cut short keeps them)
+
+
+def say(line: str) -> None:
+    """Print a result line at once and append it to each file of :data:`OUT`."""
+    print(line, flush=True)
+    for path in OUT:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
 
 
 def cpu_name() -> str:

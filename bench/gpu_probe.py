@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import OUT as _OUT
+from _machine import say
 from bench_embed import cached_cines, cached_weights, echo_like_frames, write_jpeg_dicom
 
 import echoclip_cli
@@ -48,17 +50,6 @@ from echoclip_cli.media import dicom as dicom_module
 from echoclip_cli.media.clip import finish_codestream_group, load_codestreams
 from echoclip_cli.media.jpeg_device import backend as jpeg_backend
 from echoclip_cli.media.jpeg_device import decode_jpegs
-
-_OUT: list[Path] = []
-
-
-def say(line: str) -> None:
-    """Print a result line at once and append it to ``--out`` (kept if the run is cut short)."""
-    print(line, flush=True)
-    for path in _OUT:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-
 
 def timed(fn, sync, repeats: int) -> float:
     """Median seconds of ``repeats`` calls after one warm-up."""
@@ -305,7 +296,6 @@ def main() -> None:
     if args.precision_study:  # error relative to the spread between inputs, each variant (bench/precision_study.py)
         import precision_study
 
-        precision_study._OUT[:] = _OUT
         precision_study.run(argparse.Namespace(
             device=args.device, weights=weights, cache=args.cache, cines=args.precision_study, frames=16, video=[],
             gamma=1.0, batch_size=min(b, 64), compile=cuda and not args.no_compile, variants="bf16,fp16,bf16-weights"))

@@ -41,15 +41,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-_OUT: list[Path] = []
-
-
-def say(line: str) -> None:
-    print(line, flush=True)
-    for path in _OUT:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-
+from _machine import OUT as _OUT  # noqa: E402
+from _machine import say  # noqa: E402
 
 def model_inputs(model, files: list[Path], frames: int) -> tuple[torch.Tensor, list[int]]:
     """Model-ready images of ``frames`` sampled frames of each file, and the file each came from."""

@@ -222,18 +222,24 @@ def _studies_args(studies) -> list[str]:
     return args
 
 
+def _one_clip_studies(server, folder: Path, n: int, seed: int) -> list[str]:
+    """``n`` studies of one JPEG cine each, uploaded; their Study Instance UIDs."""
+    import pydicom
+
+    uids = []
+    for k in range(n):
+        path = make_dicom(folder / f"s{k}.dcm", echo_frames(12, 64, 80, seed=k), "jpeg", seed=seed + k)
+        server.upload(path)
+        uids.append(str(pydicom.dcmread(path).StudyInstanceUID))
+    return uids
+
+
 def test_a_server_killed_mid_run_costs_one_record_per_remaining_input(tmp_path, monkeypatch, model):
     server = start_orthanc(tmp_path / "orthanc")
     try:
         monkeypatch.setenv("ECHOCLIP_DICOMWEB_USER", server.user)
         monkeypatch.setenv("ECHOCLIP_DICOMWEB_PASSWORD", server.password)
-        uids = []
-        for k in range(6):
-            path = make_dicom(tmp_path / f"s{k}.dcm", echo_frames(12, 64, 80, seed=k), "jpeg", seed=40 + k)
-            server.upload(path)
-            import pydicom
-
-            uids.append(pydicom.dcmread(path).StudyInstanceUID)
+        uids = _one_clip_studies(server, tmp_path, 6, 40)
         records = echoclip_cli.predict_ef(model, Archive(server.url, studies=tuple(uids), retries=1, timeout=5))
         first = next(records)
         server.stop()  # the PACS goes away with five studies to go (two may be fetched already)
@@ -394,17 +400,11 @@ def test_the_orthanc_plugin_example_scores_a_new_study_and_stores_its_sr_once(tm
 
 
 def test_a_study_deleted_mid_run_costs_its_instances_one_record_each(tmp_path, monkeypatch, model):
-    import pydicom
-
     server = start_orthanc(tmp_path / "orthanc")
     try:
         monkeypatch.setenv("ECHOCLIP_DICOMWEB_USER", server.user)
         monkeypatch.setenv("ECHOCLIP_DICOMWEB_PASSWORD", server.password)
-        uids = []
-        for k in range(4):
-            path = make_dicom(tmp_path / f"s{k}.dcm", echo_frames(12, 64, 80, seed=k), "jpeg", seed=60 + k)
-            server.upload(path)
-            uids.append(pydicom.dcmread(path).StudyInstanceUID)
+        uids = _one_clip_studies(server, tmp_path, 4, 60)
         records = echoclip_cli.predict_ef(model, Archive(server.url, studies=tuple(uids), retries=0))
         first = next(records)  # study 2 is staged, study 3 may be: study 4 is listed, not fetched
         server.delete_study(uids[3])

@@ -67,6 +67,16 @@ def has_preamble(path: Path) -> bool:
 
 def read_header(path: Path) -> Any:
     """The dataset with the pixel data deferred; :class:`MediaError` when it is not an image."""
+    ds, preamble, caught = _parsed(path)
+    if any("End of file reached" in str(w.message) for w in caught):
+        raise MediaError(f"{path}: DICOM file is truncated (it ends inside an element)")
+    _check_image(ds, path, preamble)
+    return ds
+
+
+def _parsed(path: Path, *, stop_before_pixels: bool = False) -> tuple[Any, bool, list[Any]]:
+    """(the dataset, whether the file has the preamble, pydicom's warnings while reading it):
+    what is no DICOM is refused from its first bytes, a deflated one priced first."""
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
@@ -80,16 +90,13 @@ def read_header(path: Path) -> Any:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = dcmread(path, defer_size=_DEFER_BYTES, force=not preamble)
+            ds = dcmread(path, defer_size=_DEFER_BYTES, stop_before_pixels=stop_before_pixels, force=not preamble)
         except InvalidDicomError:
             raise MediaError(f"{path}: not a DICOM file") from None
         except _HEADER_ERRORS as exc:
             what = "DICOM file is damaged or truncated" if preamble else "not a DICOM file"
             raise MediaError(f"{path}: {what} ({safe_reason(exc)})") from None
-    if any("End of file reached" in str(w.message) for w in caught):
-        raise MediaError(f"{path}: DICOM file is truncated (it ends inside an element)")
-    _check_image(ds, path, preamble)
-    return ds
+    return ds, preamble, caught
 
 
 def header_clip_type(path: Path) -> tuple[Any, tuple[str, str] | None]:
@@ -97,22 +104,9 @@ def header_clip_type(path: Path) -> tuple[Any, tuple[str, str] | None]:
     that does not score some clip types reads before it decodes a frame. A frame-extracted
     instance answers for its source; one written header-only (its type refused before any pixel
     was fetched) is read too. :class:`MediaError` as :func:`read_header` for what is no DICOM."""
-    from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
-
-    preamble = has_preamble(path)
-    if not preamble and not looks_like_dicom(path):
-        raise MediaError(f"{path}: not a DICOM file (no preamble, and it does not start like a DICOM dataset)")
-    _check_deflated(path)
+    ds = _parsed(path, stop_before_pixels=True)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            ds = dcmread(path, stop_before_pixels=True, force=not preamble)
-        except InvalidDicomError:
-            raise MediaError(f"{path}: not a DICOM file") from None
-        except _HEADER_ERRORS as exc:
-            what = "DICOM file is damaged or truncated" if preamble else "not a DICOM file"
-            raise MediaError(f"{path}: {what} ({safe_reason(exc)})") from None
         held = extracted_frames(ds)
         return ds, classify.from_header(_source_header(ds, held[1]) if held is not None else ds)
 
