@@ -15,8 +15,8 @@ import typer
 from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS, ZERO_SHOT_WEIGHTS
 from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds
-from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, emit_records,
-                     info, report_failure, weights_option)
+from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, TableView,
+                     emit_records, info, report_failure, weights_option)
 from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt,
                      WorkersOpt, discovery_failed, inputs_or_store, run_options, sampling)
 from .models import open_model
@@ -46,11 +46,12 @@ def zero_shot_model(weights: Optional[str], store: Optional[Path], device: str, 
 
 
 def finish(records: Iterable[Any], fmt: OutputFormat, columns: list[str], record_types: tuple[type, ...],
-           files: Any = None) -> None:
+           files: Any = None, view: TableView | None = None) -> None:
     """Write the records as they come (video rows, then study rows); exit 1 when any input failed."""
     fields = tuple(name for cls in record_types for name in cls.field_names())
     failed, skipped = False, 0
-    with RecordSink(fmt, columns=["level", *columns[:-1], "clip_type", "skipped", columns[-1]], fields=fields) as sink:
+    with RecordSink(fmt, columns=["level", *columns[:-1], "clip_type", "skipped", columns[-1]], fields=fields,
+                    view=view) as sink:
         for record in records:
             if getattr(record, "error", None):
                 report_failure(record.error)
@@ -61,6 +62,26 @@ def finish(records: Iterable[Any], fmt: OutputFormat, columns: list[str], record
         info(f"{skipped} clip(s) not scored for their type (records say why; --clip-types chooses)")
     if failed or discovery_failed(files):
         raise typer.Exit(1)
+
+
+_PER_INPUT = ("level", "source", "study", "n_frames", "n_videos", "clip_type", "skipped", "error")
+
+
+def devices_side_by_side(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str], str]:
+    """detect-devices on a terminal: one row per video (and per study) with the devices side by side,
+    each cell the score and, where the device has a threshold, the call (JSONL/CSV keep one record
+    per device with every field)."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    devices: dict[str, None] = {}
+    for record in records:
+        key = (record.get("level"), record.get("source"), record.get("study"))
+        row = rows.setdefault(key, {name: record.get(name) for name in _PER_INPUT})
+        if record.get("task") and record.get("score") is not None:
+            devices[record["task"]] = None
+            call = {True: " yes", False: " no"}.get(record.get("detected"), "")
+            row[record["task"]] = f"{record['score']:.3f}{call}"
+    columns = ["level", "source", "study", *devices, "n_frames", "n_videos", "clip_type", "skipped", "error"]
+    return list(rows.values()), columns, "score, then yes/no at the device's threshold (none: no call)"
 
 
 def predict_ef(
@@ -170,7 +191,8 @@ def detect_devices(
         records = api.detect_devices(model, files, store=store, options=options, devices=devices,
                                      thresholds=user_thresholds, prompts=prompts, force=force, progress=bar)
         finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated", "n_frames",
-                              "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy), files)
+                              "n_videos", "error"], (tasks.BinaryVideo, tasks.BinaryStudy), files,
+               view=devices_side_by_side)
 
 
 def zero_shot(
