@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from ..errors import UsageError
 from ..options import DEFAULT, RunOptions
 from .common import PathLike, Progress, check_model, check_vocab, damage_notes, inputs_or_store, store_header
-from .embed import embed_files
+from .embed import embed_files, embedded
 
 if TYPE_CHECKING:
     from ..inference import EchoClip
@@ -209,7 +209,7 @@ def _embedded(model: "EchoClip", files: list[Path], options: RunOptions,
     warnings = [] if model.bundle.tokenizer_kind == "template" else \
         [P.NOT_R_WARNING.format(name=f"weights {model.bundle.name!r}")]
     vectors, rows, failures = [], [], []
-    for result in embed_files(model, files, options, progress=progress):
+    for result in embedded(model, files, options, progress):
         if result.skipped is not None:
             continue  # not a clip to compare patients by (a still, a Doppler strip, a CT)
         if result.error is not None or result.embedding is None:

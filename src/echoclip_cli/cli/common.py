@@ -212,5 +212,10 @@ def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/yellow] {escape(safe_text(message))}", markup=True, highlight=False)
 
 
+def hint(message: str) -> None:
+    """A pointer to what to do next, on stderr (as the error boundary's hint lines)."""
+    err_console.print(f"[dim]hint:[/dim] {escape(safe_text(message))}", markup=True, highlight=False)
+
+
 def info(message: str) -> None:
     err_console.print(safe_text(message), markup=False, highlight=False)

@@ -56,6 +56,7 @@ ClipTypesOpt = Annotated[
                  help="Clip types to score: 2d, 2d_colour, spectral_doppler, m_mode, still, or all (ultrasound); "
                       "others get a record saying why they were skipped."),
 ]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Embed again instead of reusing cached frame embeddings (`echoclip cache info`).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 KeepPhiOpt = Annotated[bool, typer.Option("--keep-phi", help="Keep patient names, birth dates and raw IDs in outputs.")]
 

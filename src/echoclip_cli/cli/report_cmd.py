@@ -12,10 +12,10 @@ from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS
 from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds
 from .common import DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, emit_records, info, report_failure
-from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, InputsArg, QuietOpt, WorkersOpt, discovery_failed,
+from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, InputsArg, NoCacheOpt, QuietOpt, WorkersOpt, discovery_failed,
                      inputs_or_store, run_options)
 from .progress import progress_bar
-from .zeroshot_cmd import ForceOpt, NoCacheOpt, StoreOpt, ThresholdsOpt, WeightsZS, zero_shot_model
+from .zeroshot_cmd import ForceOpt, StoreOpt, ThresholdsOpt, WeightsZS, zero_shot_model
 
 
 class SentenceSource(str, Enum):

@@ -17,8 +17,8 @@ from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, TableView,
                      emit_records, info, report_failure, weights_option)
-from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QuietOpt, StartOpt, StrideOpt,
-                     WorkersOpt, discovery_failed, inputs_or_store, run_options, sampling)
+from .inputs import (BatchOpt, ClipTypesOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, NoCacheOpt, QuietOpt, StartOpt,
+                     StrideOpt, WorkersOpt, discovery_failed, inputs_or_store, run_options, sampling)
 from .models import open_model
 from .progress import progress_bar
 
@@ -33,7 +33,6 @@ class Aggregation(str, Enum):
 
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Use per-frame embeddings from this store (and its weights).")]
 PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Prompt file (echoclip TOML or upstream JSON).")]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Embed again instead of reusing cached frame embeddings (`echoclip cache info`).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even with weights not validated for this task.")]
 ThresholdsOpt = Annotated[Optional[Path], typer.Option("--thresholds", help="JSON task→threshold (from `echoclip calibrate`).")]
 WeightsZS = weights_option(ZERO_SHOT_WEIGHTS)
