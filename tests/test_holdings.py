@@ -166,7 +166,7 @@ def test_several_stores_are_searched_together_when_they_share_weights(tiny_bundl
     assert jsonl(run_cli("search", "severe MR", "-k", "10", "-f", "jsonl")) == together  # all that is held
 
     library = echoclip_cli.search(echoclip_cli.load_model("tiny-r", device="cpu"), "severe MR", [a, b], k=10)
-    assert [(r.get("source"), r["score"]) for r in library.records] == [(r.get("source"), r["score"]) for r in together]
+    assert [r.as_dict() for r in library.records] == together  # typed records, the same fields as JSONL
     mixed = run_cli("search", "severe MR", "--store", a, "--store", fake_store(tmp_path / "z.store", tiny_bundle, 1))
     assert mixed.exit_code == 2 and "must hold vectors of one weights" in one_error_line(mixed)
 
