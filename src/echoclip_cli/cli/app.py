@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from ..errors import EchoclipError
+from ..errors import EchoclipError, EchoclipWarning
 from .common import err_console, safe_text
 
 
@@ -34,7 +34,11 @@ def _quiet_warning(message: Any, category: type, filename: str, lineno: int, fil
                    line: Any = None) -> None:
     """Every warning passes here: third-party ones (pydicom, PyAV, Pillow …) often quote header
     values (a UID, a name), so only their category and module are shown; ECHOCLIP_DEBUG=1 shows
-    them whole."""
+    them whole. echoclip's own (:class:`~echoclip_cli.errors.EchoclipWarning`) quote none and are
+    shown whole."""
+    if issubclass(category, EchoclipWarning):
+        err_console.print(f"warning: {safe_text(str(message))}", markup=False, highlight=False)
+        return
     if debug_enabled():
         err_console.print(f"warning: {category.__name__}: {safe_text(str(message))}", markup=False)
         return

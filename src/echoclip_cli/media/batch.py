@@ -24,6 +24,7 @@ from ..errors import MediaError
 from ..parallel import completion_map
 from ..preprocess_config import PreprocessConfig
 from .clip import Clip, Codestreams, load_clip, load_codestreams
+from .phi import run_salt
 from .store_file import SUFFIX, write_clip_file
 
 _UID = re.compile(r"[0-9][0-9.]{0,63}")
@@ -119,7 +120,7 @@ def iter_clips_as_ready(
     iterates (inputs the GPU gave back) are loaded the ordinary way ahead of the next input;
     entries put there after the last input was taken need another call (``paths`` empty).
     """
-    load = partial(_load_job, cfg=cfg, keep_phi=keep_phi, salt=salt, codestreams=codestreams)
+    load = partial(_load_job, cfg=cfg, keep_phi=keep_phi, salt=run_salt(salt), codestreams=codestreams)
     jobs = _jobs(paths, again)
     if workers < 1:
         for job in jobs:
