@@ -113,3 +113,23 @@ def test_version():
     out = subprocess.run([sys.executable, "-m", "echoclip_cli", "--version"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("echoclip ") and out.stdout.split()[1][0].isdigit()
     assert run_cli("-V").stdout == out.stdout
+
+
+def test_help_shows_no_type_after_a_flag():
+    """Typer 0.29 printed `<bool>` after every flag (as if `--quiet` took a value); options that
+    take one still show their type."""
+    from typer.main import get_command
+
+    from echoclip_cli.cli import app
+
+    def paths(command, prefix=()):
+        yield prefix
+        for name, sub in getattr(command, "commands", {}).items():
+            if not sub.hidden:
+                yield from paths(sub, (*prefix, name))
+
+    for path in paths(get_command(app)):
+        shown = run_cli(*path, "--help")
+        assert shown.exit_code == 0 and "--help" in shown.stdout, path
+        assert "<bool>" not in shown.stdout, path
+    assert "<int" in run_cli("embed", "--help").stdout  # --batch-size still says what it takes

@@ -82,7 +82,7 @@ def test_readme_python_section_runs(tmp_path, tiny_checkpoint, monkeypatch):
     assert namespace["first"].level == "video" and namespace["first"].n_frames == 24
     assert namespace["hits"].records and namespace["matches"].warnings  # tiny is not EchoCLIP-R
     everywhere = namespace["everywhere"]  # the store embed wrote, and the videos predict_ef cached: each once
-    assert {r["store"] for r in everywhere.records if r["level"] == "video"} == {str((tmp_path / "archive.store").resolve())}
-    assert len([r for r in everywhere.records if r["level"] == "video"]) == 2 and "searched" in everywhere.notes[0]
+    assert {r.store for r in everywhere.records if r.level == "video"} == {str((tmp_path / "archive.store").resolve())}
+    assert len([r for r in everywhere.records if r.level == "video"]) == 2 and "searched" in everywhere.notes[0]
     assert (tmp_path / "report" / "index.html").is_file() and namespace["report"]
     assert sorted(p.name for p in (tmp_path / "maps").glob("*.png")) == ["frame_0.png", "frame_10.png"]

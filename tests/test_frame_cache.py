@@ -146,3 +146,31 @@ def test_a_part_whose_rows_were_swapped_is_not_served(tiny_bundle, clips):
     save_file(tensors, str(part), metadata=metadata)
     second, run = _ef(*clips)
     assert second == first and "from the embedding cache" not in run.stderr
+
+
+def test_embed_shares_the_cache_and_gives_its_vectors_in_csv_and_a_hint_on_a_terminal(tiny_bundle, clips,
+                                                                                      monkeypatch):
+    """embed was the odd one out: it embedded every time (the cache was predict-ef's only), left
+    the vectors out of CSV and said nothing about them on a terminal."""
+    import csv
+    import io
+
+    import echoclip_cli.pipeline
+
+    fresh = run_cli("embed", *clips, "-w", "tiny", "-f", "jsonl")
+    assert fresh.exit_code == 0, fresh.stderr
+    vectors = {r["source"]: r["embedding"] for r in map(json.loads, fresh.stdout.splitlines())}
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("the model was asked to embed frames the cache holds")
+
+    monkeypatch.setattr(echoclip_cli.pipeline, "start_embedding", no_embedding)
+    as_csv = run_cli("embed", *clips, "-w", "tiny", "-f", "csv")
+    assert as_csv.exit_code == 0, as_csv.stderr
+    assert "2 of 2 clips from the embedding cache" in as_csv.stderr
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert {r["source"]: json.loads(r["embedding"]) for r in rows} == vectors  # CSV carries every field
+    _, from_embed = _ef(*clips)  # embed's clips serve predict-ef too
+    assert "2 of 2 clips from the embedding cache" in from_embed.stderr
+    table = run_cli("embed", *clips, "-w", "tiny", "-f", "table")
+    assert table.exit_code == 0 and "hint: a table shows no vectors: --format jsonl" in table.stderr

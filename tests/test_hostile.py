@@ -396,3 +396,25 @@ def test_a_frames_file_is_priced_before_it_is_loaded(tiny_bundle, tmp_path, monk
     records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
     assert result.exit_code == 1 and records["ok.avi"]["error"] is None, result.stderr
     assert "over the decode budget" in records["big.safetensors"]["error"]
+
+
+def test_a_home_that_cannot_keep_a_salt_gives_one_salt_shared_by_the_decode_workers(tiny_bundle, _hermetic_home,
+                                                                                     tmp_path):
+    """Issue 30, class 5: where the salt file cannot be made (here its name is taken by a folder,
+    which stops root as well as a read-only home would), DICOM inputs failed, blamed on the
+    input. Now the run gets a salt of its own, with a warning, resolved once and handed to the
+    decode workers: two files of one patient decoded in different workers get one patient key."""
+    from echoclip_cli.errors import EchoclipWarning
+    from echoclip_cli.media import phi
+
+    (_hermetic_home / phi.SALT_FILE).mkdir()
+    phi._PROCESS_SALT.clear()
+    files = [make_dicom(tmp_path / f"{i}.dcm", echo_frames(6, 48, 64, seed=i), "rgb", seed=i,
+                        patient={"PatientID": "SAME-PATIENT"}) for i in range(4)]
+    with pytest.warns(EchoclipWarning, match="cannot keep a patient-key salt"):
+        result = run_cli("embed", *files, "-w", "tiny", "--workers", "2", "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    records = _jsonl(result.stdout)
+    assert len(records) == 4 and all(r["error"] is None for r in records)
+    assert len({r["patient_key"] for r in records}) == 1 and records[0]["patient_key"]
+    phi._PROCESS_SALT.clear()

@@ -126,8 +126,13 @@ def test_report_writes_pages_and_returns_the_studies(model, study, tmp_path):
 
 
 def test_match_patients_from_a_store_needs_no_model_and_from_files_embeds(model, study, store):
+    from echoclip_cli.records import Neighbour, Record
+
     from_store = echoclip_cli.match_patients(None, store=store)
     assert from_store.warnings and len(from_store.studies) == 2  # tiny is not EchoCLIP-R
+    records = from_store.records()  # typed, as README promises; as_dict() is the JSONL line
+    assert records and all(isinstance(r, Record) and r.as_dict()["level"] == r.level for r in records)
+    assert all(type(r) is Neighbour for r in from_store.neighbours) and from_store.neighbours[0].rank == 1
     from_files = echoclip_cli.match_patients(model, [study])
     assert from_files.failures == () and from_files.studies.keys == from_store.studies.keys
     with pytest.raises(UsageError):
@@ -148,11 +153,13 @@ def test_search_and_search_reports_with_a_template_model(tmp_path, tiny_checkpoi
     out = tmp_path / "r.store"
     assert [r.error for r in echoclip_cli.embed(model, [folder], out=out)] == [None]
     result = echoclip_cli.search(model, "severe MR", out, k=1, level="video")
-    assert [r["source"] for r in result.records] == [str(video)] and result.plan.method == "template"
+    assert [(type(r).__name__, r.source) for r in result.records] == [("VideoHit", str(video))]
+    assert result.plan.method == "template"
     reports = tmp_path / "reports.txt"
     reports.write_text("THERE IS SEVERE REGURGITATION OF THE MITRAL VALVE.\nnothing it knows\n")
     ranking = echoclip_cli.search_reports(model, video, reports)
     assert ranking.n_reports == 2 and len(ranking.records) == 1 and len(ranking.skipped) == 1
+    assert ranking.records[0].level == "report" and ranking.records[0].id == "1"
     with pytest.raises(UsageError, match="empty"):
         echoclip_cli.search(model, "  ", out)
 

@@ -75,43 +75,43 @@ def test_defaults_follow_the_papers_means() -> None:
 
 
 def test_planted_groups_are_found_exactly(matches: P.PatientMatches) -> None:
-    found = {frozenset(name(s) for s in g["studies"]) for g in matches.groups}
+    found = {frozenset(name(s) for s in g.studies) for g in matches.groups}
     assert found == {frozenset(g) for g in (["A1", "A2", "A3"], ["B1", "B2"], ["C1", "C2"], ["F1", "F2"],
                                             ["T1", "T2"], ["T3", "T4"])}
     assert len(matches.studies) == len(PLAN)  # C1/C2 have no UID: grouped by folder
-    assert all(g["min_score"] >= P.SAME_PATIENT_THRESHOLD for g in matches.groups)
+    assert all(g.min_score >= P.SAME_PATIENT_THRESHOLD for g in matches.groups)
 
 
 def test_neighbours_are_within_the_planted_patient(matches: P.PatientMatches) -> None:
-    first = {name(r["study"]): r for r in matches.neighbours if r["rank"] == 1}
-    assert name(first["A1"]["other"]) in {"A2", "A3"} and first["A1"]["same_patient"] and first["A1"]["same_key"]
-    assert not first["M"]["same_patient"] and not first["D1"]["same_patient"]
-    assert first["F1"]["same_key"] is False and name(first["C1"]["other"]) == "C2" and first["C1"]["same_key"] is None
+    first = {name(r.study): r for r in matches.neighbours if r.rank == 1}
+    assert name(first["A1"].other) in {"A2", "A3"} and first["A1"].same_patient and first["A1"].same_key
+    assert not first["M"].same_patient and not first["D1"].same_patient
+    assert first["F1"].same_key is False and name(first["C1"].other) == "C2" and first["C1"].same_key is None
     assert len(matches.neighbours) == 2 * len(PLAN)
 
 
 def test_planted_conflicts_are_found_exactly(matches: P.PatientMatches) -> None:
-    found = {(r["flag"], name(r["study"]), *([name(r["other"])] if r["flag"] == "possible_duplicate" else [])) for r in matches.conflicts}
+    found = {(r.flag, name(r.study), *([name(r.other)] if r.flag == "possible_duplicate" else [])) for r in matches.conflicts}
     assert found == {("possible_mislabel", "M"), ("possible_duplicate", "F1", "F2")}
 
 
 def test_planted_timeline_drop_is_found_exactly(matches: P.PatientMatches) -> None:
-    t = [r for r in matches.timeline if r["patient"] == "kT"]
-    assert [name(r["study"]) for r in t] == ["T1", "T2", "T3", "T4"]  # ordered by date, not by input
-    assert [r["flag"] for r in t] == ["reference", None, "drop", "drop"]
-    assert {name(r["other"]) for r in t} == {"T1"} and t[2]["days"] == 670
-    drops = {(r["patient"], name(r["study"])) for r in matches.timeline if r["drop"]}
+    t = [r for r in matches.timeline if r.patient == "kT"]
+    assert [name(r.study) for r in t] == ["T1", "T2", "T3", "T4"]  # ordered by date, not by input
+    assert [r.flag for r in t] == ["reference", None, "drop", "drop"]
+    assert {name(r.other) for r in t} == {"T1"} and t[2].days == 670
+    drops = {(r.patient, name(r.study)) for r in matches.timeline if r.drop}
     assert drops == {("kT", "T3"), ("kT", "T4"), ("kA", "M")}
-    keyless = [r for r in matches.timeline if r["patient_source"] == "group"]
-    assert [name(r["study"]) for r in keyless] == ["C1", "C2"]
+    keyless = [r for r in matches.timeline if r.patient_source == "group"]
+    assert [name(r.study) for r in keyless] == ["C1", "C2"]
 
 
 def test_window_days_compares_with_the_earliest_study_in_the_window() -> None:
     vectors, rows = planted_videos()
     result = P.match_patients(vectors, rows, P.MatchSettings(timeline=True, window_days=400), device="cpu")
-    t = [r for r in result.timeline if r["patient"] == "kT"]
-    assert [name(r["other"]) for r in t] == ["T1", "T1", "T2", "T3"]
-    assert [r["drop"] for r in t] == [False, False, True, False]  # only the first echo after the change
+    t = [r for r in result.timeline if r.patient == "kT"]
+    assert [name(r.other) for r in t] == ["T1", "T1", "T2", "T3"]
+    assert [r.drop for r in t] == [False, False, True, False]  # only the first echo after the change
 
 
 def test_scan_pairs_in_blocks_matches_the_full_matrix() -> None:
@@ -145,8 +145,10 @@ def test_parse_study_date() -> None:
 # --------------------------------------------------------------------------- command
 
 
-def write_store(path: Path, weights_name: str = "tiny") -> Path:
+def write_store(path: Path, weights_name: str = "tiny", keys: bool = True) -> Path:
     vectors, rows = planted_videos()
+    if not keys:
+        rows = [{k: v for k, v in row.items() if k != "patient_key"} for row in rows]
     with StoreWriter(path, weights_name=weights_name, weights_sha256="w" * 64, cfg=PreprocessConfig(),
                      embed_dim=DIM) as writer:
         for vector, row in zip(vectors, rows, strict=True):
@@ -170,6 +172,18 @@ def test_match_patients_command_on_a_store(tmp_path: Path) -> None:
     assert csv.exit_code == 0 and "not EchoCLIP-R" not in csv.stderr
     assert csv.stdout.splitlines()[0].startswith("level,study,other,rank,score")
     assert not any(line.startswith("group,") for line in csv.stdout.splitlines())  # nothing is that similar
+
+
+def test_a_timeline_with_nothing_to_order_says_so(tmp_path: Path) -> None:
+    """--timeline used to end silently when no patient had two studies (no patient keys, no
+    same-patient group at the threshold given)."""
+    store = write_store(tmp_path / "s", keys=False)
+    result = run_cli("match-patients", "--store", store, "--timeline", "--threshold", "0.99", "--format", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    assert not any(json.loads(line)["level"] == "timeline" for line in result.stdout.splitlines())
+    assert "timeline: no patient has two or more studies" in result.stderr
+    shown = run_cli("match-patients", "--store", store, "--timeline", "--format", "jsonl")
+    assert "timeline: no patient" not in shown.stderr  # groups found: their timelines are shown
 
 
 def test_match_patients_usage_errors(tmp_path: Path) -> None:

@@ -292,3 +292,29 @@ def test_explain_usage_mistakes_exit_2_before_any_model_loads(video, args, messa
 def test_explain_refuses_a_folder(tmp_path):
     result = run_cli("explain", tmp_path, "--task", "tavr")
     assert result.exit_code == 2 and "explain reads one video or DICOM file" in one_error_line(result)
+
+
+def test_explain_reports_one_video_of_its_frames_to_the_progress_bar(tiny_bundle, video):
+    """The bar said "videos 0/2" for one video: explain reported each frame asked for as an input."""
+    heard: list[tuple] = []
+
+    class Heard:
+        def start(self, total, frames_per_item):
+            heard.append(("start", total, frames_per_item))
+
+        def frames(self, count):
+            heard.append(("frames", count))
+
+        def item(self, n_frames):
+            heard.append(("item", n_frames))
+
+        def note(self, message):
+            pass
+
+        def warn(self, message):
+            pass
+
+    model = echoclip_cli.load_model("tiny", device="cpu", precision="fp32")
+    records = list(echoclip_cli.explain(model, video, prompt="A PACER LEAD. ", frames=[0, 10], progress=Heard()))
+    assert len(records) == 2
+    assert heard == [("start", 1, 2), ("frames", 1), ("frames", 1), ("item", 2)]  # one video, two frames

@@ -190,3 +190,49 @@ def test_report_pages_replace_planted_links_and_a_file_as_out_is_refused_first(t
 
     refused = run_cli("report", str(folder), "-w", "tiny", "--out", str(target))
     assert refused.exit_code == 2 and "is a file" in refused.stderr and "loading weights" not in refused.stderr
+
+
+def test_report_places_studies_on_a_patient_and_a_date_and_polishes_what_a_new_user_saw(tiny_bundle, tmp_path):
+    """The pages named studies only by UIDs or folder paths (a folder name can be a patient's
+    name) and left patient and date out; plots had no axis values and an unlabelled threshold;
+    a copy of a clip read as a second scored clip; a CT page said "EF – %"; animations were 112 px."""
+    import json as _json
+    import re
+
+    from pydicom.data import get_testdata_file
+
+    root = tmp_path / "Doe_Jane_19600101"
+    root.mkdir()
+    make_dicom(root / "late.dcm", echo_frames(8, 48, 64, seed=1), "jpeg", seed=1,
+               patient={"PatientID": "P1", "StudyDate": "20240305"})
+    make_dicom(root / "early.dcm", echo_frames(8, 48, 64, seed=2), "jpeg", seed=2,
+               patient={"PatientID": "P1", "StudyDate": "20230101"})
+    make_video(root / "a4c.avi", echo_frames(8, 48, 64, seed=3))
+    shutil.copy(root / "a4c.avi", root / "copy.avi")
+    shutil.copy(get_testdata_file("CT_small.dcm"), root / "ct.dcm")
+    out = tmp_path / "report"
+    result = run_cli("report", "--dir", root, "-w", "tiny", "--out", out, "--no-maps", "--sentences", "none",
+                     "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    rows = {r["study_date"]: r for r in map(_json.loads, result.stdout.splitlines()) if r["study_date"]}
+    key = rows["20230101"]["patient_key"]
+    assert key and rows["20240305"]["patient_key"] == key and rows["20230101"]["modality"] == "US"
+
+    pages = {p.name: p.read_text() for p in out.glob("*.html")}
+    assert not any("Doe_Jane" in text for text in pages.values())  # the folder's study: named by its hash
+    index = pages["index.html"]
+    assert index.index("20230101") < index.index("20240305") and key in index  # by date, with the patient key
+    dated = [text for name, text in pages.items() if "20230101" in text and name != "index.html"]
+    assert len(dated) == 1 and f"patient key {key}" in dated[0] and "modality US" in dated[0]
+    folder_page = next(text for text in pages.values() if "copy.avi" in text)
+    assert "a copy of a4c.avi (the same SOP instance or content): counted once" in folder_page
+    assert "mean of 1 scored clips" in folder_page and 'width="224"' in folder_page
+    ct_page = next(text for name, text in pages.items() if "ct.dcm" in text)
+    assert "EF: no scored clip" in ct_page and "– %" not in ct_page
+    assert "threshold 0.298</text>" in index  # the pacemaker line is labelled
+    ef_plot = index[index.index("Study EF (%)"):index.index("</svg>")]
+    assert {">0<", ">25<", ">50<", ">75<", ">100<"} <= set(re.findall(r">\d+<", ef_plot))  # axis values
+
+    shown = run_cli("report", "--dir", root, "-w", "tiny", "--out", tmp_path / "phi", "--no-maps", "--sentences",
+                    "none", "--keep-phi", "-f", "jsonl")
+    assert shown.exit_code == 0 and "Doe_Jane" in (tmp_path / "phi" / "index.html").read_text()

@@ -311,3 +311,18 @@ def test_severe_mr_on_the_released_template_vocabulary(reference_dir: Path, tiny
     result = run_cli("search", "severe MR", "--index", store, "--weights", "tiny-real-r", "--explain", "-f", "jsonl")
     assert result.exit_code == 0, result.stderr
     assert f"embedded: {text}" in result.stderr and "ids: " + " ".join(map(str, ids)) in result.stderr
+
+
+def test_tokenize_points_a_text_search_understands_to_search_explain(tmp_path: Path) -> None:
+    """`tokenize -t template "severe MR"` said only "empty report", while `search "severe MR"`
+    rewrites it into a template sentence and finds videos: the warning now says so."""
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(PHRASES) + "\n")
+    result = run_cli("tokenize", "-t", "template", "--template-vocab", vocab, "severe MR")
+    assert result.exit_code == 0, result.stderr
+    warning = " ".join(result.stderr.split())
+    assert "as a report this embeds an empty report" in warning
+    assert "as a search query it becomes 'THERE IS SEVERE REGURGITATION OF THE MITRAL VALVE.'" in warning
+    assert "echoclip search --explain 'severe MR'" in warning
+    nonsense = run_cli("tokenize", "-t", "template", "--template-vocab", vocab, "qwerty zxcv")
+    assert "empty report" in nonsense.stderr and "search --explain" not in nonsense.stderr

@@ -176,3 +176,42 @@ def test_hostile_values_reach_no_terminal_and_no_spreadsheet_raw(monkeypatch, ca
     line = capsys.readouterr().out
     line.encode("utf-8")  # valid UTF-8 text
     assert json.loads(line)["source"] == name  # and the same name back
+
+
+def _table_lines(stdout: str) -> tuple[list[str], list[str]]:
+    """The header lines and the body lines of the tables on ``stdout``."""
+    lines = stdout.splitlines()
+    return [ln for ln in lines if ln.startswith("┃")], [ln for ln in lines if ln.startswith("│")]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_terminal_tables_keep_one_line_per_row_at_80_and_120_columns(clips, width, monkeypatch):
+    """The tables a new user sees first never break a row, a number or a header: detect-devices
+    shows one row per video with the four devices side by side, match-patients one table per
+    level, weights list the columns that fit (the rest stays in JSONL/CSV)."""
+    from tests.cli_helpers import run_cli
+
+    folder, names = clips
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("COLUMNS", str(width))
+    assert run_cli("embed", *names, "-w", "tiny", "--keep-frames", "--out", "s.store", "-q").exit_code == 0
+    expected = {  # command: (body rows, header words)
+        ("detect-devices", "--store", "s.store", "-q"): (5 + 3, ["pacemaker", "tavr", "mitraclip", "impella"]),
+        ("predict-ef", "--store", "s.store", "-q"): (5 + 3, ["source", "study", "ef", "frames", "videos"]),
+        ("match-patients", "--store", "s.store", "--timeline", "-q"): (None, ["study", "other", "score", "days"]),
+        ("weights", "list"): (None, ["name", "installed", "verified", "tokenizer", "tasks"]),
+    }
+    for command, (n_rows, words) in expected.items():
+        result = run_cli(*command, "--format", "table")
+        assert result.exit_code == 0, result.stderr
+        headers, body = _table_lines(result.stdout)
+        assert all(len(line) <= width for line in result.stdout.splitlines()), result.stdout
+        header_cells = {cell.strip() for line in headers for cell in line.strip("┃").split("┃")}
+        assert set(words) <= header_cells, result.stdout  # every header whole, on one line
+        if n_rows is not None:
+            assert len(body) == n_rows, result.stdout  # one line per record: nothing wrapped
+        else:  # long text may wrap, at its spaces only
+            assert "detect-devices" in result.stdout or "reference" in result.stdout, result.stdout
+    devices = run_cli("detect-devices", "--store", "s.store", "-q", "--format", "table").stdout
+    video_rows = [line for line in _table_lines(devices)[1] if any(name in line for name in names)]
+    assert len(video_rows) == 5 and all(re.search(r"-?0\.\d{3} (yes|no)", row) for row in video_rows)

@@ -66,3 +66,8 @@ class MediaError(EchoclipError):
 
 class NothingHeldError(EchoclipError):
     """A call that searches what echoclip holds found nothing to search (no store, empty cache)."""
+
+
+class EchoclipWarning(UserWarning):
+    """A warning of echoclip's own (``warnings.warn``): its text never quotes header values, so
+    the CLI shows it whole (other libraries' warnings it shows by category only)."""

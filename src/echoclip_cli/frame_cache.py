@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .files import home
+from .files import home, stat_key
 from .identity import recognise
 from .preprocess_config import PreprocessConfig
 from .records import VideoEmbedding
@@ -107,7 +107,7 @@ class FrameCache:
             with contextlib.suppress(OSError):  # evicted meanwhile by another run: still served
                 os.utime(part)
             for path, i in wanted:
-                meta = {**stored.rows[i], "source": str(path), "cache": "hit"}
+                meta = {**stored.rows[i], "source": str(path), "source_stat_key": _stat_key(path), "cache": "hit"}
                 per_frame = stored.frames[i].astype(np.float32)
                 out[path] = VideoEmbedding(source=str(path), embedding=per_frame.mean(axis=0),
                                            frame_embeddings=per_frame, meta=meta)
@@ -116,6 +116,14 @@ class FrameCache:
     def writer(self) -> StoreWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return StoreWriter(self.path, flush_every=64, remember=False, **self._writer_args)
+
+
+def _stat_key(path: Path) -> str | None:
+    """``path``'s own stat key (a hit found by content may have been cached under another name)."""
+    try:
+        return stat_key(path)
+    except OSError:
+        return None
 
 
 def _read_or_drop(part: Path, **how: bool) -> Part | None:
@@ -131,7 +139,7 @@ def _read_or_drop(part: Path, **how: bool) -> Part | None:
     return stored
 
 
-def through_cache(cache: FrameCache | None, files: Sequence[Path], embed: Any, clip_types: Sequence[str],
+def through_cache(cache: FrameCache | None, files: Sequence[Path], embed: Any, clip_types: Sequence[str] | None,
                   note: Any = None) -> Iterator[VideoEmbedding]:
     """Results for ``files`` in input order: cached clips from ``cache``, the others from
     ``embed(misses)`` (kept in the cache as they come). ``embed`` must keep frames and skip clips
@@ -202,9 +210,11 @@ def _evict_quietly() -> None:
         pass  # a read-only home: nothing could be added, nothing needs to go
 
 
-def _wanted(result: VideoEmbedding, clip_types: Sequence[str]) -> VideoEmbedding:
+def _wanted(result: VideoEmbedding, clip_types: Sequence[str] | None) -> VideoEmbedding:
+    """A cached clip as the call wants it: skipped when its type is not among ``clip_types`` (none
+    given: every type is wanted, as :func:`~echoclip_cli.api.embed.embed_files` does)."""
     kind = result.meta.get("clip_type")
-    if kind is None or kind in clip_types:
+    if kind is None or not clip_types or kind in clip_types:
         return result
     return VideoEmbedding(source=result.source, meta=result.meta,
                           skipped=f"{kind} clip ({result.meta.get('clip_reason')}), not scored")

@@ -29,6 +29,7 @@ the decode workers with the GIL released, beside a parse of about 3 ms (2.65–2
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Container, Sequence
@@ -53,10 +54,11 @@ def input_key(path: str | os.PathLike[str]) -> str:
 def recognise(files: Sequence[Path], stat_keys: Container[str], contents: Container[str]) -> dict[Path, str]:
     """The files a store (or cache) already holds, each with the key that matched: its stat key
     when the file is unchanged (nothing read), else its content key (hashed on a few threads:
-    hashing costs far less than embedding). Files gone or unreadable are left out: the pipeline
+    hashing costs far less than embedding; a file asked about twice in a run, by a store and then
+    by the frame cache, is read once). Files gone or unreadable are left out: the pipeline
     reports them."""
     found: dict[Path, str] = {}
-    changed = []
+    changed: list[tuple[Path, str]] = []
     for path in files:
         try:
             key = stat_key(path)
@@ -65,13 +67,30 @@ def recognise(files: Sequence[Path], stat_keys: Container[str], contents: Contai
         if key in stat_keys:
             found[path] = key
         else:
-            changed.append(path)
-    if changed:
-        with ThreadPoolExecutor(max_workers=min(MAX_HASH_THREADS, 2 * (os.cpu_count() or 1))) as pool:
-            for path, key in zip(changed, pool.map(_content_key, changed), strict=True):
-                if key is not None and key in contents:
-                    found[path] = key
+            changed.append((path, key))
+    for (path, key), content in zip(changed, _contents(changed), strict=True):
+        if content is not None and content in contents:
+            found[path] = content
     return found
+
+
+_HASHED: OrderedDict[str, str] = OrderedDict()  # stat key -> content key of files this process hashed
+_HASHED_MAX = 65536  # ~10 MB of keys
+
+
+def _contents(changed: Sequence[tuple[Path, str]]) -> list[str | None]:
+    """The content keys of ``(path, stat key)`` pairs: remembered by stat key (the same path,
+    size and modification time) or hashed now on a few threads."""
+    todo = [path for path, key in changed if key not in _HASHED]
+    if todo:
+        with ThreadPoolExecutor(max_workers=min(MAX_HASH_THREADS, 2 * (os.cpu_count() or 1))) as pool:
+            hashed = dict(zip(todo, pool.map(_content_key, todo), strict=True))
+        for path, key in changed:
+            if hashed.get(path) is not None:
+                _HASHED[key] = hashed[path]  # type: ignore[assignment]
+        while len(_HASHED) > _HASHED_MAX:
+            _HASHED.popitem(last=False)
+    return [_HASHED.get(key) for _, key in changed]
 
 
 def _content_key(path: Path) -> str | None:

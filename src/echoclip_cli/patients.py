@@ -50,6 +50,7 @@ import torch
 from .defaults import (DEFAULT_K, DIFFERENT_PATIENT_MEAN, DROP_THRESHOLD, DUPLICATE_THRESHOLD,  # noqa: F401
                        MISLABEL_THRESHOLD, SAME_PATIENT_MEAN, SAME_PATIENT_THRESHOLD)
 from .errors import UsageError
+from .records import Conflict, Neighbour, PatientGroup, Record, TimelineEntry
 from .retrieval import Studies, group_studies
 
 # Scores held per block of the all-pairs product: 16 M floats = 64 MiB.
@@ -75,18 +76,20 @@ class MatchSettings:
 
 @dataclass
 class PatientMatches:
-    """Everything :func:`match_patients` found, as records ready for output."""
+    """Everything :func:`match_patients` found, as typed records (:mod:`echoclip_cli.records`;
+    ``record.as_dict()`` is the JSONL line)."""
 
     studies: Studies
-    neighbours: list[dict[str, Any]] = field(default_factory=list)
-    groups: list[dict[str, Any]] = field(default_factory=list)
-    conflicts: list[dict[str, Any]] = field(default_factory=list)
-    timeline: list[dict[str, Any]] = field(default_factory=list)
+    neighbours: list[Neighbour] = field(default_factory=list)
+    groups: list[PatientGroup] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    timeline: list[TimelineEntry] = field(default_factory=list)
 
     warnings: tuple[str, ...] = ()  # e.g. the weights are not EchoCLIP-R (for the caller to show)
     failures: tuple[str, ...] = ()  # inputs that could not be embedded, one reason each
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[Record]:
+        """Every record: neighbours, groups, conflicts, then the timeline."""
         return [*self.neighbours, *self.groups, *self.conflicts, *self.timeline]
 
     def with_notes(self, *, warnings: Sequence[str] = (), failures: Sequence[str] = ()) -> "PatientMatches":
@@ -180,33 +183,31 @@ def connected_groups(n: int, edges: Iterable[tuple[int, int]]) -> list[list[int]
 
 
 def _neighbour_records(studies: Studies, scan: PairScan, threshold: float,
-                       group_of: Mapping[int, str]) -> list[dict[str, Any]]:
+                       group_of: Mapping[int, str]) -> list[Neighbour]:
     records = []
     for i, key in enumerate(studies.keys):
         mine = studies.info[i].get("patient_key")
         for rank, (score, j) in enumerate(zip(scan.top_scores[i], scan.top_index[i]), start=1):
             theirs = studies.info[int(j)].get("patient_key")
-            records.append({
-                "level": "neighbour", "study": key, "rank": rank, "other": studies.keys[int(j)],
-                "score": round(float(score), 5), "same_patient": bool(score >= threshold),
-                "same_key": (mine == theirs) if mine and theirs else None, "group": group_of.get(i),
-                "study_date": studies.info[i].get("study_date"),
-            })
+            records.append(Neighbour(
+                study=key, rank=rank, other=studies.keys[int(j)], score=round(float(score), 5),
+                same_patient=bool(score >= threshold), same_key=(mine == theirs) if mine and theirs else None,
+                group=group_of.get(i), study_date=studies.info[i].get("study_date"),
+            ))
     return records
 
 
-def _group_records(studies: Studies, groups: list[list[int]]) -> list[dict[str, Any]]:
+def _group_records(studies: Studies, groups: list[list[int]]) -> list[PatientGroup]:
     records = []
     for number, members in enumerate(groups, start=1):
         vectors = studies.vectors[members]
         sims = vectors @ vectors.T
         upper = sims[np.triu_indices(len(members), k=1)]
         keys = sorted({k for m in members for k in studies.info[m]["patient_keys"]})
-        records.append({
-            "level": "group", "group": f"G{number}", "n_studies": len(members),
-            "studies": [studies.keys[m] for m in members], "score": round(float(upper.mean()), 5),
-            "min_score": round(float(upper.min()), 5), "patient_keys": keys,
-        })
+        records.append(PatientGroup(
+            group=f"G{number}", n_studies=len(members), studies=[studies.keys[m] for m in members],
+            score=round(float(upper.mean()), 5), min_score=round(float(upper.min()), 5), patient_keys=keys,
+        ))
     return records
 
 
@@ -218,7 +219,7 @@ def _by_patient_key(studies: Studies) -> dict[str, list[int]]:
     return by_key
 
 
-def _mislabel_records(studies: Studies, threshold: float) -> list[dict[str, Any]]:
+def _mislabel_records(studies: Studies, threshold: float) -> list[Conflict]:
     """Studies whose best match among their own patient key's studies is below ``threshold``."""
     records = []
     for key, members in _by_patient_key(studies).items():
@@ -229,33 +230,33 @@ def _mislabel_records(studies: Studies, threshold: float) -> list[dict[str, Any]
         for row, i in enumerate(members):
             best = int(np.argmax(sims[row]))
             if sims[row, best] < threshold:
-                records.append({
-                    "level": "conflict", "flag": "possible_mislabel", "study": studies.keys[i],
-                    "other": studies.keys[members[best]], "score": round(float(sims[row, best]), 5),
-                    "threshold": threshold, "patient_key": key, "other_patient_key": key,
-                    "detail": f"resembles none of the other {len(members) - 1} studies with its patient key",
-                })
+                records.append(Conflict(
+                    flag="possible_mislabel", study=studies.keys[i], other=studies.keys[members[best]],
+                    score=round(float(sims[row, best]), 5), threshold=threshold, patient_key=key,
+                    other_patient_key=key,
+                    detail=f"resembles none of the other {len(members) - 1} studies with its patient key",
+                ))
     return records
 
 
 def _duplicate_records(studies: Studies, pairs: Sequence[tuple[int, int, float]],
-                       threshold: float) -> list[dict[str, Any]]:
+                       threshold: float) -> list[Conflict]:
     """Pairs of studies with different patient keys but a same-patient similarity."""
     records = []
     for i, j, score in pairs:
         a, b = studies.info[i].get("patient_key"), studies.info[j].get("patient_key")
         if a and b and a != b and score >= threshold:
-            records.append({
-                "level": "conflict", "flag": "possible_duplicate", "study": studies.keys[i], "other": studies.keys[j],
-                "score": round(score, 5), "threshold": threshold, "patient_key": a, "other_patient_key": b,
-                "detail": "different patient keys, same-patient similarity",
-            })
+            records.append(Conflict(
+                flag="possible_duplicate", study=studies.keys[i], other=studies.keys[j], score=round(score, 5),
+                threshold=threshold, patient_key=a, other_patient_key=b,
+                detail="different patient keys, same-patient similarity",
+            ))
     return records
 
 
-def _mixed_key_records(studies: Studies) -> list[dict[str, Any]]:
-    return [{"level": "conflict", "flag": "several_patient_keys", "study": key, "patient_keys": info["patient_keys"],
-             "detail": "the videos of one study carry different patient keys"}
+def _mixed_key_records(studies: Studies) -> list[Conflict]:
+    return [Conflict(flag="several_patient_keys", study=key, patient_keys=info["patient_keys"],
+                     detail="the videos of one study carry different patient keys")
             for key, info in zip(studies.keys, studies.info) if len(info["patient_keys"]) > 1]
 
 
@@ -297,7 +298,7 @@ def _reference(order: list[int], dates: Mapping[int, date | None], pos: int, win
 
 
 def _timeline_records(studies: Studies, groups: list[list[int]], drop_threshold: float,
-                      window_days: int | None) -> list[dict[str, Any]]:
+                      window_days: int | None) -> list[TimelineEntry]:
     records = []
     dates = {i: parse_study_date(info.get("study_date")) for i, info in enumerate(studies.info)}
     for (source, patient), members in sorted(_patients_for_timeline(studies, groups).items()):
@@ -308,12 +309,11 @@ def _timeline_records(studies: Studies, groups: list[list[int]], drop_threshold:
             days = (dates[i] - dates[ref]).days if dates[i] and dates[ref] else None
             drop = score is not None and score < drop_threshold
             flag = "reference" if ref == i else ("drop" if drop else ("no_date" if dates[i] is None else None))
-            records.append({
-                "level": "timeline", "patient": patient, "patient_source": source, "order": pos + 1,
-                "study": studies.keys[i], "study_date": studies.info[i].get("study_date"), "other": studies.keys[ref],
-                "days": days, "score": None if score is None else round(score, 5), "drop": drop, "flag": flag,
-                "threshold": drop_threshold,
-            })
+            records.append(TimelineEntry(
+                patient=patient, patient_source=source, order=pos + 1, study=studies.keys[i],
+                study_date=studies.info[i].get("study_date"), other=studies.keys[ref], days=days,
+                score=None if score is None else round(score, 5), drop=drop, flag=flag, threshold=drop_threshold,
+            ))
     return records
 
 

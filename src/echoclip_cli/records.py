@@ -155,3 +155,112 @@ class EmbeddingRecord(VideoRecord):
                    **{k: meta.get(k) or None for k in ("study_uid", "series_uid", "sop_uid", "study_date",
                                                        "patient_key")},
                    embedding=vector)
+
+
+# --------------------------------------------------------------------------- retrieval records
+
+
+@dataclass(kw_only=True)
+class VideoHit(Record):
+    """A search hit: one video, ``rank`` 1 the best; ``store`` says where its vector came from (a
+    store's path, or ``cache``: the frame-embedding cache)."""
+
+    level: str = "video"
+    rank: int
+    score: float
+    source: str | None
+    study: str
+    study_date: str | None = None
+    store: str | None = None
+
+
+@dataclass(kw_only=True)
+class StudyHit(Record):
+    """A search hit: one study (the normalised mean of its videos), with where its videos came from."""
+
+    level: str = "study"
+    rank: int
+    score: float
+    study: str
+    n_videos: int
+    study_date: str | None = None
+    stores: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class ReportHit(Record):
+    """A report text ranked for one video (``search --video``)."""
+
+    level: str = "report"
+    rank: int
+    score: float
+    id: str
+    text: str
+
+
+@dataclass(kw_only=True)
+class Neighbour(Record):
+    """One of a study's nearest studies (EchoCLIP-R cosine); ``same_key`` compares their patient
+    keys where both carry one."""
+
+    level: str = "neighbour"
+    study: str
+    rank: int
+    other: str
+    score: float
+    same_patient: bool
+    same_key: bool | None = None
+    group: str | None = None
+    study_date: str | None = None
+
+
+@dataclass(kw_only=True)
+class PatientGroup(Record):
+    """Studies that appear to be one patient (connected same-patient pairs)."""
+
+    level: str = "group"
+    group: str
+    n_studies: int
+    studies: list[str]
+    score: float  # mean pairwise cosine
+    min_score: float
+    patient_keys: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class Conflict(Record):
+    """A patient-key conflict: ``flag`` possible_mislabel, possible_duplicate or
+    several_patient_keys; the fields a flag does not use are left out of its record."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset(
+        {"other", "score", "threshold", "patient_key", "other_patient_key", "patient_keys"})
+
+    level: str = "conflict"
+    flag: str
+    study: str
+    other: str | None = None
+    score: float | None = None
+    threshold: float | None = None
+    patient_key: str | None = None
+    other_patient_key: str | None = None
+    patient_keys: list[str] | None = None
+    detail: str
+
+
+@dataclass(kw_only=True)
+class TimelineEntry(Record):
+    """One study in a patient's timeline, scored against its reference (the earliest study, or
+    the earliest within the window); ``drop`` when below the threshold."""
+
+    level: str = "timeline"
+    patient: str
+    patient_source: str  # patient_key, or group (a found same-patient group)
+    order: int
+    study: str
+    study_date: str | None = None
+    other: str
+    days: int | None = None
+    score: float | None = None
+    drop: bool = False
+    flag: str | None = None
+    threshold: float

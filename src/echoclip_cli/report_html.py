@@ -7,8 +7,10 @@ where a threshold exists), the evidence behind those numbers (PromptCAM overlays
 that decided them), the study summary and the five sentences nearest to the study's embedding. Images are inline (data URIs) and plots are
 inline SVG: no network, no CDN, no JavaScript; the folder opens from a USB stick.
 
-Study pages are named by a hash of the study key, never by a path or an identifier, and the
-pages show no patient data (the inputs' metadata carries none unless ``keep_phi``).
+Study pages are named by a hash of the study key, never by a path or an identifier; a study
+known only by its folder is shown by that hash too (folder names can hold patient names), unless
+``keep_phi``. The pages show no patient data: a study is placed on a patient by its salted
+``patient_key`` and on a date by its study date (the index lists studies by date).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import re
+
 import numpy as np
 
-THUMB = 112  # pixels of the animation's side: enough to see a view, small enough to inline
+THUMB = 224  # pixels of the animation's side on the page: the model's input side (frames kept as received)
 MAP_SIDE = 224  # pixels of a PromptCAM overlay's side: the model's input, shown as it is
 GIF_MS = 100  # frame duration of the animation
 
@@ -44,6 +48,10 @@ class ClipRow:
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> a head's value, low/high or set, abstain
     animation: str | None = None  # data URI of a GIF of the frames the model received
     identity: str = ""  # SOP instance or content hash: copies count once in the study summary
+    study_date: str | None = None  # DICOM StudyDate, where the input carries one
+    patient_key: str | None = None  # salted (never the ID)
+    modality: str | None = None
+    manufacturer: str | None = None
     evidence: list[dict[str, Any]] = field(default_factory=list)  # PromptCAM overlays: title, caption, frame, image
     embedding: np.ndarray | None = field(default=None, repr=False)  # (E,) mean of normalised frame embeddings
 
@@ -66,6 +74,28 @@ class StudyReport:
                 out.append(c)
         return out
 
+    def copy_of(self, clip: ClipRow) -> ClipRow | None:
+        """The clip that ``clip`` is a copy of (same SOP instance or content, counted once), if any."""
+        for c in self.scored:
+            if c is clip:
+                return None
+            if (c.identity or c.source) == (clip.identity or clip.source):
+                return c
+        return None
+
+    def known(self, name: str) -> str | None:
+        """A header value of the study's clips (``study_date``, ``patient_key``, ``modality``,
+        ``manufacturer``): the one they share, several joined, None where none carries it."""
+        values = sorted({str(getattr(c, name)) for c in self.clips if getattr(c, name)})
+        return ", ".join(values) if values else None
+
+    def label(self, keep_phi: bool = False) -> str:
+        """How pages name the study: its StudyInstanceUID, or for a study known by its folder a
+        hash of it (as the page's name), the folder itself only with ``keep_phi``."""
+        if keep_phi or _UID.fullmatch(self.study):
+            return self.study
+        return f"folder {page_name(self.study)[6:14]}"
+
     @property
     def ef(self) -> float | None:
         values = [c.ef for c in self.scored if c.ef is not None]
@@ -82,7 +112,9 @@ class StudyReport:
 
     def wide_row(self, tasks: Sequence[str]) -> dict[str, Any]:
         """One spreadsheet row: EF, device scores and calls, clip counts, flags."""
-        row: dict[str, Any] = {"level": "study", "study": self.study, "ef": self.ef,
+        row: dict[str, Any] = {"level": "study", "study": self.study, "study_date": self.known("study_date"),
+                               "patient_key": self.known("patient_key"), "modality": self.known("modality"),
+                               "manufacturer": self.known("manufacturer"), "ef": self.ef,
                                "n_clips": len(self.clips), "n_scored": len(self.scored),
                                "n_skipped": sum(c.skipped is not None for c in self.clips),
                                "n_failed": sum(c.error is not None for c in self.clips)}
@@ -102,16 +134,19 @@ class StudyReport:
         return out
 
 
+_UID = re.compile(r"[0-9]+(\.[0-9]+)+")
+
+
 def page_name(study: str) -> str:
     return f"study-{hashlib.sha256(study.encode()).hexdigest()[:16]}.html"
 
 
 def animation(frames: np.ndarray) -> str:
-    """A data URI of an animated GIF of prepared frames ((T, 3, S, S) uint8 RGB)."""
+    """A data URI of an animated GIF of prepared frames ((T, 3, S, S) uint8 RGB), each as the
+    model received it (the page shows it at :data:`THUMB` pixels)."""
     from PIL import Image
 
-    images = [Image.fromarray(np.ascontiguousarray(f.transpose(1, 2, 0))).resize((THUMB, THUMB), Image.BILINEAR)
-              for f in frames]
+    images = [Image.fromarray(np.ascontiguousarray(f.transpose(1, 2, 0))) for f in frames]
     buffer = io.BytesIO()
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=GIF_MS, loop=0,
                    optimize=True)
@@ -163,32 +198,48 @@ def _fmt(value: Any) -> str:
 
 
 def histogram_svg(values: Sequence[float], title: str, low: float, high: float, bins: int = 20,
-                  mark: float | None = None) -> str:
-    """A bar chart of ``values`` in ``bins`` equal bins over [low, high], as inline SVG."""
-    width, height, pad = 360, 180, 30
+                  mark: float | None = None, mark_label: str = "threshold") -> str:
+    """A bar chart of ``values`` in ``bins`` equal bins over [low, high], as inline SVG: values on
+    the x axis at five ticks, the highest count on the y axis, ``mark`` as a labelled dashed line."""
+    width, height, pad = 380, 200, 34
     counts, edges = np.histogram(np.clip(values, low, high), bins=bins, range=(low, high)) if len(values) else (
         np.zeros(bins, int), np.linspace(low, high, bins + 1))
     top = max(1, int(counts.max()))
     bar = (width - 2 * pad) / bins
+    base = height - pad
+
+    def x_of(value: float) -> float:
+        return pad + (value - low) / (high - low) * (width - 2 * pad)
+
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
              f'aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>',
              f'<text x="{pad}" y="14" font-size="12">{html.escape(title)} (n={len(values)})</text>']
     for i, count in enumerate(counts):
-        h = (height - 2 * pad) * count / top
-        parts.append(f'<rect x="{pad + i * bar:.1f}" y="{height - pad - h:.1f}" width="{bar - 1:.1f}" '
+        h = (base - pad) * count / top
+        parts.append(f'<rect x="{pad + i * bar:.1f}" y="{base - h:.1f}" width="{bar - 1:.1f}" '
                      f'height="{h:.1f}" fill="#4a78b0"><title>{edges[i]:.3g}–{edges[i + 1]:.3g}: {count}</title></rect>')
-    parts.append(f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#333"/>')
-    parts.append(f'<text x="{pad}" y="{height - 10}" font-size="11">{low:g}</text>')
-    parts.append(f'<text x="{width - pad}" y="{height - 10}" font-size="11" text-anchor="end">{high:g}</text>')
+    parts.append(f'<line x1="{pad}" y1="{base}" x2="{width - pad}" y2="{base}" stroke="#333"/>')
+    parts.append(f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{base}" stroke="#333"/>')
+    parts.append(f'<text x="{pad - 4}" y="{pad + 4}" font-size="11" text-anchor="end">{top}</text>'
+                 f'<text x="{pad - 4}" y="{base}" font-size="11" text-anchor="end">0</text>')
+    for tick in np.linspace(low, high, 5):
+        parts.append(f'<line x1="{x_of(tick):.1f}" y1="{base}" x2="{x_of(tick):.1f}" y2="{base + 4}" stroke="#333"/>'
+                     f'<text x="{x_of(tick):.1f}" y="{base + 16}" font-size="11" text-anchor="middle">{tick:g}</text>')
     if mark is not None and low <= mark <= high:
-        x = pad + (mark - low) / (high - low) * (width - 2 * pad)
-        parts.append(f'<line x1="{x:.1f}" y1="{pad}" x2="{x:.1f}" y2="{height - pad}" stroke="#b00" '
-                     f'stroke-dasharray="4 2"><title>threshold {mark:g}</title></line>')
+        x = x_of(mark)
+        parts.append(f'<line x1="{x:.1f}" y1="{pad}" x2="{x:.1f}" y2="{base}" stroke="#b00" '
+                     f'stroke-dasharray="4 2"><title>{html.escape(mark_label)} {mark:g}</title></line>'
+                     f'<text x="{x + 3:.1f}" y="{pad + 10}" font-size="11" fill="#b00">'
+                     f'{html.escape(mark_label)} {mark:g}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _clip_html(clip: ClipRow, tasks: Sequence[str]) -> str:
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{_fmt(value)} %"
+
+
+def _clip_html(clip: ClipRow, tasks: Sequence[str], copy_of: ClipRow | None = None) -> str:
     image = (f'<img src="{clip.animation}" width="{THUMB}" height="{THUMB}" alt="frames the model received">'
              if clip.animation else f'<div style="width:{THUMB}px;height:{THUMB}px;background:#eee"></div>')
     status = ""
@@ -196,9 +247,12 @@ def _clip_html(clip: ClipRow, tasks: Sequence[str]) -> str:
         status = f'<p class="error">not read: {html.escape(clip.error)}</p>'
     elif clip.skipped:
         status = f'<p class="skipped">not scored: {html.escape(clip.skipped)}</p>'
+    elif copy_of is not None:
+        status = (f'<p class="skipped">a copy of {html.escape(Path(copy_of.source).name)} (the same SOP instance '
+                  "or content): counted once in the study</p>")
     scores = ""
     if clip.error is None and clip.skipped is None:
-        cells = [f"<td>EF</td><td>{_fmt(clip.ef)} %</td><td>zero-shot</td>"]
+        cells = [f"<td>EF</td><td>{_percent(clip.ef)}</td><td>zero-shot</td>"]
         if "ejection_fraction" in clip.heads:
             cells.append(_head_cells("EF", clip.heads["ejection_fraction"], "%"))
         for task in tasks:
@@ -252,25 +306,49 @@ def _sentences_html(study: StudyReport) -> str:
             f'<ol class="sentences">{items}</ol>')
 
 
+_KNOWN = (("study_date", "date"), ("patient_key", "patient key"), ("modality", "modality"),
+          ("manufacturer", "manufacturer"))
+
+
+def _known_html(study: StudyReport) -> str:
+    """Where the study sits: its date, patient key, modality and manufacturer, as far as known."""
+    known = [f"{label} {html.escape(value)}" for name, label in _KNOWN if (value := study.known(name))]
+    return f"<p>{'; '.join(known)}</p>" if known else ""
+
+
+def _by_date(studies: Sequence[StudyReport]) -> list[StudyReport]:
+    """Studies in date order (undated ones last, in the order given)."""
+    return sorted(studies, key=lambda s: (s.known("study_date") is None, s.known("study_date") or ""))
+
+
+def _study_page(study: StudyReport, tasks: Sequence[str], calls: str, label: str) -> str:
+    summary = study.wide_row(tasks)
+    ef = (f"EF {_fmt(study.ef)} % (mean of {len(study.scored)} scored clips)" if study.ef is not None
+          else "EF: no scored clip")
+    return (f'<p><a href="index.html">← all studies</a></p><h1>Study {html.escape(label)}</h1>'
+            + _known_html(study)
+            + f"<p>{ef}; device calls: {html.escape(calls)}; {summary['n_skipped']} clips not scored, "
+            f"{summary['n_failed']} not read.</p>"
+            + _sentences_html(study) + "".join(_clip_html(c, tasks, study.copy_of(c)) for c in study.clips))
+
+
 def write_html(studies: Sequence[StudyReport], out: Path, tasks: Sequence[str],
-               thresholds: Mapping[str, float | None]) -> Path:
-    """Write ``out/index.html`` and one page per study; returns the index path. Each page is
-    written atomically: a symbolic link planted under a page's (predictable) name is replaced,
-    never written through."""
+               thresholds: Mapping[str, float | None], *, keep_phi: bool = False) -> Path:
+    """Write ``out/index.html`` (studies by date) and one page per study; returns the index path.
+    Each page is written atomically: a symbolic link planted under a page's (predictable) name
+    is replaced, never written through. Studies known by a folder are named by a hash of it
+    unless ``keep_phi``."""
     from .files import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for study in studies:
-        page = page_name(study.study)
+    for study in _by_date(studies):
+        page, label = page_name(study.study), study.label(keep_phi)
         summary = study.wide_row(tasks)
         calls = ", ".join(t for t in tasks if summary[f"{t}_detected"]) or "none"
-        body = (f'<p><a href="index.html">← all studies</a></p><h1>Study {html.escape(study.study)}</h1>'
-                f"<p>EF {_fmt(study.ef)} % (mean of {len(study.scored)} scored clips); device calls: "
-                f"{html.escape(calls)}; {summary['n_skipped']} clips not scored, {summary['n_failed']} not read.</p>"
-                + _sentences_html(study) + "".join(_clip_html(c, tasks) for c in study.clips))
-        atomic_write_text(out / page, _page(f"Study {study.study}", body))  # replaces a planted link
-        rows.append(f'<tr><td><a href="{page}">{html.escape(study.study)}</a></td><td>{_fmt(study.ef)}</td>'
+        atomic_write_text(out / page, _page(f"Study {label}", _study_page(study, tasks, calls, label)))
+        known = "".join(f"<td>{_fmt(study.known(name))}</td>" for name, _ in _KNOWN[:3])
+        rows.append(f"<tr>{known}<td><a href=\"{page}\">{html.escape(label)}</a></td><td>{_fmt(study.ef)}</td>"
                     f"<td>{len(study.scored)} / {len(study.clips)}</td><td>{html.escape(calls)}</td>"
                     f"<td>{html.escape(summary['flags'])}</td></tr>")
     efs = [s.ef for s in studies if s.ef is not None]
@@ -279,11 +357,11 @@ def write_html(studies: Sequence[StudyReport], out: Path, tasks: Sequence[str],
         scores = [c.devices[task]["score"] for s in studies for c in s.scored if task in c.devices]
         plots.append(histogram_svg(scores, f"{task} score (per clip)", -0.5, 0.5, mark=thresholds.get(task)))
     body = ("<h1>echoclip report</h1>"
-            f"<p>{len(studies)} studies, {sum(len(s.clips) for s in studies)} objects. Scores are EchoCLIP "
-            "zero-shot outputs; calls are made only where a threshold exists.</p>"
+            f"<p>{len(studies)} studies, {sum(len(s.clips) for s in studies)} objects, listed by study date. Scores "
+            "are EchoCLIP zero-shot outputs; calls are made only where a threshold exists.</p>"
             f'<div class="plots">{"".join(plots)}</div>'
-            "<table><tr><th>study</th><th>EF %</th><th>scored clips</th><th>device calls</th><th>flags</th></tr>"
-            + "".join(rows) + "</table>")
+            "<table><tr><th>date</th><th>patient key</th><th>modality</th><th>study</th><th>EF %</th>"
+            "<th>scored clips</th><th>device calls</th><th>flags</th></tr>" + "".join(rows) + "</table>")
     index = out / "index.html"
     atomic_write_text(index, _page("echoclip report", body))
     return index

@@ -35,7 +35,7 @@ import torch
 
 from .errors import UsageError
 from .query import QueryPlan, understand_query
-from .records import study_key
+from .records import ReportHit, StudyHit, VideoHit, study_key
 
 if TYPE_CHECKING:
     from .inference import EchoClip
@@ -187,26 +187,25 @@ def embed_query(model: "EchoClip", plan: QueryPlan, *, use_cache: bool = True) -
 
 
 def rank_videos(store: "Store", query_vector: np.ndarray, k: int, *, studies: Studies | None = None,
-                level: str = "both") -> list[dict[str, Any]]:
+                level: str = "both") -> list[VideoHit | StudyHit]:
     """Records (best first) for the top-``k`` videos and/or studies of a store for one vector."""
     if level not in ("video", "study", "both"):
         raise UsageError(f"--level must be video, study or both, not {level!r}")
-    records: list[dict[str, Any]] = []
+    records: list[VideoHit | StudyHit] = []
     if level in ("video", "both"):
         scores, index = VectorIndex(store.embeddings).search(query_vector, k)
         for rank, (score, i) in enumerate(zip(scores[0], index[0]), start=1):
             row = store.rows[int(i)]
-            records.append({"level": "video", "rank": rank, "score": round(float(score), 5),
-                            "source": row.get("source"), "study": study_of(str(row.get("source", "")), row),
-                            "study_date": row.get("study_date"), "store": row.get("store")})
+            records.append(VideoHit(rank=rank, score=round(float(score), 5), source=row.get("source"),
+                                    study=study_of(str(row.get("source", "")), row),
+                                    study_date=row.get("study_date"), store=row.get("store")))
     if level in ("study", "both"):
         studies = studies or group_studies(store.embeddings, store.rows)
         scores, index = VectorIndex(studies.vectors).search(query_vector, k)
         for rank, (score, i) in enumerate(zip(scores[0], index[0]), start=1):
             info = studies.info[int(i)]
-            records.append({"level": "study", "rank": rank, "score": round(float(score), 5),
-                            "study": studies.keys[int(i)], "n_videos": info["n_videos"],
-                            "study_date": info["study_date"], "stores": info["stores"]})
+            records.append(StudyHit(rank=rank, score=round(float(score), 5), study=studies.keys[int(i)],
+                                    n_videos=info["n_videos"], study_date=info["study_date"], stores=info["stores"]))
     return records
 
 
@@ -238,7 +237,7 @@ def pool(labelled: Sequence[tuple[str, "Store"]]) -> "Store":
 @dataclass
 class SearchResult:
     plan: QueryPlan
-    records: list[dict[str, Any]]
+    records: list[VideoHit | StudyHit]  # typed (echoclip_cli.records); .as_dict() is the JSONL line
     warnings: tuple[str, ...] = ()  # e.g. store parts left out as damaged
     notes: tuple[str, ...] = ()  # what was searched, when echoclip chose it (no --store)
 
@@ -305,7 +304,7 @@ def _reports_jsonl(path: Path, raw: str) -> list[Report]:
 
 @dataclass
 class ReportRanking:
-    records: list[dict[str, Any]]
+    records: list[ReportHit]
     skipped: list[str]  # ids of reports the tokenizer found nothing in
     n_reports: int = 0  # reports read
 
@@ -329,8 +328,8 @@ def rank_reports(video_vector: np.ndarray, reports: Sequence[Report], model: "Ec
     records = []
     for rank, (score, j) in enumerate(zip(scores[0].tolist(), index[0].tolist()), start=1):
         report = reports[keep[j]]
-        records.append({"level": "report", "rank": rank, "score": round(score, 5), "id": report.id,
-                        "text": report.text if len(report.text) <= 200 else report.text[:197] + "..."})
+        records.append(ReportHit(rank=rank, score=round(score, 5), id=report.id,
+                                 text=report.text if len(report.text) <= 200 else report.text[:197] + "..."))
     return ReportRanking(records, skipped, len(reports))
 
 

@@ -49,6 +49,26 @@ def embed_files(model: "EchoClip", files: Sequence[Path], options: RunOptions = 
         (progress.warn if report.first_error else progress.note)(summary)
 
 
+def embedded(model: "EchoClip", files: Sequence[Path], options: RunOptions = DEFAULT,
+             progress: Progress | None = None) -> Iterator["VideoEmbedding"]:
+    """Results for ``files`` in order, with their per-frame embeddings: from the frame cache where
+    it holds them (:mod:`echoclip_cli.frame_cache`; not when ``options.cache`` is off), the others
+    embedded now and kept in the cache. Every command that embeds files goes through here, so
+    ``embed`` after ``predict-ef`` on the same files (or the other way round) embeds nothing again."""
+    from ..frame_cache import FrameCache, through_cache
+
+    progress = progress or Silent()
+
+    def embed_now(todo: list[Path]) -> Iterator["VideoEmbedding"]:
+        return embed_files(model, todo, options, keep_frames=True, progress=progress)
+
+    cache = None
+    if options.cache:
+        cfg = options.sampled().apply(model.preprocess)
+        cache = FrameCache(model.bundle.name, model.weights_sha256, cfg, model.embed_dim, model.numerics)
+    yield from through_cache(cache, list(files), embed_now, options.clip_types, progress.note)
+
+
 def _finite(result: "VideoEmbedding") -> "VideoEmbedding":
     """``result``, or an error record in its place when its embedding is not all finite: a NaN
     vector is never stored, cached or scored (it would read as a plausible EF)."""
@@ -83,7 +103,8 @@ def embed(
     With ``out`` the results are appended to that store (created if needed, resumable: inputs it
     holds already are skipped, and ``progress.note`` says how many); an existing store must have
     been made with ``model``'s weights. ``keep_frames`` stores per-frame embeddings (for zero-shot
-    tasks later). ``with_vectors`` puts the 512 numbers in each record.
+    tasks later). ``with_vectors`` puts the 512 numbers in each record. Clips the frame cache holds
+    (from an earlier run of any command) are not embedded again; ``options.cache`` False embeds all.
     """
     from ..records import EmbeddingRecord
 
@@ -98,8 +119,7 @@ def embed(
             progress.note(f"{len(files) - len(todo)} inputs already in {writer.path}; embedding {len(todo)}")
         files = todo
     with writer if writer is not None else nullcontext():
-        for result in embed_files(model, files, options, keep_frames=keep_frames and writer is not None,
-                                  progress=progress):
+        for result in embedded(model, files, options, progress):
             if writer is not None:
                 writer.add(result)
             yield EmbeddingRecord.of(result, model, with_vector=with_vectors)

@@ -156,12 +156,13 @@ def _explain(model: "EchoClip", request: _Request, options: RunOptions, progress
         yield _record(model, request, None, error=exc.message)
         return
     found = [int(i) for i in clip.meta["frame_indices"]]
-    progress.start(len(found), 1)
+    progress.start(1, len(found))  # one video; its maps are the frames the bar counts
     images = to_model_input(clip.frames, cfg)
     targets = _Targets(model, request)
     for row, index in enumerate(found):
         yield _frame_map(model, request, index, images[row : row + 1], clip.frames[row], targets)
-        progress.item(1)
+        progress.frames(1)
+    progress.item(len(found))
     if request.frames is not None:
         for index in (i for i in request.frames if i not in found):
             yield _record(model, request, index, error=_missing(request.source, index, clip.meta))

@@ -91,7 +91,7 @@ def report(
     studies = R.group(rows)
     if content.sentences != "none":
         nearest_sentences(model, studies, run, content.sentences == "auto")
-    R.write_html(studies, Path(out), tasks, called)
+    R.write_html(studies, Path(out), tasks, called, keep_phi=run.options.keep_phi)
     return studies
 
 
@@ -117,7 +117,8 @@ def _row(fs: "FrameSet", model: "EchoClip", ef: "PreparedTask", prepared: list["
     ef_record = next(T.ef_records([fs], model, ef, head=heads.get("ejection_fraction")))
     row = R.ClipRow(source=fs.source, study=ef_record.study, clip_type=fs.meta.get("clip_type"),
                     clip_reason=fs.meta.get("clip_reason"), skipped=fs.skipped, error=fs.error,
-                    ef=ef_record.ef, identity=identity(fs.meta, fs.source))
+                    ef=ef_record.ef, identity=identity(fs.meta, fs.source),
+                    **{k: fs.meta.get(k) or None for k in ("study_date", "patient_key", "modality", "manufacturer")})
     if ef_record.head is not None:
         row.heads["ejection_fraction"] = {"value": ef_record.head_ef, "low": ef_record.ef_low,
                                           "high": ef_record.ef_high, "abstain": ef_record.abstain,

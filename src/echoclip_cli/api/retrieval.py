@@ -18,7 +18,7 @@ from ..errors import UsageError
 from ..options import DEFAULT, RunOptions
 from .archive import reads_archives
 from .common import PathLike, Progress, check_model, check_vocab, damage_notes, inputs_or_store, store_header
-from .embed import embed_files
+from .embed import embed_files, embedded
 
 if TYPE_CHECKING:
     from ..inference import EchoClip
@@ -89,7 +89,7 @@ def search(model: "EchoClip", query: str, store: Stores = None, *, k: int = 10, 
         from ..held import nothing_held
 
         raise nothing_held(model.bundle.name)
-    notes = [] if stores is not None else [_searched(pooled, model)]
+    notes = [] if stores is not None else [_searched(labelled, pooled, model)]
     tokenizer = tokenizer_for(model.bundle, template_vocab=template_vocab)
     result = search_store(pooled, model, query, k=k, level=level, tokenizer=tokenizer)
     return dataclasses.replace(result, warnings=(*warnings, *damage_notes(pooled)), notes=tuple(notes))
@@ -118,17 +118,24 @@ def _held(model: "EchoClip") -> tuple[list[tuple[str, "Store"]], list[str]]:
     return labelled, [*warnings, *unreadable]
 
 
-def _searched(pooled: "Store", model: "EchoClip") -> str:
-    """'searched /data/a.store (12 videos) and 5 cached videos (weights echo-clip-r)'."""
+def _searched(labelled: Sequence[tuple[str, "Store"]], pooled: "Store", model: "EchoClip") -> str:
+    """'searched /data/a.store (12 videos) and 5 cached videos (weights echo-clip-r)', saying how
+    many cached videos are copies of stored ones (searched once, from the store)."""
     from collections import Counter
 
     from ..held import CACHE
 
-    counts = Counter(str(row["store"]) for row in pooled.rows)
-    stores = [f"{label} ({n} video{'s' if n != 1 else ''})" for label, n in counts.items() if label != CACHE]
-    cached = counts.get(CACHE, 0)
-    return (f"searched {', '.join(stores) or 'no store'} and {cached} cached video{'s' if cached != 1 else ''} "
+    held: Counter[str] = Counter()
+    for label, store in labelled:
+        held[label] += len(store)
+    stores = [f"{label} ({n} video{'s' if n != 1 else ''})" for label, n in held.items() if label != CACHE]
+    cached = held.get(CACHE, 0)
+    line = (f"searched {', '.join(stores) or 'no store'} and {cached} cached video{'s' if cached != 1 else ''} "
             f"(weights {model.bundle.name})")
+    also = cached - sum(str(row["store"]) == CACHE for row in pooled.rows)
+    if also:
+        line += f"; {'all' if also == cached else also} of the cached videos are in the stores too: searched once"
+    return line
 
 
 def search_reports(model: "EchoClip", video: PathLike, reports: PathLike, *, k: int = 10,
@@ -211,7 +218,7 @@ def _embedded(model: "EchoClip", files: list[Path], options: RunOptions,
     warnings = [] if model.bundle.tokenizer_kind == "template" else \
         [P.NOT_R_WARNING.format(name=f"weights {model.bundle.name!r}")]
     vectors, rows, failures = [], [], []
-    for result in embed_files(model, files, options, progress=progress):
+    for result in embedded(model, files, options, progress):
         if result.skipped is not None:
             continue  # not a clip to compare patients by (a still, a Doppler strip, a CT)
         if result.error is not None or result.embedding is None:

@@ -105,19 +105,9 @@ class Scoring:
         yield from T.frame_sets_from_results(self._through_cache())
 
     def _through_cache(self) -> Iterator["VideoEmbedding"]:
-        from ..frame_cache import FrameCache, through_cache
-        from .embed import embed_files
+        from .embed import embedded
 
-        model, options = self.model, self.options
-
-        def embed_now(todo: list[Path]) -> Iterator["VideoEmbedding"]:
-            return embed_files(model, todo, options, keep_frames=True, progress=self.progress)
-
-        cache = None
-        if options.cache:
-            cfg = options.sampled().apply(model.preprocess)
-            cache = FrameCache(model.bundle.name, model.weights_sha256, cfg, model.embed_dim, model.numerics)
-        yield from through_cache(cache, self.files or [], embed_now, options.clip_types, self.progress.note)
+        yield from embedded(self.model, self.files or [], self.options, self.progress)
 
 
 def _digest(model: "EchoClip", store: PathLike | None, options: RunOptions) -> str:

@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from ..errors import EchoclipError
+from ..errors import EchoclipError, EchoclipWarning
 from .common import err_console, safe_text
 
 
@@ -34,7 +34,11 @@ def _quiet_warning(message: Any, category: type, filename: str, lineno: int, fil
                    line: Any = None) -> None:
     """Every warning passes here: third-party ones (pydicom, PyAV, Pillow …) often quote header
     values (a UID, a name), so only their category and module are shown; ECHOCLIP_DEBUG=1 shows
-    them whole."""
+    them whole. echoclip's own (:class:`~echoclip_cli.errors.EchoclipWarning`) quote none and are
+    shown whole."""
+    if issubclass(category, EchoclipWarning):
+        err_console.print(f"warning: {safe_text(str(message))}", markup=False, highlight=False)
+        return
     if debug_enabled():
         err_console.print(f"warning: {category.__name__}: {safe_text(str(message))}", markup=False)
         return
@@ -63,6 +67,14 @@ def report_error(exc: BaseException) -> int:
 class EchoclipGroup(TyperGroup):
     """Top-level group whose ``invoke`` is the single error boundary for every command."""
 
+    _flags_plain = False  # per command tree (Typer builds a new one for each run)
+
+    def get_params(self, ctx: Any) -> Any:
+        if not self._flags_plain:  # once, before any help is shown (the root parses first)
+            self._flags_plain = True
+            _plain_flags(self, ctx)
+        return super().get_params(ctx)
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
@@ -79,6 +91,17 @@ class EchoclipGroup(TyperGroup):
             if debug_enabled():
                 raise
             raise typer.Exit(report_error(exc)) from None
+
+
+def _plain_flags(command: Any, ctx: Any) -> None:
+    """Typer 0.29 shows ``<bool>`` after every flag in ``--help``, as if the flag took a value: give
+    each flag (``--help`` included) of ``command`` and of every command under it an empty metavar,
+    which the help shows in the type column instead."""
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for name in command.list_commands(ctx) if isinstance(command, TyperGroup) else ():
+        _plain_flags(command.get_command(ctx, name), ctx)
 
 
 app = typer.Typer(

@@ -5,16 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import sys
 from enum import Enum
-from typing import Annotated, Any, Iterable, Optional, Sequence
+from typing import Annotated, Any, Callable, Iterable, Optional, Sequence
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
+
+from . import table
+from .table import cell_text, safe_text
 
 # stdout carries data only; progress, logs and warnings go to stderr.
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -79,16 +79,6 @@ def resolve_format(fmt: OutputFormat) -> OutputFormat:
     return fmt
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)
-
-
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -96,7 +86,7 @@ def _csv_cell(value: Any) -> str:
     """A CSV cell that a spreadsheet shows as text: a string starting like a formula (``=``, ``+``,
     ``-``, ``@``, tab, CR: a file name or a DICOM header value can) gets a leading apostrophe, as
     spreadsheet-safe CSV writers do; numbers stay numbers; control characters are escaped."""
-    text = safe_text(_cell(value))
+    text = safe_text(cell_text(value))
     if isinstance(value, str) and text.startswith(_FORMULA_START):
         return "'" + text
     return text
@@ -113,27 +103,16 @@ def json_line(record: dict[str, Any]) -> str:
     return line + "\n"
 
 
-_LONG_UID = re.compile(r"[0-9]+(\.[0-9]+){4,}")
-
-
-def _table_cell(value: Any) -> Text:
-    """A cell for people: long DICOM UIDs shortened to their ends (JSONL/CSV keep them whole);
-    plain text, never Rich markup (a file name like ``x[/bold].avi`` is shown as it is), with
-    control characters escaped."""
-    text = safe_text(_cell(value))
-    if len(text) > 24 and _LONG_UID.fullmatch(text):
-        text = f"{text[:8]}…{text[-8:]}"
-    return Text(text)
-
-
 def emit_records(
     records: Sequence[dict[str, Any]],
     fmt: OutputFormat,
     *,
     columns: Sequence[str] | None = None,
     title: str | None = None,
+    caption: str | None = None,
 ) -> None:
-    """Write records to stdout: a Rich table, one JSON object per line, or CSV with a header."""
+    """Write records to stdout: tables for a person (cli/table.py: the columns that matter), one
+    JSON object per line, or CSV with a header (every field)."""
     fmt = resolve_format(fmt)
     if fmt is OutputFormat.jsonl:
         write_stdout("".join(json_line(record) for record in records))
@@ -148,44 +127,7 @@ def emit_records(
             writer.writerow([_csv_cell(record.get(c)) for c in cols])
         write_stdout(buffer.getvalue())
         return
-    prefixes = {col: _shared_folder([record.get(col) for record in records]) for col in _PATH_COLUMNS if col in cols}
-    prefixes = {col: prefix for col, prefix in prefixes.items() if prefix}
-    caption = "; ".join(f"{col} under {prefix}" for col, prefix in prefixes.items()) or None
-    table = Table(title=Text(safe_text(title)) if title else None,
-                  caption=Text(safe_text(caption)) if caption else None, show_lines=False)
-    for col in cols:
-        table.add_column(col, overflow="fold")
-    for record in records:
-        table.add_row(*(_table_cell(_relative(record.get(c), prefixes.get(c))) for c in cols))
-    out_console().print(table)
-
-
-_PATH_COLUMNS = ("source", "output")
-
-
-def _shared_folder(values: Sequence[Any]) -> str | None:
-    """The folder every path in a table column lies under, when it is long enough to be worth
-    printing once in the caption instead of on every row (terminal tables only)."""
-    import os
-
-    paths = [v for v in values if isinstance(v, str) and v]
-    if len(paths) < 2 or len(paths) != len(values):
-        return None
-    try:
-        folder = os.path.commonpath(paths)
-    except ValueError:  # absolute and relative mixed
-        return None
-    if folder in paths:  # one of them is the folder itself: nothing to strip
-        folder = os.path.dirname(folder)
-    return folder if len(folder) >= 16 else None
-
-
-def _relative(value: Any, folder: str | None) -> Any:
-    if folder is None or not isinstance(value, str):
-        return value
-    import os
-
-    return os.path.relpath(value, folder)
+    table.render(out_console(), records, cols, title, caption)
 
 
 EXTRA = "extra"
@@ -198,21 +140,28 @@ def csv_header(columns: Sequence[str], records: Iterable[dict[str, Any]], fields
     return list(dict.fromkeys([*columns, *fields, *_all_keys(records)]))
 
 
+# A terminal table's shape for a command's records: (rows, columns, caption).
+TableView = Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]], Sequence[str], Optional[str]]]
+
+
 class RecordSink:
     """Writes records as they come (JSONL, CSV), or as one table when the run ends (terminal).
 
     A run over thousands of files shows its results while it goes and holds none of them; a
     killed run has written every record finished before it died. A streamed CSV's header is made
     from the columns, the command's ``fields`` and the first record; a field first seen later goes,
-    as JSON, into the last column, ``extra``, so nothing JSONL has is lost.
+    as JSON, into the last column, ``extra``, so nothing JSONL has is lost. ``view`` reshapes the
+    records for the terminal table only (``records -> (rows, columns, caption)``), e.g. one row per
+    video with its tasks side by side.
     """
 
     def __init__(self, fmt: OutputFormat, *, columns: Sequence[str] | None = None, title: str | None = None,
-                 fields: Sequence[str] = ()) -> None:
+                 fields: Sequence[str] = (), view: TableView | None = None) -> None:
         self.fmt = resolve_format(fmt)
         self.fields = list(fields)
         self.columns = list(columns) if columns else None
         self.title = title
+        self.view = view
         self._table: list[dict[str, Any]] = []
         self._header_written = False
         self._csv_columns: list[str] = []
@@ -235,7 +184,9 @@ class RecordSink:
 
     def close(self) -> None:
         if self.fmt is OutputFormat.table and self._table:
-            emit_records(self._table, OutputFormat.table, columns=self.columns, title=self.title)
+            rows, columns, caption = (self.view(self._table) if self.view is not None
+                                      else (self._table, self.columns, None))
+            emit_records(rows, OutputFormat.table, columns=columns, title=self.title, caption=caption)
         self._table = []
 
     def __enter__(self) -> "RecordSink":
@@ -252,15 +203,6 @@ def _all_keys(records: Iterable[dict[str, Any]]) -> list[str]:
     return list(keys)
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}  # C0, DEL and C1 (0x9b is CSI)
-
-
-def safe_text(text: str) -> str:
-    """``text`` with control characters escaped: a file name holding a newline or an escape
-    sequence cannot forge a line on stderr or repaint the terminal."""
-    return str(text).translate(_CONTROL)
-
-
 def report_failure(message: str) -> None:
     """One input's failure, as one line on stderr (its record carries the same text)."""
     err_console.print(f"[red]error:[/red] {escape(safe_text(message))}", markup=True, highlight=False)
@@ -268,6 +210,11 @@ def report_failure(message: str) -> None:
 
 def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/yellow] {escape(safe_text(message))}", markup=True, highlight=False)
+
+
+def hint(message: str) -> None:
+    """A pointer to what to do next, on stderr (as the error boundary's hint lines)."""
+    err_console.print(f"[dim]hint:[/dim] {escape(safe_text(message))}", markup=True, highlight=False)
 
 
 def info(message: str) -> None:

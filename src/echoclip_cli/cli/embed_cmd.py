@@ -11,9 +11,9 @@ from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTS
 from ..errors import UsageError
 from ..media.classify import ULTRASOUND_TYPES, parse_clip_types
 from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, emit_records,
-                     info, report_failure, resolve_format, weights_option)
+                     hint, info, report_failure, resolve_format, weights_option)
 from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, FramesOpt, InputsArg, JpegDecodeOpt, KeepPhiOpt, MaskOpt,
-                     QueryOpt, QuietOpt, StartOpt, StrideOpt, StudyOpt, WorkersOpt, archive_of, count_inputs,
+                     NoCacheOpt, QueryOpt, QuietOpt, StartOpt, StrideOpt, StudyOpt, WorkersOpt, archive_of, count_inputs,
                      discovery_failed, gather_inputs, run_options, sampling, shard_slice)
 from .models import open_model
 from .progress import progress_bar
@@ -40,6 +40,7 @@ def embed(
     start: StartOpt = None,
     mask: MaskOpt = None,
     clip_types: ClipTypesOpt = None,
+    no_cache: NoCacheOpt = False,
     keep_frames: Annotated[bool, typer.Option("--keep-frames", help="Store per-frame embeddings (for zero-shot tasks).")] = False,
     flush_every: Annotated[int, typer.Option("--flush-every", help="Videos per store part (a crash loses at most these).", min=1)] = 256,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Take slice I/N of the inputs (SLURM arrays).")] = None,
@@ -57,8 +58,10 @@ def embed(
     """Embed echo videos (or report texts) with an EchoCLIP model.
 
     Each video's embedding is the mean of its L2-normalised frame embeddings (frames 0, 2, …, 38
-    by default). Records go to stdout (JSONL includes the 512 numbers); with --out they are
-    appended to a store, and a rerun skips what the store already holds.
+    by default). Records go to stdout (JSONL and CSV include the 512 numbers; a terminal table
+    does not); with --out they are appended to a store, and a rerun skips what the store already
+    holds. Clips embedded before by any command come from the embedding cache (--no-cache: embed
+    again).
 
     Examples:
 
@@ -96,11 +99,14 @@ def embed(
                        backend=backend, deterministic=deterministic, compile=compile_model, quiet=quiet,
                        inputs=count_inputs(files))
     options = run_options(batch_size=batch_size, workers=workers, sampled=sampling(frames, stride, start, mask),
-                          clip_types=types, jpeg_decode=jpeg_decode, keep_phi=keep_phi)
-    with_vectors = out is None and resolve_format(fmt) is OutputFormat.jsonl
+                          clip_types=types, no_cache=no_cache, jpeg_decode=jpeg_decode, keep_phi=keep_phi)
+    from ..records import EmbeddingRecord
+
+    shown = resolve_format(fmt)
+    with_vectors = out is None and shown is not OutputFormat.table  # JSONL and CSV carry every field
     failures = done = 0
     try:
-        with progress_bar(quiet) as bar, RecordSink(fmt, columns=None if with_vectors else VIDEO_COLUMNS) as sink:
+        with progress_bar(quiet) as bar, RecordSink(fmt, columns=VIDEO_COLUMNS, fields=EmbeddingRecord.field_names()) as sink:
             for record in api.embed(model, files, out=out, options=options, keep_frames=keep_frames,
                                     with_vectors=with_vectors, flush_every=flush_every, progress=bar):
                 if record.error:
@@ -114,6 +120,9 @@ def embed(
             info(f"interrupted after {done}{of} inputs; what finished is in {out}. "
                  "Run the same command again to go on from there.")
         raise
+    if shown is OutputFormat.table and done and not quiet:
+        hint("a table shows no vectors: --format jsonl (or csv) writes them, --out STORE keeps them for "
+             "search and the zero-shot tasks")
     if failures or discovery_failed(files):
         raise typer.Exit(1)
 

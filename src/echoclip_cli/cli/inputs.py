@@ -67,6 +67,7 @@ StudyOpt = Annotated[Optional[list[str]], typer.Option(
 QueryOpt = Annotated[Optional[list[str]], typer.Option(
     "--query", metavar="KEY=VALUE", rich_help_panel="DICOMweb input",
     help="QIDO-RS study search filter (repeatable), e.g. ModalitiesInStudy=US, StudyDate=20240101-20240131.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Embed again instead of reusing cached frame embeddings (`echoclip cache info`).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 KeepPhiOpt = Annotated[bool, typer.Option("--keep-phi", help="Keep patient names, birth dates and raw IDs in outputs.")]
 

@@ -95,6 +95,9 @@ def match_patients(
         report_failure(message)
     info(f"{len(result.studies)} studies from {sum(len(m) for m in result.studies.members)} videos: {len(result.groups)} same-patient "
          f"groups, {len(result.conflicts)} conflicts")
-    emit_records(result.records(), fmt, columns=COLUMNS)
+    if timeline and not result.timeline:
+        info("timeline: no patient has two or more studies (by patient key, or else by a same-patient group), "
+             "so there is nothing to order; --threshold lower joins more studies into groups")
+    emit_records([record.as_dict() for record in result.records()], fmt, columns=COLUMNS)
     if result.failures or discovery_failed(files):
         raise typer.Exit(1)

@@ -12,11 +12,10 @@ from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS
 from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds
 from .common import DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, emit_records, info, report_failure
-from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, InputsArg, QueryOpt, QuietOpt, StudyOpt,
-                     WorkersOpt, count_inputs, discovery_failed, inputs_or_store, run_options)
+from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, InputsArg, KeepPhiOpt, NoCacheOpt, QueryOpt, QuietOpt,
+                     StudyOpt, WorkersOpt, count_inputs, discovery_failed, inputs_or_store, run_options)
 from .progress import progress_bar
-from .zeroshot_cmd import (ForceOpt, HeadsOpt, NoCacheOpt, StoreOpt, ThresholdsOpt, WeightsZS, load_heads,
-                           zero_shot_model)
+from .zeroshot_cmd import ForceOpt, HeadsOpt, StoreOpt, ThresholdsOpt, WeightsZS, load_heads, zero_shot_model
 
 
 class SentenceSource(str, Enum):
@@ -44,6 +43,7 @@ def report(
     sentences: Annotated[SentenceSource, typer.Option("--sentences", help="Each study's five nearest sentences: auto (EchoCLIP-R's report sentences when its weights, echo-clip-r or another template-tokenizer bundle, and their template vocabulary are installed: the clips are embedded again with them; else the prompt library), prompts, or none.")] = SentenceSource.auto,
     force: ForceOpt = False,
     no_cache: NoCacheOpt = False,
+    keep_phi: KeepPhiOpt = False,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     workers: WorkersOpt = None,
     fmt: FormatOpt = OutputFormat.auto,
@@ -58,8 +58,10 @@ def report(
     page shows every object with an animation of its model-ready frames, its clip type and why it
     was or was not scored, its EF and device scores (calls only where a threshold exists), the
     PromptCAM overlays behind those numbers (--no-maps leaves them out), and the study's five
-    nearest report sentences. No network, no scripts: the folder opens anywhere. stdout gets one wide row per study (EF,
-    device calls, clip counts, flags) for spreadsheets. Frames come from the embedding cache when
+    nearest report sentences. Studies are listed by date, with their patient key where the files
+    carry one; a study known only by its folder is named by a hash of it (--keep-phi: the folder).
+    No network, no scripts: the folder opens anywhere. stdout gets one wide row per study (date,
+    patient key, EF, device calls, clip counts, flags) for spreadsheets. Frames come from the embedding cache when
     another command has embedded the files.
 
     Examples:
@@ -87,7 +89,8 @@ def report(
     files = inputs_or_store(inputs, folder, store, dicomweb, study, query)
     model = zero_shot_model(weights, store, device, precision, False, quiet, backend)
     with progress_bar(quiet) as bar:
-        options = run_options(batch_size=batch_size, workers=workers, clip_types=types, no_cache=no_cache)
+        options = run_options(batch_size=batch_size, workers=workers, clip_types=types, no_cache=no_cache,
+                              keep_phi=keep_phi)
         studies = api.report(model, files, out=out, store=store, options=options, devices=tasks,
                              thresholds=user_thresholds, force=force,
                              content=api.ReportContent(animations=animations, maps=maps, sentences=sentences.value,
@@ -98,7 +101,7 @@ def report(
         report_failure(message)
     info(f"wrote {out / 'index.html'} ({len(studies)} studies)")
     emit_records([s.wide_row(tasks) for s in studies], fmt,
-                 columns=["study", "ef", "n_clips", "n_scored", "n_skipped", "n_failed",
+                 columns=["study", "study_date", "ef", "n_clips", "n_scored", "n_skipped", "n_failed",
                           *(f"{t}_detected" for t in tasks), "flags"])
     if failed or discovery_failed(files):
         raise typer.Exit(1)

@@ -83,7 +83,7 @@ def search(
         if ranking.skipped:
             warn(f"{len(ranking.skipped)} of {ranking.n_reports} reports hold no sentence the tokenizer knows and were left out "
                  f"(first: {', '.join(ranking.skipped[:3])})")
-        emit_records(ranking.records, fmt, columns=["level", "rank", "score", "id", "text"])
+        emit_records([r.as_dict() for r in ranking.records], fmt, columns=["level", "rank", "score", "id", "text"])
     else:
         raise UsageError("give a QUERY (with --store STORE, or none to search what echoclip holds), "
                          "or --video FILE with --reports FILE",
@@ -113,4 +113,4 @@ def _search_videos(query: str, stores: Optional[list[Path]], weights: Optional[s
         for line in result.plan.explain():
             info(line)
     columns = ["level", "rank", "score", "source", "study", "n_videos", "study_date"]
-    emit_records(result.records, fmt, columns=columns + (["store"] if stores is None else []))  # where each came from
+    emit_records([r.as_dict() for r in result.records], fmt, columns=columns + (["store"] if stores is None else []))  # where each came from

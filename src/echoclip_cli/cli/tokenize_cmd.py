@@ -44,13 +44,28 @@ def _tokenizer(weights: Optional[str], kind: Optional[str], template_vocab: Opti
     return get_tokenizer(kind or "clip", template_vocab=template_vocab)
 
 
-def _warn_about(enc: "Encoding", kind: str, label: str) -> None:
+def _warn_about(enc: "Encoding", tok: "Tokenizer", label: str) -> None:
     if enc.n_truncated:
         warn(f"{label}: truncated to fit the context, {enc.n_truncated} tokens cut")
-    if kind == "template" and len([i for i in enc.ids if i]) <= 2 and enc.text.strip():
-        warn(f"{label}: nothing matched the report-template vocabulary; this would embed an empty report")
+    if tok.kind == "template" and len([i for i in enc.ids if i]) <= 2 and enc.text.strip():
+        warn(f"{label}: nothing matched the report-template vocabulary; as a report this embeds an empty report"
+             + _as_a_query(enc.text, tok))
     elif enc.unmatched:
         warn(f"{label}: dropped (matched no template phrase): " + " | ".join(enc.unmatched))
+
+
+def _as_a_query(text: str, tok: "Tokenizer") -> str:
+    """What ``search`` makes of ``text`` (it rewrites free text into template sentences), as the
+    end of the warning: a text that is an empty report may still be a query that finds videos."""
+    from ..query import QueryNotUnderstood, understand_query
+
+    try:
+        plan = understand_query(text, tok)
+    except QueryNotUnderstood:
+        return ""
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    return (f"; as a search query it becomes {plan.texts[0]!r}: `echoclip search --explain {shown!r}` "
+            "shows how")
 
 
 def tokenize(
@@ -92,7 +107,7 @@ def tokenize(
     console = out_console()
     for n, text in enumerate(items, 1):
         enc = tok.encode(text)
-        _warn_about(enc, tok.kind, f"text {n}" if len(items) > 1 else "text")
+        _warn_about(enc, tok, f"text {n}" if len(items) > 1 else "text")
         if as_json:
             record = {"text": text, "tokenizer": tok.kind, "cleaned": enc.cleaned, "ids": enc.ids,
                       "pieces": enc.pieces, "n_tokens": len(enc.pieces), "n_truncated": enc.n_truncated,

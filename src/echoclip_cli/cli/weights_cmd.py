@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import FormatOpt, OutputFormat, emit_records, info, warn
+from .common import FormatOpt, OutputFormat, emit_records, info, resolve_format, warn
 
 app = typer.Typer(
     help="Install, list and verify model weights (bundles live in $ECHOCLIP_HOME).",
@@ -111,7 +111,10 @@ def add_template_vocab(
     info(f"{bundle.name}: template vocabulary stored ({len(tokenizer.phrases)} phrases)")
 
 
-def _rows() -> list[dict]:
+TABLE_COLUMNS = ["name", "installed", "verified", "size_mb", "tokenizer", "tasks"]
+
+
+def _rows(separator: str = ",") -> list[dict]:
     from .. import weights as w
 
     installed = {b.name: b for b in w.installed_bundles()}
@@ -126,7 +129,7 @@ def _rows() -> list[dict]:
                 "verified": w.is_verified(bundle) if bundle else None,
                 "size_mb": round(bundle.size_bytes() / 2**20, 1) if bundle else None,
                 "tokenizer": bundle.tokenizer_kind if bundle else known.tokenizer,
-                "tasks": ",".join(tasks),
+                "tasks": separator.join(tasks),
                 "source": _source(bundle, known),
                 "licence": known.licence if known else "",
                 "path": str(bundle.root) if bundle else "",
@@ -163,7 +166,11 @@ def list_(fmt: FormatOpt = OutputFormat.auto) -> None:
     """
     from .. import weights as w
 
-    emit_records(_rows(), fmt, title=f"weights in {w.weights_home()}")
+    if resolve_format(fmt) is OutputFormat.table:  # the columns that fit a terminal; JSONL/CSV have all
+        emit_records(_rows(", "), fmt, columns=TABLE_COLUMNS, title=f"weights in {w.weights_home()}",
+                     caption="source, licence and path: --format jsonl")
+        return
+    emit_records(_rows(), fmt)
 
 
 @app.command("verify")

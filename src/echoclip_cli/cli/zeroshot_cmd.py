@@ -15,10 +15,10 @@ import typer
 from ..defaults import DEFAULT_BATCH_SIZE, DEVICE_TASKS, ZERO_SHOT_WEIGHTS
 from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds
-from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, emit_records,
-                     info, report_failure, weights_option)
-from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, FramesOpt, InputsArg, KeepPhiOpt, MaskOpt, QueryOpt,
-                     QuietOpt, StartOpt, StrideOpt, StudyOpt, WorkersOpt, count_inputs, discovery_failed,
+from .common import (DeterministicOpt, DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, RecordSink, TableView,
+                     emit_records, info, report_failure, weights_option)
+from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, FramesOpt, InputsArg, KeepPhiOpt, MaskOpt, NoCacheOpt,
+                     QueryOpt, QuietOpt, StartOpt, StrideOpt, StudyOpt, WorkersOpt, count_inputs, discovery_failed,
                      inputs_or_store, run_options, sampling)
 from .models import open_model
 from .outputs import BundleSink, ResultFormat, ResultFormatOpt, SrOpt, StowOpt, StudyOutputs
@@ -39,7 +39,6 @@ HEAD_VALUE_COLUMNS = ("head_value", "value_low", "value_high", "abstain")
 HEAD_BINARY_COLUMNS = ("head_probability", "head_set", "abstain")
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Use per-frame embeddings from this store (and its weights).")]
 PromptsOpt = Annotated[Optional[Path], typer.Option("--prompts", help="Prompt file (echoclip TOML or upstream JSON).")]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Embed again instead of reusing cached frame embeddings (`echoclip cache info`).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even with weights not validated for this task.")]
 HeadOpt = Annotated[Optional[Path], typer.Option(
     "--head", help="A head from `echoclip fit`: its value, interval and abstention beside the zero-shot one.")]
@@ -65,7 +64,8 @@ def load_heads(paths: Optional[list[Path]]) -> "list[Head]":
 
 
 def finish(records: Iterable[Any], fmt: OutputFormat | ResultFormat, columns: list[str],
-           record_types: tuple[type, ...], files: Any = None, outputs: StudyOutputs = StudyOutputs()) -> None:
+           record_types: tuple[type, ...], files: Any = None, outputs: StudyOutputs = StudyOutputs(),
+           view: TableView | None = None) -> None:
     """Write the records as they come (video rows, then study rows, then a row per study output);
     exit 1 when any input or output failed."""
     from ..exchange import OutputRecord
@@ -75,7 +75,8 @@ def finish(records: Iterable[Any], fmt: OutputFormat | ResultFormat, columns: li
     fields = tuple(name for cls in record_types for name in cls.field_names())
     failed, skipped = False, 0
     sink = BundleSink() if outputs.fhir else RecordSink(
-        OutputFormat(fmt.value), columns=["level", *columns[:-1], "clip_type", "skipped", columns[-1]], fields=fields)
+        OutputFormat(fmt.value), columns=["level", *columns[:-1], "clip_type", "skipped", columns[-1]], fields=fields,
+        view=view)
     with sink:
         for record in outputs.around(records):
             if getattr(record, "error", None):
@@ -87,6 +88,26 @@ def finish(records: Iterable[Any], fmt: OutputFormat | ResultFormat, columns: li
         info(f"{skipped} clip(s) not scored for their type (records say why; --clip-types chooses)")
     if failed or discovery_failed(files):
         raise typer.Exit(1)
+
+
+_PER_INPUT = ("level", "source", "study", "n_frames", "n_videos", "clip_type", "skipped", "error")
+
+
+def devices_side_by_side(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str], str]:
+    """detect-devices on a terminal: one row per video (and per study) with the devices side by side,
+    each cell the score and, where the device has a threshold, the call (JSONL/CSV keep one record
+    per device with every field)."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    devices: dict[str, None] = {}
+    for record in records:
+        key = (record.get("level"), record.get("source"), record.get("study"))
+        row = rows.setdefault(key, {name: record.get(name) for name in _PER_INPUT})
+        if record.get("task") and record.get("score") is not None:
+            devices[record["task"]] = None
+            call = {True: " yes", False: " no"}.get(record.get("detected"), "")
+            row[record["task"]] = f"{record['score']:.3f}{call}"
+    columns = ["level", "source", "study", *devices, "n_frames", "n_videos", "clip_type", "skipped", "error"]
+    return list(rows.values()), columns, "score, then yes/no at the device's threshold (none: no call)"
 
 
 def predict_ef(
@@ -231,7 +252,7 @@ def detect_devices(
                                      progress=bar)
         finish(records, fmt, ["source", "study", "task", "score", "threshold", "detected", "calibrated",
                               *(HEAD_BINARY_COLUMNS if heads else ()), "n_frames", "n_videos", "error"],
-               (tasks.BinaryVideo, tasks.BinaryStudy), files, outputs)
+               (tasks.BinaryVideo, tasks.BinaryStudy), files, outputs, view=devices_side_by_side)
 
 
 def zero_shot(

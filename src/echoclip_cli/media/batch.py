@@ -24,6 +24,7 @@ from ..errors import MediaError
 from ..parallel import completion_map
 from ..preprocess_config import PreprocessConfig
 from .clip import Clip, Codestreams, load_clip, load_codestreams
+from .phi import run_salt
 from .store_file import SUFFIX, write_clip_file
 
 _UID = re.compile(r"[0-9][0-9.]{0,63}")
@@ -124,7 +125,7 @@ def iter_clips_as_ready(
     entries put there after the last input was taken need another call (``paths`` empty).
     With ``wanted_types``, DICOM clips whose header gives another type come without frames.
     """
-    load = partial(_load_job, cfg=cfg, keep_phi=keep_phi, salt=salt, codestreams=codestreams,
+    load = partial(_load_job, cfg=cfg, keep_phi=keep_phi, salt=run_salt(salt), codestreams=codestreams,
                    wanted_types=tuple(wanted_types) if wanted_types is not None else None)
     jobs = _jobs(paths, again)
     if workers < 1:

@@ -12,6 +12,9 @@ The salt, first found wins:
 
 With the default (3) keys link videos within one installation only; set the same salt on every
 machine (and keep it secret: with the salt, anyone can test a guessed ID) to link across sites.
+A home that cannot keep a salt (read-only, full) gets one for this process only, with an
+:class:`~echoclip_cli.errors.EchoclipWarning`: keys then link videos within the run. A run
+resolves its salt once (:func:`run_salt`) and hands it to its decode workers, so they share it.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import hmac
 import os
 import re
 import secrets
+import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import MediaError
+from ..errors import EchoclipWarning, MediaError
 
 SALT_ENV = "ECHOCLIP_SALT"
 SALT_FILE = "salt"
@@ -48,8 +52,16 @@ def _salt_path() -> Path:
 
 
 def _home_salt() -> str:
-    """The per-home salt, created (atomically, owner-only) the first time it is needed."""
+    """The per-home salt, created (atomically, owner-only) the first time it is needed; where the
+    home cannot keep one, this process's own (:func:`_process_salt`)."""
     path = _salt_path()
+    try:
+        return _kept_salt(path)
+    except OSError as exc:
+        return _process_salt(path, exc)
+
+
+def _kept_salt(path: Path) -> str:
     if path.is_file():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +76,28 @@ def _home_salt() -> str:
     finally:
         tmp.unlink()
     return path.read_text().strip()
+
+
+_PROCESS_SALT: list[str] = []  # this process's salt, made once, where the home cannot keep one
+
+
+def _process_salt(path: Path, exc: OSError) -> str:
+    if not _PROCESS_SALT:
+        _PROCESS_SALT.append(secrets.token_hex(32))
+        warnings.warn(f"cannot keep a patient-key salt at {path} ({exc.strerror or type(exc).__name__}): "
+                      "patient keys of this run are made with a salt for this run only and will not match other "
+                      f"runs' (set {SALT_ENV} to link runs)", EchoclipWarning, stacklevel=2)
+    return _PROCESS_SALT[0]
+
+
+def run_salt(salt: str | None = None) -> str | None:
+    """The salt a run hands to its decode workers, resolved once here: a worker resolving its own
+    would make its own where the home cannot keep one, and keys would differ between workers.
+    None where it cannot be resolved (an empty salt file): each DICOM input then says why."""
+    try:
+        return resolve_salt(salt)
+    except MediaError:
+        return salt
 
 
 def resolve_salt(salt: str | None = None) -> str:
