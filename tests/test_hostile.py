@@ -349,30 +349,35 @@ def test_jpeg_frames_larger_than_the_header_says_are_never_decoded(tiny_bundle, 
     assert "declares 96×128 pixels, the DICOM header 48×64" in records["bomb.dcm"]["error"] and decoded == []
 
 
-def test_a_video_whose_frames_grow_after_the_probe_is_refused_not_kept(tiny_bundle, tmp_path):
-    """Issue 30, class 1 (video): the budget prices the stream's probed size, but an MJPEG AVI
-    whose later frames grow (16000² in the fuzz) took 4+ GB. A frame of another size than the
-    stream declared is refused before it is converted or kept."""
+def _growing_avi(path, big: tuple[int, int]):
+    """An MJPEG AVI whose stream (and the probe) says 48×64 and whose frames from 2 on are ``big``."""
     from fractions import Fraction
 
     import av
 
-    path = tmp_path / "grow.avi"
-    small, big = np.full((48, 64, 3), 100, np.uint8), np.full((96, 128, 3), 100, np.uint8)
+    small, large = np.full((48, 64, 3), 100, np.uint8), np.full((*big, 3), 100, np.uint8)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("mjpeg", rate=Fraction(30))
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
         larger = av.CodecContext.create("mjpeg", "w")
-        larger.width, larger.height, larger.pix_fmt, larger.time_base = 128, 96, "yuvj420p", Fraction(1, 30)
+        larger.width, larger.height, larger.pix_fmt, larger.time_base = big[1], big[0], "yuvj420p", Fraction(1, 30)
         for _ in range(2):
             for packet in stream.encode(av.VideoFrame.from_ndarray(small, format="rgb24")):
                 container.mux(packet)
         for i in range(6):
-            for packet in larger.encode(av.VideoFrame.from_ndarray(big, format="rgb24")):
+            for packet in larger.encode(av.VideoFrame.from_ndarray(large, format="rgb24")):
                 packet.stream, packet.pts, packet.dts = stream, 2 + i, 2 + i
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    return path
+
+
+def test_a_video_whose_frames_grow_after_the_probe_is_refused_not_kept(tiny_bundle, tmp_path):
+    """Issue 30, class 1 (video): the budget prices the stream's probed size, but an MJPEG AVI
+    whose later frames grow (16000² in the fuzz) took 4+ GB. A frame of another size than the
+    stream declared is refused before it is converted or kept."""
+    path = _growing_avi(tmp_path / "grow.avi", (96, 128))
     good = make_video(tmp_path / "ok.avi", echo_frames(8, 48, 64, seed=1))
     result = run_cli("embed", path, good, "-w", "tiny", "-f", "jsonl")
     records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
@@ -418,3 +423,66 @@ def test_a_home_that_cannot_keep_a_salt_gives_one_salt_shared_by_the_decode_work
     assert len(records) == 4 and all(r["error"] is None for r in records)
     assert len({r["patient_key"] for r in records}) == 1 and records[0]["patient_key"]
     phi._PROCESS_SALT.clear()
+
+
+def _sof_patched(stream: bytes, height: int, width: int) -> bytes:
+    """A JPEG codestream whose start-of-frame header declares ``height`` × ``width`` (the data
+    stays the small image's): what a decoder allocates is what the header says."""
+    at = stream.index(b"\xff\xc0")
+    return stream[:at + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + stream[at + 9:]
+
+
+def test_under_a_4_gb_memory_limit_every_memory_case_is_one_error_and_good_files_keep_their_records(
+        tiny_bundle, tmp_path):
+    """Issue 30's done-when for class 1: under ``prlimit --as=4G`` a run mixing good files with
+    each memory case — JPEG frames whose own header declares 30000² (2.7 GB decoded) in a DICOM
+    that says 96×128, a DICOM header promising 30000² × 200 frames, an MJPEG AVI whose frames grow
+    after the probe, a frames file claiming 100,000 model-size frames — gives every good file's
+    record and exactly one error per bad input."""
+    import shutil
+
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    from echoclip_cli.media.store_file import write_clip_file
+    from tests.media_factory import jpeg_dicom, jpeg_frames
+
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit (util-linux) is not installed")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = [make_video(folder / "good.avi", echo_frames(8, 48, 64, seed=1)),
+            make_dicom(folder / "good.dcm", echo_frames(8, 48, 64, seed=2), "jpeg", seed=5)]
+    streams = jpeg_frames(echo_frames(4, 96, 128, seed=3))
+    jpeg_dicom(folder / "sof_bomb.dcm", [_sof_patched(s, 30000, 30000) for s in streams], 96, 128, seed=6)
+    promise = make_dicom(folder / "header_bomb.dcm", echo_frames(2, 48, 64, seed=4), "rgb", seed=7)
+    ds = pydicom.dcmread(promise)
+    ds.Rows = ds.Columns = 30000
+    ds.NumberOfFrames = 200
+    ds.save_as(promise)
+    _growing_avi(folder / "grow_bomb.avi", (4096, 4096))  # frames 2… 4096² (50 MB each as RGB), the probe 48×64
+    cfg = PreprocessConfig.from_dict(json.loads((tiny_bundle.root / "echoclip.json").read_text())["preprocess_cfg"])
+    meta = {"source": "fake", "source_sha256": "1" * 64, "preprocess": cfg.to_dict(),
+            "preprocess_digest": cfg.digest(), "frame_indices": list(range(2))}
+    frames_bomb = write_clip_file(folder / "frames_bomb.safetensors",
+                                  torch.zeros(2, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8), meta)
+    raw = bytearray(frames_bomb.read_bytes())  # the header now claims 100,000 frames (the data is 2)
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + length])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["shape"][0] = 100_000
+    header[name]["data_offsets"][1] = 100_000 * 3 * cfg.image_size ** 2
+    text = json.dumps(header).encode()
+    frames_bomb.write_bytes(len(text).to_bytes(8, "little") + text + bytes(raw[8 + length:]))
+
+    command = ["prlimit", f"--as={4 * 1024 ** 3}", sys.executable, "-m", "echoclip_cli", "embed", "--dir", folder,
+               "-w", "tiny", "-f", "jsonl", "--no-cache"]
+    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=300, env={**os.environ})
+    records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(done.stdout)}
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert set(records) == {"good.avi", "good.dcm", "sof_bomb.dcm", "header_bomb.dcm", "grow_bomb.avi",
+                            "frames_bomb.safetensors"}, done.stderr[-2000:]
+    assert records["good.avi"]["error"] is None and records["good.dcm"]["error"] is None
+    bad = {name: r["error"] for name, r in records.items() if name.endswith(("_bomb.dcm", "_bomb.avi", "_bomb.safetensors"))}
+    assert all(bad.values()), bad
+    assert "Traceback" not in done.stderr and "MemoryError" not in done.stderr
