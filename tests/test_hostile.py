@@ -486,3 +486,39 @@ def test_under_a_4_gb_memory_limit_every_memory_case_is_one_error_and_good_files
     bad = {name: r["error"] for name, r in records.items() if name.endswith(("_bomb.dcm", "_bomb.avi", "_bomb.safetensors"))}
     assert all(bad.values()), bad
     assert "Traceback" not in done.stderr and "MemoryError" not in done.stderr
+
+
+def test_a_frames_file_claiming_another_inputs_sha256_does_not_take_its_place(tiny_bundle, tmp_path):
+    """Issue 30, class 9: a preprocessed file whose metadata names another input's sha256 was
+    taken for that input: skipped by a store that holds it, and handed its cached embeddings.
+    The claim now counts only when this home signed it for these frames."""
+    import json as _json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    import echoclip_cli
+    from echoclip_cli.files import sha256_file
+
+    model = echoclip_cli.load_model("tiny", device="cpu")
+    a = make_dicom(tmp_path / "a.dcm", echo_frames(12, 48, 64, seed=1), "jpeg", seed=1)
+    b = make_dicom(tmp_path / "b.dcm", echo_frames(12, 48, 64, seed=2), "jpeg", seed=2)
+    out = tmp_path / "frames"
+    assert run_cli("preprocess", b, "--out", out, "-w", "tiny").exit_code == 0
+    (made,) = out.glob("*.safetensors")
+    honest = list(echoclip_cli.embed(model, [made]))[0]
+    assert honest.error is None
+    with safe_open(str(made), framework="pt") as fh:
+        frames, meta = fh.get_tensor("frames"), _json.loads(fh.metadata()["echoclip"])
+    assert meta["source_sha256"] == sha256_file(b)  # signed here: it stands for b
+    meta["source_sha256"] = sha256_file(a)  # forged: it says it was made from a
+    forged = tmp_path / "forged.safetensors"
+    save_file({"frames": frames}, str(forged), metadata={"echoclip": _json.dumps(meta)})
+    store = tmp_path / "a.store"
+    assert [r.error for r in echoclip_cli.embed(model, [a], out=store)] == [None]  # a is stored and cached
+    records = list(echoclip_cli.embed(model, [forged], out=store))
+    assert len(records) == 1 and records[0].error is None  # not skipped as "already in the store"
+    np.testing.assert_allclose(records[0].embedding, honest.embedding, atol=1e-6)  # b's frames, not a's cache
+    from echoclip_cli.identity import input_key
+
+    assert input_key(forged) == sha256_file(forged) and input_key(made) == sha256_file(b)

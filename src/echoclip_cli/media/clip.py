@@ -27,7 +27,7 @@ from .colour import grey_counts, grey_sample_picks, mostly_grey_counts
 from .dicom import read_dicom, read_jpeg_codestreams
 from .discover import input_kind
 from .phi import safe_reason
-from .store_file import read_clip_file
+from .store_file import CLAIM, claim_holds, read_clip_file
 from .video import decode_video
 
 
@@ -115,6 +115,10 @@ def _header_type(raw: dict[str, Any]) -> tuple[str, str] | None:
 
 def _load_store(path: Path, cfg: PreprocessConfig) -> Clip:
     frames, meta = read_clip_file(path)
+    if isinstance(meta.get("source_sha256"), str) and not claim_holds(meta, frames):
+        # not signed here for these frames: the file is its own input, not the original it names
+        meta["source_sha256"] = sha256_file(path)
+    meta.pop(CLAIM, None)
     stored = meta.get("preprocess_digest")
     if stored != cfg.digest():
         raise MediaError(

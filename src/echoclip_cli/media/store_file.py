@@ -39,27 +39,77 @@ def is_store_file(path: Path) -> bool:
 
 
 def write_clip_file(path: Path, frames: "torch.Tensor", meta: dict[str, Any]) -> Path:
-    """Write frames + metadata to ``path`` atomically (temp file in the same folder, then rename)."""
+    """Write frames + metadata to ``path`` atomically (temp file in the same folder, then rename).
+    A recorded ``source_sha256`` is signed for these frames (:func:`source_claim`)."""
     from safetensors.torch import save_file
 
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+    if record.get("source_sha256"):
+        record[CLAIM] = source_claim(str(record["source_sha256"]), frames_sha256(frames),
+                                     str(record.get("preprocess_digest")))
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, lambda tmp: save_file({"frames": frames.contiguous()}, str(tmp),
                                                     metadata={META_KEY: json.dumps(record)}))
 
 
+CLAIM = "source_claim"
+
+
+def frames_sha256(frames: Any) -> str:
+    """sha256 of a frames tensor's bytes (uint8, contiguous)."""
+    import hashlib
+
+    import numpy as np
+
+    array = frames.contiguous().numpy() if hasattr(frames, "numpy") else np.ascontiguousarray(frames)
+    return hashlib.sha256(array.tobytes()).hexdigest()
+
+
+def source_claim(source_sha256: str, frames_digest: str, preprocess_digest: str) -> str:
+    """HMAC-SHA256, keyed with this home's secret salt (:func:`echoclip_cli.media.phi.resolve_salt`),
+    of the claim "these frames were made from the file of this sha256 with these settings".
+
+    A frames file stands for its original (resume, duplicates and the frame cache take it as
+    that file, :mod:`echoclip_cli.identity`) only when the claim verifies: a file that merely
+    *says* it was made from another input's bytes (hand-made, or copied from another home) would
+    otherwise take that input's place and get its cached embeddings. A claim from another home
+    does not verify: such a file is its own input (its own bytes are its identity)."""
+    import hashlib
+    import hmac
+
+    from .phi import resolve_salt
+
+    message = "\0".join(("echoclip frames claim", source_sha256, frames_digest, preprocess_digest)).encode()
+    return hmac.new(resolve_salt(None).encode(), message, hashlib.sha256).hexdigest()
+
+
+def claim_holds(meta: dict[str, Any], frames: Any) -> bool:
+    """Whether a frames file's recorded ``source_sha256`` is signed for its frames (:func:`source_claim`)."""
+    import hmac
+
+    recorded, signed = meta.get("source_sha256"), meta.get(CLAIM)
+    if not isinstance(recorded, str) or not isinstance(signed, str):
+        return False
+    expected = source_claim(recorded, frames_sha256(frames), str(meta.get("preprocess_digest")))
+    return hmac.compare_digest(expected, signed)
+
+
 def recorded_source_sha256(path: Path) -> str | None:
-    """The sha256 of the original input that one of our frames files records, if it does (None
-    for a file that is not ours or cannot be read: its own bytes are then its identity)."""
+    """The sha256 of the original input that one of our frames files records and signed
+    (:func:`claim_holds`); None for a file that is not ours, cannot be read, or whose claim does
+    not verify: its own bytes are then its identity."""
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(path), framework="np") as fh:
+        with safe_open(str(path), framework="pt") as fh:
             meta = json.loads((fh.metadata() or {}).get(META_KEY, "{}"))
-    except (SafetensorError, OSError, ValueError):
+            if not isinstance(meta, dict) or not meta.get("source_sha256") or "frames" not in fh.keys():
+                return None
+            _price(path, fh.get_slice("frames"))
+            frames = fh.get_tensor("frames")
+    except (SafetensorError, OSError, ValueError, MediaError):
         return None
-    value = meta.get("source_sha256") if isinstance(meta, dict) else None
-    return str(value) if value else None
+    return str(meta["source_sha256"]) if claim_holds(meta, frames) else None
 
 
 def _price(path: Path, frames: Any) -> None:
