@@ -522,3 +522,35 @@ def test_a_frames_file_claiming_another_inputs_sha256_does_not_take_its_place(ti
     from echoclip_cli.identity import input_key
 
     assert input_key(forged) == sha256_file(forged) and input_key(made) == sha256_file(b)
+
+
+def test_a_rotated_mp4_is_turned_upright_as_a_player_shows_it(tiny_bundle, tmp_path):
+    """Issue 30, class 9: an MP4 stored sideways with a display matrix (rotate 90°) was embedded
+    unrotated: the model saw what no viewer shows. Its frames are now turned upright (and the
+    record's metadata says so); the same clip stored upright gives the same frames."""
+    import av
+
+    from echoclip_cli.media.clip import read_frames
+
+    def write(path, frames, rotation=None):
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264rgb", rate=30)
+            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "rgb24"
+            stream.options = {"crf": "0", "preset": "ultrafast"}
+            if rotation is not None:
+                stream.set_display_rotation(rotation)
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        return path
+
+    upright = echo_frames(6, 64, 48, seed=3)  # portrait, as shown
+    stored = np.ascontiguousarray(np.rot90(upright, k=-1, axes=(1, 2)))  # stored turned clockwise: landscape
+    sideways = write(tmp_path / "sideways.mp4", stored, rotation=90)
+    plain = write(tmp_path / "plain.mp4", upright)
+    got, meta = read_frames(sideways, [0, 2, 4])
+    want, _ = read_frames(plain, [0, 2, 4])
+    assert got.shape == want.shape == (3, 64, 48, 3) and meta["rotation"] == 90
+    np.testing.assert_array_equal(got, want)

@@ -61,6 +61,22 @@ def decode_video(source: str | Path | BinaryIO, indices: Sequence[int], name: st
     return np.stack(frames), info
 
 
+def _upright(frame: Any, name: str, info: dict[str, Any]) -> np.ndarray:
+    """The frame as RGB, turned as its display matrix says (a phone or cart recording stored
+    sideways carries a rotation the player applies: 90, 180 or 270 degrees counterclockwise);
+    ``info["rotation"]`` says so. Other angles are refused: no resampling is done here."""
+    pixels = frame.to_ndarray(format="rgb24")
+    angle = float(getattr(frame, "rotation", 0) or 0)
+    if not angle:
+        return pixels
+    turns = round(angle / 90)
+    if abs(angle - 90 * turns) > 0.5:
+        raise MediaError(f"{name}: its display matrix rotates it by {angle:g} degrees (only multiples of 90 are "
+                         "turned upright)")
+    info["rotation"] = int(90 * turns) % 360
+    return np.ascontiguousarray(np.rot90(pixels, k=turns % 4))
+
+
 def _decode_wanted(
     container: Any, stream: Any, wanted: list[int], name: str, info: dict[str, Any], size: tuple[int, int] = (0, 0)
 ) -> tuple[list[np.ndarray], list[int], int]:
@@ -81,7 +97,7 @@ def _decode_wanted(
                 raise MediaError(f"{name}: frame {index} is {frame.height}×{frame.width}, the stream declared "
                                  f"{size[0]}×{size[1]}: not kept")
             if index in targets:
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(_upright(frame, name, info))
                 found.append(index)
             if index >= last:
                 break
