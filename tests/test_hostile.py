@@ -554,3 +554,24 @@ def test_a_rotated_mp4_is_turned_upright_as_a_player_shows_it(tiny_bundle, tmp_p
     want, _ = read_frames(plain, [0, 2, 4])
     assert got.shape == want.shape == (3, 64, 48, 3) and meta["rotation"] == 90
     np.testing.assert_array_equal(got, want)
+
+
+def test_an_avi_whose_index_lies_is_one_error_not_a_one_frame_clip(tiny_bundle, tmp_path):
+    """Issue 30, class 9: an AVI whose index points every frame at frame 0 gave one frame and a
+    plausible record. A container that declares far more frames than can be read is refused."""
+    import struct
+
+    good = make_video(tmp_path / "good.avi", echo_frames(8, 48, 64, seed=2))
+    liar = make_video(tmp_path / "liar.avi", echo_frames(8, 48, 64, seed=1), codec="mjpeg")
+    data = bytearray(liar.read_bytes())
+    at = data.rfind(b"idx1")
+    first = data[at + 16:at + 24]  # offset and size of frame 0's entry
+    for k in range(struct.unpack("<I", data[at + 4:at + 8])[0] // 16):
+        entry = at + 8 + 16 * k
+        if data[entry:entry + 4] == b"00dc":
+            data[entry + 8:entry + 16] = first
+    liar.write_bytes(bytes(data))
+    result = run_cli("embed", liar, good, "-w", "tiny", "-f", "jsonl")
+    records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
+    assert result.exit_code == 1 and records["good.avi"]["error"] is None, result.stderr
+    assert "declares 8 frames but only 1 could be read" in records["liar.avi"]["error"]

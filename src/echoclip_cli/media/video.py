@@ -54,11 +54,23 @@ def decode_video(source: str | Path | BinaryIO, indices: Sequence[int], name: st
         frames, found, decoded = _decode_wanted(container, stream, wanted, name, info, size)
     if decoded == 0:
         raise MediaError(f"{name}: the video has no frames")
+    _check_count(name, info, decoded, wanted)
     if not found:
         raise MediaError(f"{name}: the video has {decoded} frames, none at the sampled indices (from {wanted[0]})")
     info["frame_indices"] = found
     info["frames_decoded"] = decoded
     return np.stack(frames), info
+
+
+def _check_count(name: str, info: dict[str, Any], decoded: int, wanted: list[int]) -> None:
+    """A container that declares many more frames than can be read before the last one sampled
+    (an AVI whose index points every entry at frame 0: one frame came out, silently) is damaged or
+    lying: refused. A count off by a frame or two, or a damaged tail already said, is not."""
+    declared = info.get("n_frames_total") or 0
+    missing = min(declared, wanted[-1] + 1 if wanted else 0) - decoded
+    if "decode_warning" not in info and missing > max(2, declared // 10):
+        raise MediaError(f"{name}: its container declares {declared} frames but only {decoded} could be read "
+                         "(a damaged or lying index)")
 
 
 def _upright(frame: Any, name: str, info: dict[str, Any]) -> np.ndarray:
