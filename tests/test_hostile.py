@@ -575,3 +575,26 @@ def test_an_avi_whose_index_lies_is_one_error_not_a_one_frame_clip(tiny_bundle, 
     records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
     assert result.exit_code == 1 and records["good.avi"]["error"] is None, result.stderr
     assert "declares 8 frames but only 1 could be read" in records["liar.avi"]["error"]
+
+
+def test_weights_optimise_on_a_full_disk_is_one_line_and_leaves_nothing_behind(tiny_bundle, monkeypatch):
+    """Issue 30, class 5: on a full disk the compiler's failure (a C++ backtrace) ended
+    `weights optimise`, and was remembered as "cannot compile on this CPU" for good. Now: one
+    line, exit 1, no staging folder and no failure record (the next run tries again)."""
+    import torch._inductor
+
+    from echoclip_cli.backends import compiled
+
+    def full(*args, **kwargs):
+        raise RuntimeError("std::runtime_error: write failed: No space left on device\n"
+                           "Exception raised from save at /pytorch/aten/src/ATen/cpp/serialize.cpp:42 (most recent "
+                           "call first):\nframe #0: c10::Error::Error(...)")
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", full)
+    result = run_cli("weights", "optimise", "tiny")
+    assert result.exit_code == 1, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no space left" in errors[0] and "frame #0" not in result.stderr
+    target = compiled.folder(tiny_bundle)
+    assert not (target / "failed.json").exists()
+    assert not [p for p in target.parent.glob("*") if ".build" in p.name]  # no staging folder left

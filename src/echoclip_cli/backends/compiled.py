@@ -25,6 +25,7 @@ stay eager.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -166,11 +167,22 @@ def _compile(reference: Reference, target: Path) -> tuple[Path, CompiledTower]:
         import shutil
 
         shutil.rmtree(stage, ignore_errors=True)
+        if out_of_space(exc):  # the disk, not this CPU: nothing to remember, one line, try again later
+            raise OSError(errno.ENOSPC, f"no space left in {target.parent} to build the compiled image tower "
+                                        "(nothing was kept; free space and run again)") from None
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         target.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target / "failed.json", json.dumps({"cpu": cpu_kind(), "torch": torch.__version__,
                                                                "reason": first}, indent=1))
         raise UsageError(f"cannot compile the image tower here: {first}", hint="use --backend torch") from None
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether a build failed because the disk is full: an ENOSPC OSError, or a compiler's
+    exception (C++ backtrace and all) whose text says so."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return "No space left on device" in str(exc) or "ENOSPC" in str(exc)
 
 
 def _check(reference: Reference, tower: CompiledTower, seconds: float) -> dict[str, Any]:
