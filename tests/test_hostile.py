@@ -598,3 +598,19 @@ def test_weights_optimise_on_a_full_disk_is_one_line_and_leaves_nothing_behind(t
     target = compiled.folder(tiny_bundle)
     assert not (target / "failed.json").exists()
     assert not [p for p in target.parent.glob("*") if ".build" in p.name]  # no staging folder left
+
+
+def test_a_jpeg_frame_cut_short_with_its_end_marker_put_back_is_refused(tiny_bundle, tmp_path):
+    """Issue 30, class 9: a frame whose scan data is cut and whose end-of-image marker is put back
+    passed the truncation check and decoded with its lower part made up (exact mid-grey fill)."""
+    from tests.media_factory import jpeg_dicom, jpeg_frames
+
+    streams = jpeg_frames(echo_frames(4, 96, 128, seed=3))
+    sos = streams[2].index(b"\xff\xda")
+    streams[2] = streams[2][:sos + (len(streams[2]) - sos) // 2] + b"\xff\xd9"
+    cut = jpeg_dicom(tmp_path / "cut.dcm", streams, 96, 128, seed=8)
+    good = make_dicom(tmp_path / "good.dcm", echo_frames(4, 96, 128, seed=4), "jpeg", seed=9)
+    result = run_cli("embed", cut, good, "-w", "tiny", "-f", "jsonl", "--no-cache")
+    records = {r["source"].rsplit("/", 1)[-1]: r for r in _jsonl(result.stdout)}
+    assert result.exit_code == 1 and records["good.dcm"]["error"] is None, result.stderr
+    assert "frame 2's JPEG data is cut short" in records["cut.dcm"]["error"]

@@ -353,14 +353,33 @@ def _decode(path: Path, ds: Any, ts: Any, indices: list[int], n_frames: int) -> 
         return frames, found, "pyav"
     if ts == JPEGBaseline8Bit and int(ds.get("BitsAllocated", 8)) == 8:
         try:
-            return _jpeg_baseline_frames(ds, indices, n_frames), indices, "pillow"
+            frames = _jpeg_baseline_frames(ds, indices, n_frames)
         except (OSError, ValueError, SyntaxError):
             pass  # damaged or unusual codestream: let pydicom's pipeline try (and report)
+        else:
+            _check_not_filled(path, frames, indices)
+            return frames, indices, "pillow"
     _check_declared_sizes(path, ds, ts, indices, n_frames)
     try:
         return _pydicom_frames(_pixel_source(path, ds, ts), indices), indices, "pydicom"
     except _PYDICOM_ERRORS as exc:
         raise MediaError(f"{path}: cannot decode {ts.name} pixel data ({safe_reason(exc)})") from None
+
+
+GREY_FILL = 128  # what libjpeg gives for blocks whose data is missing (zero coefficients: mid-grey)
+FILL_BLOCK = 16  # a 4:2:0 MCU: the last one decoded from missing data is this square of exact fill
+
+
+def _check_not_filled(path: Path, frames: Sequence[np.ndarray], indices: Sequence[int]) -> None:
+    """A JPEG frame cut short with its end-of-image marker put back decodes without a word: the
+    decoder fills every block after the cut with exact mid-grey (128 in every channel). Its last
+    MCU, the bottom-right 16×16 square, is then exactly that fill — which no echo frame's corner
+    is (outside the sector it is black, and speckle never sits at one exact value): refused."""
+    for index, frame in zip(indices, frames):
+        corner = frame[-FILL_BLOCK:, -FILL_BLOCK:]
+        if corner.size and frame.shape[0] >= FILL_BLOCK and frame.shape[1] >= FILL_BLOCK and (corner == GREY_FILL).all():
+            raise MediaError(f"{path}: frame {index}'s JPEG data is cut short (its last blocks decode to the "
+                             "decoder's grey fill): its pixels would be partly made up")
 
 
 def _check_declared_sizes(path: Path, ds: Any, ts: Any, indices: list[int], n_frames: int) -> None:
