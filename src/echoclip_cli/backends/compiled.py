@@ -5,7 +5,7 @@ epilogues around oneDNN matmuls, weights pre-packed), but it compiles again in e
 (~15-35 s here), more than a small run takes. AOTInductor compiles once into a package that a
 later process loads in under a second, so the cost is paid once per machine, not per run:
 
-    echoclip weights optimise echo-clip      # once: compile, check, measure (about a minute)
+    echoclip weights optimise echo-clip      # once: compile, check, measure (a few minutes)
     echoclip predict-ef --dir studies/        # then: --backend auto uses it where it measured faster
 
 A run of :data:`AUTO_BUILD_INPUTS` inputs or more with ``--backend auto`` builds it first by itself
@@ -137,7 +137,7 @@ def build(reference: Reference, note: Note = lambda _: None) -> dict[str, Any]:
     bundle = reference.bundle
     target = folder(bundle)
     target.parent.mkdir(parents=True, exist_ok=True)
-    note(f"compiling the image tower of {bundle.name} for this CPU (once; about a minute)…")
+    note(f"compiling the image tower of {bundle.name} for this CPU (once; 1–2 minutes at full size on 2 cores)…")
     start = time.perf_counter()
     stage, tower = _compile(reference, target)
     result = _check(reference, tower, time.perf_counter() - start)

@@ -218,7 +218,8 @@ def optimise(
 ) -> None:
     """Build the fast CPU paths of some weights for this machine.
 
-    Each is checked against eager torch fp32 and timed (about a minute each, once per machine).
+    Each is checked against eager torch fp32 and timed, once per machine: about 6 minutes in all at
+    full size on a 2-core CPU (compiling 1–2 min, the ONNX exports and int8 quantisation the rest).
     Prints what each path measured: frame/video cosine against torch fp32, EF and device-score
     differences (ONNX), frames/s; then times the built paths and eager torch against each other
     on one batch, interleaved. A path already built and checked on this CPU is not redone
