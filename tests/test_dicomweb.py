@@ -475,3 +475,28 @@ def test_labels_from_the_archives_measurement_srs_equal_those_from_the_files(tmp
     assert result.exit_code == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert sorted(r["value"] for r in rows if r["primary"]) == [55.0, 62.0]  # the two studies of patient P0
+
+
+def test_the_monthly_example_script_scores_the_studies_of_its_dates_and_stores_their_srs(pacs, creds, tiny_bundle,
+                                                                                          tmp_path, _hermetic_home):
+    """examples/orthanc/last_month_to_sr.sh against the real Orthanc (STUDY_DATE picks the test
+    studies' date instead of last month)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    pytest.importorskip("highdicom")
+    server, folder, studies = pacs
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "WORKDIR": str(tmp_path), "ECHOCLIP_WEIGHTS": "tiny", "STUDY_DATE": "20240102",
+           "ECHOCLIP_HOME": str(_hermetic_home)}
+    done = subprocess.run(["bash", str(REPO_ROOT / "examples" / "orthanc" / "last_month_to_sr.sh"), server.url],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 studies of 20240102" in done.stderr
+    records = [json.loads(line) for line in (tmp_path / "ef.jsonl").read_text().splitlines()]
+    written = [r for r in records if r["level"] == "sr"]
+    assert len(written) == 2 and all(r["stored"] and Path(r["output"]).is_file() for r in written)
+    assert server.password not in done.stdout + done.stderr
