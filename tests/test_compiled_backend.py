@@ -63,7 +63,12 @@ def test_auto_takes_it_only_where_measured_faster(tiny_bundle, compiled_bundle):
 
 @pytest.mark.slow
 def test_weights_optimise_builds_checks_and_says_what_auto_runs(tiny_bundle, compiled_bundle, onnx_bundle, monkeypatch):
-    """What is built and checked is kept (its numbers said again) and races; --force compiles again."""
+    """What is built and checked is kept (its numbers said again) and races; --force compiles again.
+    (A built path wins the race here, whatever this machine measures: when eager torch wins, the
+    built files are not kept: the next test.)"""
+    from echoclip_cli.backends import race
+
+    monkeypatch.setattr(race, "fastest_built", lambda bundle: ("compiled", "fp32"))
     result = run_cli("weights", "optimise", "tiny")
     assert result.exit_code == 0, result.stderr
     assert "frame cosine vs eager" in result.stderr and "--backend auto on this CPU now runs:" in result.stderr
@@ -211,3 +216,34 @@ def test_a_copied_home_is_hashed_once_then_trusted(tiny_bundle, compiled_bundle)
     assert integrity.problem(package) is None  # copied by the fixture: new inode, same bytes
     again = json.loads((package.parent / integrity.RECORD).read_text())["visual.pt2"]
     assert again["sha256"] == record["sha256"] and again["stamp"] != record["stamp"]
+
+
+@pytest.mark.slow
+def test_when_eager_torch_wins_the_built_towers_are_not_kept_nor_built_again(tiny_bundle, compiled_bundle,
+                                                                              onnx_bundle, monkeypatch):
+    """Issue 30: `weights optimise` kept ~870 MB of built towers even when it chose eager torch.
+    Now their files go and their measurements stay: auto does not build them again, a second
+    optimise says what they measured without building, --backend compiled would build again."""
+    from echoclip_cli import inference
+    from echoclip_cli.backends import onnx, race, registry
+
+    monkeypatch.setattr(race, "fastest_built", lambda bundle: race.EAGER)  # torch measured fastest here
+    result = run_cli("weights", "optimise", "tiny")
+    assert result.exit_code == 0, result.stderr
+    assert "the built towers were not kept" in result.stderr and "MB freed" in result.stderr
+    assert not compiled_backend.package_file(tiny_bundle).exists() and not onnx.exported(tiny_bundle)
+    assert compiled_backend.read_check(tiny_bundle) is not None and onnx.read_check(tiny_bundle) is not None
+    assert compiled_backend.attempted(tiny_bundle)  # so a large auto run does not build it first
+    import torch
+
+    choice = registry.choose("auto", "fp32", torch.device("cpu"), tiny_bundle, inputs=10_000)
+    assert choice.name == "torch" and not choice.build_first
+
+    def no_network(*_args, **_kwargs):
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(inference, "build_network", no_network)
+    again = run_cli("weights", "optimise", "tiny")
+    assert again.exit_code == 0, again.stderr
+    assert "not kept (eager torch ran faster; --force builds it again)" in again.stderr
+    assert "checked on this CPU, not kept" in again.stderr

@@ -98,6 +98,11 @@ def optimise(weights: "str | Bundle", *, onnx: bool = True, force: bool = False,
     else:
         race.race(bundle, model, note)
     chosen = race.fastest_built(bundle)
+    if chosen == race.EAGER:  # nothing built ran faster here: keep what was measured, not the ~0.9 GB of files
+        freed = sum(registry.get(name).prune(bundle) for name in FAST_BACKENDS if registry.get(name).built(bundle))
+        if freed:
+            note(f"eager torch is the fastest here: the built towers were not kept ({freed / 1e6:.0f} MB freed; "
+                 "what they measured was, so --backend auto does not build them again)")
     note(f"--backend auto on this CPU now runs: {chosen[0]}" + (f" {chosen[1]}" if chosen[1] else "")
          + f" (this took {time.perf_counter() - started:.0f} s)")
     return OptimiseReport(chosen=chosen, failed=failed, skipped=skipped)

@@ -12,6 +12,7 @@ caller hands it in as :data:`TaskNumbers`.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
@@ -86,6 +87,16 @@ class Backend(ABC):
         """Its speed against eager torch as measured when it was built or checked, if it was."""
         return None
 
+    def prune(self, bundle: Any) -> int:
+        """Delete its built files for ``bundle`` and keep what was measured (so ``--backend auto``
+        does not build it again): eager torch ran faster on this CPU. Bytes freed."""
+        return 0
+
+    def not_kept(self, bundle: Any) -> str | None:
+        """What it measured here, when it was built, measured slower than eager torch and its files
+        deleted (:meth:`prune`); None otherwise."""
+        return None
+
     def usable(self, bundle: Any) -> bool:
         """Built and checked on this CPU, and measured at least :data:`MIN_GAIN` times faster than eager."""
         return self.built(bundle) is not None and (self.gain(bundle) or 0.0) >= MIN_GAIN
@@ -106,3 +117,21 @@ class Backend(ABC):
     def tower(self, bundle: Any, precision: str, encode: Callable[["torch.Tensor"], "torch.Tensor"] | None = None,
               **options: Any) -> Tower:
         """The runnable tower (built already: :meth:`ensure`)."""
+
+
+PRUNED = "pruned.json"  # beside a backend's measurements: its files were deleted, torch ran faster
+
+
+def prune_files(where: "Path", files: "list[Path]", reason: str) -> int:
+    """Delete ``files``, keep the measurements in ``where``, and say why in :data:`PRUNED`."""
+    from ..files import atomic_write_text
+
+    freed = 0
+    for path in files:
+        try:
+            freed += path.stat().st_size
+            path.unlink()
+        except OSError:
+            continue
+    atomic_write_text(where / PRUNED, json.dumps({"reason": reason, "freed_bytes": freed}, indent=1))
+    return freed

@@ -39,7 +39,7 @@ from ..device import cpu_kind
 from ..errors import UsageError
 from ..files import home
 from . import integrity, measure
-from .base import MIN_GAIN, Backend, Note, Reference, TaskNumbers
+from .base import MIN_GAIN, PRUNED, Backend, Note, Reference, TaskNumbers, prune_files
 
 if TYPE_CHECKING:
     from ..weights import Bundle
@@ -260,7 +260,22 @@ class CompiledBackend(Backend):
         if not force and found is not None and _stale(bundle) is None:
             note(f"already built on this CPU (--force to redo): {summary(found)}")
             return
+        if not force and (kept := self.not_kept(bundle)):
+            note(kept)
+            return
         _rebuild(bundle, reference, note)
+
+    def prune(self, bundle: "Bundle") -> int:
+        if not package_file(bundle).is_file():
+            return 0
+        return prune_files(folder(bundle), [package_file(bundle)], "eager torch ran faster on this CPU")
+
+    def not_kept(self, bundle: "Bundle") -> str | None:
+        found = read_check(bundle)
+        if found is None or not (folder(bundle) / PRUNED).is_file() or package_file(bundle).is_file():
+            return None
+        return (f"built and measured on this CPU, not kept (eager torch ran faster; --force builds it again): "
+                f"{summary(found)}")
 
     def tower(self, bundle: "Bundle", precision: str = "fp32", eager: Any = None, **options: Any) -> CompiledTower:
         reason = integrity.problem(package_file(bundle))

@@ -34,7 +34,7 @@ from ..device import cpu_flags, cpu_kind
 from ..errors import UsageError
 from ..files import home
 from . import integrity, measure
-from .base import Backend, Note, Reference, TaskNumbers
+from .base import PRUNED, Backend, Note, Reference, TaskNumbers, prune_files
 
 if TYPE_CHECKING:
     from ..weights import Bundle
@@ -433,7 +433,21 @@ class OnnxBackend(Backend):
             for line in summary(checked).splitlines():  # one message per line
                 note(line)
             return
+        if not force and (kept := self.not_kept(bundle)):
+            for line in kept.splitlines():
+                note(line)
+            return
         _make(bundle, reference, note, task_numbers)
+
+    def prune(self, bundle: "Bundle") -> int:
+        files = [path for path in folder(bundle).glob("*") if path.is_file() and path.suffix != ".json"]
+        return prune_files(folder(bundle), files, "eager torch ran faster on this CPU") if files else 0
+
+    def not_kept(self, bundle: "Bundle") -> str | None:
+        found = read_check(bundle)
+        if found is None or not (folder(bundle) / PRUNED).is_file() or exported(bundle):
+            return None
+        return "checked on this CPU, not kept (eager torch ran faster; --force exports it again):\n" + summary(found)
 
     def tower(self, bundle: "Bundle", precision: str = "fp32", eager: Any = None, **options: Any) -> OnnxTower:
         reason = integrity.problem(model_file(bundle, precision))
