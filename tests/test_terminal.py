@@ -25,12 +25,18 @@ ECHOCLIP = f"{shlex.quote(sys.executable)} -m echoclip_cli"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def run_in_pty(shell_command: str, cwd: Path, timeout: float = 120) -> tuple[int, str]:
-    """Run ``shell_command`` with stdin, stdout and stderr on a new pty (the command's own
-    redirects and pipes apply on top); return its exit code and everything the pty showed."""
+def run_in_pty(shell_command: str, cwd: Path, timeout: float = 120, columns: int = 120) -> tuple[int, str]:
+    """Run ``shell_command`` with stdin, stdout and stderr on a new pty ``columns`` wide (the
+    command's own redirects and pipes apply on top); return its exit code and everything the pty
+    showed."""
+    import fcntl
+    import struct
+    import termios
+
     leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
     os.set_blocking(leader, False)
-    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm-256color"}
+    env = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
     proc = subprocess.Popen(["bash", "-c", shell_command], stdin=follower, stdout=follower, stderr=follower,
                             cwd=cwd, env=env, start_new_session=True)
@@ -215,3 +221,24 @@ def test_terminal_tables_keep_one_line_per_row_at_80_and_120_columns(clips, widt
     devices = run_cli("detect-devices", "--store", "s.store", "-q", "--format", "table").stdout
     video_rows = [line for line in _table_lines(devices)[1] if any(name in line for name in names)]
     assert len(video_rows) == 5 and all(re.search(r"-?0\.\d{3} (yes|no)", row) for row in video_rows)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_on_a_real_terminal_of_80_and_120_columns_every_record_is_one_unbroken_row(clips, width):
+    """Issue 30's done-when, under a pseudo-terminal: the default output of predict-ef and
+    detect-devices on a terminal (a table, the progress bar on stderr) fits the window, one line
+    per record, numbers and headers whole."""
+    folder, names = clips
+    code, _ = run_in_pty(f"{ECHOCLIP} embed {' '.join(names)} -w tiny --keep-frames --out s.store -q > /dev/null",
+                         folder, columns=width)
+    assert code == 0
+    for command, words in (("predict-ef --store s.store", ["ef", "frames"]),
+                           ("detect-devices --store s.store", ["pacemaker", "tavr", "mitraclip", "impella"])):
+        code, shown = run_in_pty(f"{ECHOCLIP} {command}", folder, columns=width)
+        lines = lines_of(shown)
+        assert code == 0, shown
+        assert all(len(line) <= width for line in lines), "\n".join(lines)
+        header_cells = {cell.strip() for line in lines if line.startswith("┃") for cell in line.strip("┃").split("┃")}
+        assert set(words) <= header_cells, "\n".join(lines)
+        body = [line for line in lines if line.startswith("│")]
+        assert len([line for line in body if any(name in line for name in names)]) == 5, "\n".join(lines)
