@@ -34,8 +34,6 @@ import argparse
 import hashlib
 import os
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 

@@ -442,7 +442,6 @@ def test_under_a_4_gb_memory_limit_every_memory_case_is_one_error_and_good_files
     import shutil
 
     import pydicom
-    from pydicom.encaps import encapsulate
 
     from echoclip_cli.media.store_file import write_clip_file
     from tests.media_factory import jpeg_dicom, jpeg_frames
@@ -451,8 +450,8 @@ def test_under_a_4_gb_memory_limit_every_memory_case_is_one_error_and_good_files
         pytest.skip("prlimit (util-linux) is not installed")
     folder = tmp_path / "in"
     folder.mkdir()
-    good = [make_video(folder / "good.avi", echo_frames(8, 48, 64, seed=1)),
-            make_dicom(folder / "good.dcm", echo_frames(8, 48, 64, seed=2), "jpeg", seed=5)]
+    make_video(folder / "good.avi", echo_frames(8, 48, 64, seed=1))
+    make_dicom(folder / "good.dcm", echo_frames(8, 48, 64, seed=2), "jpeg", seed=5)
     streams = jpeg_frames(echo_frames(4, 96, 128, seed=3))
     jpeg_dicom(folder / "sof_bomb.dcm", [_sof_patched(s, 30000, 30000) for s in streams], 96, 128, seed=6)
     promise = make_dicom(folder / "header_bomb.dcm", echo_frames(2, 48, 64, seed=4), "rgb", seed=7)

@@ -16,6 +16,8 @@ from ..defaults import DEFAULT_WEIGHTS
 from .common import PathLike, weights_for
 
 if TYPE_CHECKING:
+    import torch
+
     from ..inference import EchoClip
     from ..weights import Bundle
 

@@ -14,7 +14,7 @@ from ..defaults import RETRIEVAL_WEIGHTS as PATIENT_WEIGHTS
 from .common import (DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, emit_records, info, report_failure, warn,
                      weights_option)
 from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, FramesOpt, InputsArg, MaskOpt, QueryOpt, QuietOpt,
-                     StartOpt, StrideOpt, StudyOpt, WorkersOpt, count_inputs, discovery_failed, inputs_or_store,
+                     StartOpt, StrideOpt, StudyOpt, WorkersOpt, discovery_failed, inputs_or_store,
                      run_options, sampling)
 from .models import open_model
 from .progress import progress_bar

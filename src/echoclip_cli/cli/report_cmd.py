@@ -13,7 +13,7 @@ from ..media.classify import VIDEO_TYPES, parse_clip_types
 from ..prompts import load_thresholds
 from .common import DeviceOpt, FormatOpt, OutputFormat, BackendOpt, PrecisionOpt, emit_records, info, report_failure
 from .inputs import (BatchOpt, ClipTypesOpt, DicomwebOpt, DirOpt, InputsArg, KeepPhiOpt, NoCacheOpt, QueryOpt, QuietOpt,
-                     StudyOpt, WorkersOpt, count_inputs, discovery_failed, inputs_or_store, run_options)
+                     StudyOpt, WorkersOpt, discovery_failed, inputs_or_store, run_options)
 from .progress import progress_bar
 from .zeroshot_cmd import ForceOpt, HeadsOpt, StoreOpt, ThresholdsOpt, WeightsZS, load_heads, zero_shot_model
 
