@@ -440,6 +440,18 @@ def test_a_store_filled_from_the_archive_names_each_instance_by_its_url(pacs, cr
     assert all(row["source"].startswith(f"{server.url}/studies/") for row in stored.rows)
     again = list(echoclip_cli.predict_ef(echoclip_cli.load_model(store=out, device="cpu"), store=out))
     assert {r.source for r in again if r.level == "video"} == {r.source for r in records}
+    notes = []
+
+    class Notes:
+        def start(self, total, frames_per_item): pass
+        def frames(self, count): pass
+        def item(self, n_frames): pass
+        def note(self, message): notes.append(message)
+        def warn(self, message): notes.append(message)
+
+    resumed = list(echoclip_cli.embed(model, Archive(server.url, studies=tuple(studies)), out=out, progress=Notes()))
+    assert resumed == [] and "5 instances already in the store: not fetched" in notes  # no metadata, no frames
+    assert any("fetched 0.0 MB of pixel data" in n for n in notes), notes
 
 
 def test_labels_from_the_archives_measurement_srs_equal_those_from_the_files(tmp_path, monkeypatch):

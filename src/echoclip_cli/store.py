@@ -271,6 +271,21 @@ def set_aside(part: Path) -> Path:
     return target
 
 
+def stored_sources(path: str | os.PathLike[str]) -> set[str]:
+    """The ``source`` of every row of the store's sound parts (rows only: no vectors are read);
+    empty when there is no store there yet."""
+    folder = Path(path)
+    if not (folder / "store.json").is_file():
+        return set()
+    sources: set[str] = set()
+    for part in _parts(folder):
+        try:
+            sources.update(str(row.get("source")) for row in read_part(part, rows_only=True).rows)
+        except StoreError:
+            continue
+    return sources
+
+
 def read_store(path: str | os.PathLike[str], *, frames: bool = False) -> Store:
     """Vectors and metadata of a store (duplicates of one source sha256 keep the first)."""
     path = Path(path)

@@ -41,11 +41,13 @@ class _Study:
     error: str | None = None
 
 
-def reads_archives(types: Callable[[RunOptions], Sequence[str] | None], *, together: bool = False) -> Callable:
+def reads_archives(types: Callable[[RunOptions], Sequence[str] | None], *, together: bool = False,
+                   held: Callable[[dict[str, Any]], set[str]] | None = None) -> Callable:
     """A use-case call that also takes an :class:`Archive` as ``inputs``. ``types(options)``:
     the clip types the call scores (None: every type), so clips of other types are refused from
     their metadata. ``together``: stage every study, then call once (results that compare
-    studies)."""
+    studies). ``held(arguments)``: instance URLs the call has already (the store it resumes),
+    which are not fetched at all."""
 
     def wrap(call: Callable) -> Callable:
         signature = inspect.signature(call)
@@ -71,9 +73,10 @@ def reads_archives(types: Callable[[RunOptions], Sequence[str] | None], *, toget
 
             frames = options.sampled().apply(model.preprocess).frame_indices
             progress = bound.arguments.get("progress") or Silent()
+            have = held(bound.arguments) if held is not None else set()
             if together:
-                return _together(archive, run, frames, types(options), progress)
-            return _per_study(archive, run, frames, types(options), progress)
+                return _together(archive, run, frames, types(options), progress, have)
+            return _per_study(archive, run, frames, types(options), progress, have)
 
         return use_case
 
@@ -97,7 +100,7 @@ def list_studies(archive: Archive, server: Any) -> list[_Study]:
 
 
 def _per_study(archive: Archive, run: Callable, frames: Sequence[int], types: Sequence[str] | None,
-               progress: Progress) -> Iterator[Any]:
+               progress: Progress, held: set[str]) -> Iterator[Any]:
     from ..errors import MediaError
 
     server = archive.connect()
@@ -106,20 +109,24 @@ def _per_study(archive: Archive, run: Callable, frames: Sequence[int], types: Se
     except ServerError as exc:
         raise MediaError(exc.message) from None
     counted = _Counted(progress, sum(max(1, len(s.instances)) for s in studies))
+    already = 0
     with tempfile.TemporaryDirectory(prefix="echoclip-dicomweb-") as tmp:
-        for staged in _staged_ahead(server, studies, frames, types, Path(tmp), progress):
+        for staged in _staged_ahead(server, studies, frames, types, Path(tmp), progress, held):
             archive.headers.update(staged.headers)
+            already += staged.held
             try:
                 if staged.paths:
                     for record in run(Found(staged.paths), counted):
                         yield _rewrite(record, staged)
             finally:
                 staged.remove()
+    if already:
+        progress.note(f"{already} instances already in the store: not fetched")
     progress.note(_summary(server))
 
 
 def _together(archive: Archive, run: Callable, frames: Sequence[int], types: Sequence[str] | None,
-              progress: Progress) -> Any:
+              progress: Progress, held: set[str]) -> Any:
     from ..dicomweb.staging import StagedStudy
     from ..errors import MediaError
 
@@ -130,7 +137,7 @@ def _together(archive: Archive, run: Callable, frames: Sequence[int], types: Seq
         raise MediaError(exc.message) from None
     with tempfile.TemporaryDirectory(prefix="echoclip-dicomweb-") as tmp:
         everything = StagedStudy("", Path(tmp))
-        for staged in _staged_ahead(server, studies, frames, types, Path(tmp), progress):
+        for staged in _staged_ahead(server, studies, frames, types, Path(tmp), progress, held):
             everything.paths += staged.paths
             everything.sources.update(staged.sources)
             everything.errors.update(staged.errors)
@@ -143,7 +150,7 @@ def _together(archive: Archive, run: Callable, frames: Sequence[int], types: Seq
 
 
 def _staged_ahead(server: Any, studies: list[_Study], frames: Sequence[int], types: Sequence[str] | None,
-                  folder: Path, progress: Progress) -> Iterator[Any]:
+                  folder: Path, progress: Progress, held: set[str] = frozenset()) -> Iterator[Any]:
     """Each study staged (:func:`~echoclip_cli.dicomweb.staging.stage`), the next one fetched in
     a thread while the caller works on this one."""
     from ..dicomweb.staging import StagedStudy, stage
@@ -165,7 +172,8 @@ def _staged_ahead(server: Any, studies: list[_Study], frames: Sequence[int], typ
             staged.sources[str(path)] = f"{server.url}/studies/{study.uid}"
             staged.errors[str(path)] = study.error
             return staged
-        return stage(server, study.uid, study.instances, frames, place, wanted_types=types, warn=warn_once)
+        return stage(server, study.uid, study.instances, frames, place, wanted_types=types, warn=warn_once,
+                     held=held)
 
     handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
     stop = threading.Event()

@@ -83,7 +83,16 @@ def _finite(result: "VideoEmbedding") -> "VideoEmbedding":
                    error=f"{result.source}: its embedding holds non-finite values (NaN or infinity)")
 
 
-@reads_archives(lambda options: options.types(ULTRASOUND_TYPES))
+def _in_the_store(arguments: dict[str, Any]) -> set[str]:
+    """What the store ``out`` holds already, by source (an archive's instance URLs): a resumed
+    archive run fetches none of it."""
+    from ..store import stored_sources
+
+    out = arguments.get("out")
+    return stored_sources(out) if out is not None else set()
+
+
+@reads_archives(lambda options: options.types(ULTRASOUND_TYPES), held=_in_the_store)
 def embed(
     model: "EchoClip",
     inputs: Sequence[PathLike] | None = None,

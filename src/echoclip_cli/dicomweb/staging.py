@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Container, Sequence
 
 from ..media.extraction import ORIGIN, PRIVATE_CREATOR, PRIVATE_GROUP, SOURCE_FRAMES
 from .server import Server, ServerError
@@ -41,6 +41,7 @@ class StagedStudy:
     sources: dict[str, str] = field(default_factory=dict)  # local path → instance URL
     errors: dict[str, str] = field(default_factory=dict)  # local path → why it could not be fetched
     headers: dict[str, Any] = field(default_factory=dict)  # instance URL → its identifying header (:func:`brief`)
+    held: int = 0  # instances the run's store holds already (by their URL): not fetched
     not_images: int = 0  # instances that are not images (SRs, …): not inputs
     whole: int = 0  # instances fetched whole (the server could not serve frames)
 
@@ -57,15 +58,20 @@ def stage(
     *,
     wanted_types: Sequence[str] | None = None,
     warn: Callable[[str], None] | None = None,
+    held: Container[str] = (),
 ) -> StagedStudy:
     """Fetch what a run over ``study`` reads of each ``(series, sop)`` of ``instances`` into
     ``folder`` (see the module doc). ``frame_indices``: the sampled frames (0-based);
-    ``wanted_types``: the clip types the run scores (None: all)."""
+    ``wanted_types``: the clip types the run scores (None: all); ``held``: instance URLs the run
+    has already (a store it resumes): not fetched at all."""
     folder.mkdir(parents=True, exist_ok=True)
     staged = StagedStudy(study, folder)
     for series, sop in instances:
         path = folder / f"{sop}.dcm"  # a UID (checked): reports name the clip by it
         source = server.instance_url(study, series, sop)
+        if source in held:
+            staged.held += 1
+            continue
         try:
             kept, header = _stage_one(server, study, series, sop, path, frame_indices, wanted_types)
         except ServerError as exc:
