@@ -114,3 +114,32 @@ def test_embed_records_clip_types_and_refuses_non_ultrasound(tiny_bundle, tmp_pa
 
     stored = read_store(tmp_path / "s")
     assert [r["clip_type"] for r in stored.rows] == ["2d"]
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "rgb"])
+def test_a_clip_its_header_refuses_is_read_once_and_never_decoded(tmp_path, monkeypatch, kind):
+    """A run that scores 2D only reads a Doppler clip's header once — the parse the reader does
+    anyway — and decodes none of its frames, on the CPU path and on the device path's parse."""
+    from echoclip_cli.media import clip as clip_module
+    from echoclip_cli.media import dicom
+
+    regions = [region_item((0, 0, 63, 20), 1, 1), region_item((0, 21, 63, 47), 3, 3)]
+    path = make_dicom(tmp_path / "doppler.dcm", echo_frames(6, 48, 64, seed=1), kind, regions=regions)
+    parses = []
+    real, real_decode = dicom._parsed, dicom._decode_rgb
+    monkeypatch.setattr(dicom, "_parsed", lambda *a, **k: parses.append(1) or real(*a, **k))
+    monkeypatch.setattr(dicom, "_decode_rgb", lambda *a, **k: pytest.fail("a refused clip was decoded"))
+    cfg = PreprocessConfig()
+    clip = load_clip(path, cfg, wanted_types=("2d",))
+    assert clip.frames.shape[0] == 0 and clip.meta["clip_type"] == "spectral_doppler" and clip.meta["refused"]
+    assert len(parses) == 1
+    parses.clear()
+    item = clip_module.load_codestreams(path, cfg, wanted_types=("2d",))
+    assert isinstance(item, clip_module.Clip) and item.meta["clip_type"] == "spectral_doppler"
+    assert len(parses) <= 1  # JPEG: parsed from the bytes in memory (no header parse at all); else once
+    monkeypatch.setattr(dicom, "_decode_rgb", real_decode)
+    scored = make_dicom(tmp_path / "a4c.dcm", echo_frames(6, 48, 64, seed=2), kind,
+                        regions=[region_item((0, 0, 63, 47), 1, 1)])
+    parses.clear()
+    assert load_clip(scored, cfg, wanted_types=("2d",)).frames.shape[0] == 3
+    assert len(parses) == 1  # a clip that is scored: its header is not parsed a second time to decide

@@ -57,6 +57,8 @@ def _codestream_outcome(path: str, cfg: PreprocessConfig, keep_phi: bool, salt: 
         return ("error", f"{path}: unexpected {type(exc).__name__} while reading", "report this file's format")
     if item is None:
         return load_outcome(path, cfg, keep_phi, salt, wanted_types)
+    if isinstance(item, Clip):  # refused from its header: no frames
+        return ("ok", item.frames.numpy(), item.meta)
     return ("jpeg", item, None)
 
 

@@ -24,7 +24,7 @@ from ..preprocess import prepare_frame_group, prepare_frames, region_view, secto
 from ..preprocess_config import PreprocessConfig
 from . import classify
 from .colour import grey_counts, grey_sample_picks, mostly_grey_counts
-from .dicom import read_dicom, read_jpeg_codestreams
+from .dicom import Refused, read_dicom, read_jpeg_codestreams
 from .discover import input_kind
 from .phi import safe_reason
 from .store_file import CLAIM, claim_holds, read_clip_file
@@ -57,7 +57,8 @@ _DECODER_ERRORS = (ValueError, OSError, EOFError, RuntimeError, KeyError, IndexE
 
 
 def read_frames(
-    path: str | os.PathLike[str], indices: Sequence[int], *, keep_phi: bool = False, salt: str | None = None
+    path: str | os.PathLike[str], indices: Sequence[int], *, keep_phi: bool = False, salt: str | None = None,
+    wanted_types: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode frames ``indices`` (those past the end are dropped): ((T, H, W, 3) uint8 RGB, metadata).
 
@@ -75,7 +76,7 @@ def read_frames(
         if kind == "video":
             frames, info = decode_video(path, indices, str(path))
             return frames, {"source_kind": "video", **info}
-        return read_dicom(path, indices, keep_phi=keep_phi, salt=salt)
+        return read_dicom(path, indices, keep_phi=keep_phi, salt=salt, wanted_types=wanted_types)
 
 
 @contextmanager
@@ -159,14 +160,16 @@ def load_clip(
 ) -> Clip:
     """Read any supported input and prepare it for ``cfg`` (see the module docstring). With
     ``wanted_types``, a DICOM clip whose header alone gives another clip type is not decoded: it
-    comes back with no frames and ``meta["refused"]`` (:func:`refused_by_header`)."""
+    comes back with no frames and ``meta["refused"]``, read from the header the reader parses
+    anyway (:class:`~echoclip_cli.media.dicom.Refusal`)."""
     path = Path(path)
     _check_file(path)
     if input_kind(path) == "store":
         return _load_store(path, cfg)
-    if (refused := refused_by_header(path, cfg, wanted_types, keep_phi=keep_phi, salt=salt)) is not None:
-        return refused
-    frames_rgb, raw = read_frames(path, cfg.frame_indices, keep_phi=keep_phi, salt=salt)
+    try:
+        frames_rgb, raw = read_frames(path, cfg.frame_indices, keep_phi=keep_phi, salt=salt, wanted_types=wanted_types)
+    except Refused as refused:
+        return _refused(path, cfg, refused.meta)
     raw.update(classify.classify(_header_type(raw), frames_rgb))
     mask = _effective_mask(cfg.mask, raw.get("source_kind"))
     frames, geometry = prepare_frames(frames_rgb, cfg, region=raw.get("region"), mask=mask)
@@ -175,22 +178,8 @@ def load_clip(
     return Clip(frames=frames, meta=_clip_meta(path, raw, geometry, cfg), source=str(path))
 
 
-def refused_by_header(path: Path, cfg: PreprocessConfig, wanted_types: Sequence[str] | None, *,
-                      keep_phi: bool = False, salt: str | None = None) -> Clip | None:
-    """A DICOM input whose header alone says its clip type is none of ``wanted_types`` (a CT, a
-    still, a Doppler strip when only 2D is scored): a clip of no frames whose metadata says why
-    (``clip_type``, ``clip_reason``, ``refused``), read without decoding a frame (an archive's
-    instance without fetching one). None for every other input (and when ``wanted_types`` is None)."""
-    if wanted_types is None or input_kind(path) != "dicom":
-        return None
-    from .dicom import header_clip_type, header_only_meta
-
-    with _decoder_errors(path):
-        ds, kind = header_clip_type(path)
-        if kind is None or kind[0] in wanted_types:
-            return None
-        raw = header_only_meta(ds, keep_phi=keep_phi, salt=salt)
-    raw.update(clip_type=kind[0], clip_reason=kind[1], refused=True)
+def _refused(path: Path, cfg: PreprocessConfig, raw: dict[str, Any]) -> Clip:
+    """The clip of no frames for an input its header refused (``raw``: :class:`Refused`'s metadata)."""
     empty = torch.empty((0, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
     return Clip(frames=empty, meta=_clip_meta(path, raw, {}, cfg), source=str(path))
 
@@ -248,19 +237,22 @@ class Codestreams:
 def load_codestreams(
     path: str | os.PathLike[str], cfg: PreprocessConfig, *, keep_phi: bool = False, salt: str | None = None,
     wanted_types: Sequence[str] | None = None,
-) -> Codestreams | None:
+) -> Codestreams | Clip | None:
     """The sampled frames of an 8-bit JPEG Baseline DICOM file as undecoded codestreams, or
-    ``None`` for any other input (decode it with :func:`load_clip`). Fails like :func:`load_clip`.
+    ``None`` for any other input (decode it with :func:`load_clip`). Fails like :func:`load_clip`;
+    a clip its header refuses (``wanted_types``) comes back as :func:`load_clip` gives it.
     The file is read once: its identity (sha256) is hashed from the bytes the frames are cut from
     (:func:`~echoclip_cli.media.dicom.read_jpeg_codestreams`)."""
     path = Path(path)
     _check_file(path)
     if input_kind(path) != "dicom":
         return None
-    if refused_by_header(path, cfg, wanted_types, keep_phi=keep_phi, salt=salt) is not None:
-        return None  # load_clip refuses it, without decoding
-    with _decoder_errors(path):
-        got = read_jpeg_codestreams(path, cfg.frame_indices, keep_phi=keep_phi, salt=salt)
+    try:
+        with _decoder_errors(path):
+            got = read_jpeg_codestreams(path, cfg.frame_indices, keep_phi=keep_phi, salt=salt,
+                                        wanted_types=wanted_types)
+    except Refused as refused:  # its header gave a type the run does not score: no frame read
+        return _refused(path, cfg, refused.meta)
     if got is None:
         return None
     streams, raw, size, digest = got

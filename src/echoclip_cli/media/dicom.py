@@ -65,9 +65,14 @@ def has_preamble(path: Path) -> bool:
     return has_dicom_preamble(head(path))
 
 
-def read_header(path: Path) -> Any:
-    """The dataset with the pixel data deferred; :class:`MediaError` when it is not an image."""
+def read_header(path: Path, refuse: "Refusal | None" = None) -> Any:
+    """The dataset with the pixel data deferred; :class:`MediaError` when it is not an image.
+    ``refuse`` (:class:`Refusal`) is asked first, from the header alone: a clip of a type the run
+    does not score raises :class:`Refused` (even without pixel data: an archive instance staged
+    header-only)."""
     ds, preamble, caught = _parsed(path)
+    if refuse is not None:
+        refuse(ds)
     if any("End of file reached" in str(w.message) for w in caught):
         raise MediaError(f"{path}: DICOM file is truncated (it ends inside an element)")
     _check_image(ds, path, preamble)
@@ -99,20 +104,41 @@ def _parsed(path: Path, *, stop_before_pixels: bool = False) -> tuple[Any, bool,
     return ds, preamble, caught
 
 
-def header_clip_type(path: Path) -> tuple[Any, tuple[str, str] | None]:
-    """(the header, without pixel data, the clip type it alone decides, or None): what a run
-    that does not score some clip types reads before it decodes a frame. A frame-extracted
-    instance answers for its source; one written header-only (its type refused before any pixel
-    was fetched) is read too. :class:`MediaError` as :func:`read_header` for what is no DICOM."""
-    ds = _parsed(path, stop_before_pixels=True)[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        held = extracted_frames(ds)
-        return ds, classify.from_header(_source_header(ds, held[1]) if held is not None else ds)
+class Refused(Exception):
+    """A clip whose header alone gives a clip type the run does not score: ``meta`` (no frames,
+    ``clip_type``, ``clip_reason``, ``refused``) is what its record says. Not an error."""
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        super().__init__(meta.get("clip_type"))
+        self.meta = meta
+
+
+class Refusal:
+    """Asked with each header a reader parses anyway: raises :class:`Refused` for a clip whose
+    header gives a type not in ``wanted_types`` (a frame-extracted instance answers for its
+    source). No second parse of the header, no frame decoded."""
+
+    def __init__(self, wanted_types: Sequence[str], *, keep_phi: bool, salt: str | None) -> None:
+        self.wanted_types, self.keep_phi, self.salt = tuple(wanted_types), keep_phi, salt
+
+    def __call__(self, ds: Any) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            held = extracted_frames(ds)
+            kind = classify.from_header(_source_header(ds, held[1]) if held is not None else ds)
+            if kind is None or kind[0] in self.wanted_types:
+                return
+            meta = header_only_meta(ds, keep_phi=self.keep_phi, salt=self.salt)
+        raise Refused({**meta, "clip_type": kind[0], "clip_reason": kind[1], "refused": True})
+
+
+def refusal(wanted_types: Sequence[str] | None, *, keep_phi: bool, salt: str | None) -> Refusal | None:
+    """The :class:`Refusal` of a run that scores only ``wanted_types`` (None: every type)."""
+    return None if wanted_types is None else Refusal(wanted_types, keep_phi=keep_phi, salt=salt)
 
 
 def header_only_meta(ds: Any, *, keep_phi: bool, salt: str | None) -> dict[str, Any]:
-    """The metadata of a clip refused from its header (:func:`header_clip_type`): no frames."""
+    """The metadata of a clip refused from its header (:class:`Refusal`): no frames."""
     held = extracted_frames(ds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -530,10 +556,12 @@ def header_meta(ds: Any, ts: Any, *, keep_phi: bool, salt: str | None) -> dict[s
 
 
 def read_dicom(
-    path: Path, indices: Sequence[int], *, keep_phi: bool = False, salt: str | None = None
+    path: Path, indices: Sequence[int], *, keep_phi: bool = False, salt: str | None = None,
+    wanted_types: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Decode frames ``indices`` of a DICOM file: ((T, H, W, 3) uint8 RGB, metadata)."""
-    ds = read_header(path)
+    """Decode frames ``indices`` of a DICOM file: ((T, H, W, 3) uint8 RGB, metadata). With
+    ``wanted_types``, a clip whose header gives another type raises :class:`Refused` undecoded."""
+    ds = read_header(path, refusal(wanted_types, keep_phi=keep_phi, salt=salt))
     # pydicom warns about non-conformant values as elements are first used (a malformed UID, an odd
     # VR); they describe the source file, would break the one-line-per-file report, and echoclip
     # reads what it can, so they are not shown.
@@ -615,7 +643,8 @@ def _source_header(ds: Any, n_frames: int) -> Any:
 
 
 def read_jpeg_codestreams(
-    path: Path, indices: Sequence[int], *, keep_phi: bool = False, salt: str | None = None
+    path: Path, indices: Sequence[int], *, keep_phi: bool = False, salt: str | None = None,
+    wanted_types: Sequence[str] | None = None,
 ) -> tuple[list[bytes], dict[str, Any], tuple[int, int], str] | None:
     """For 8-bit JPEG Baseline DICOM in a plain colour encoding: the undecoded codestreams of
     frames ``indices``, the metadata :func:`read_dicom` would give (``decoder`` left for the
@@ -627,15 +656,17 @@ def read_jpeg_codestreams(
     bytes, the sampled frames cut straight from the encapsulated items
     (:func:`_codestreams_in_memory`). A file that path does not take as it is (no preamble, an
     offset table that groups fragments, anything damaged) is read again by the general reader
-    (:func:`_codestreams_from_file`), which decides, and reports, as it always did.
+    (:func:`_codestreams_from_file`), which decides, and reports, as it always did. With
+    ``wanted_types``, a clip whose header gives another type raises :class:`Refused`.
     """
     data = path.read_bytes()
     digest = sha256_bytes(data)
+    refuse = refusal(wanted_types, keep_phi=keep_phi, salt=salt)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        got = _codestreams_in_memory(path, data, indices, keep_phi=keep_phi, salt=salt)
+        got = _codestreams_in_memory(path, data, indices, keep_phi=keep_phi, salt=salt, refuse=refuse)
     if got is _UNUSUAL:
-        got = _codestreams_from_file(path, indices, keep_phi=keep_phi, salt=salt)
+        got = _codestreams_from_file(path, indices, keep_phi=keep_phi, salt=salt, refuse=refuse)
     return None if got is None else (*got, digest)
 
 
@@ -658,7 +689,7 @@ def _device_decodable(ds: Any, ts: Any) -> bool:
 
 
 def _codestreams_in_memory(path: Path, data: bytes, indices: Sequence[int], *, keep_phi: bool,
-                           salt: str | None) -> Any:
+                           salt: str | None, refuse: "Refusal | None" = None) -> Any:
     """:func:`_codestreams_from_file` on the file's bytes ``data``, for the common layout only: a
     file with the preamble whose header ends at encapsulated pixel data of one fragment per frame
     (an empty offset table, or one that says just that). ``_UNUSUAL`` for anything else, so the
@@ -667,6 +698,8 @@ def _codestreams_in_memory(path: Path, data: bytes, indices: Sequence[int], *, k
     if header is None:
         return _UNUSUAL
     ds, pixels_at = header
+    if refuse is not None:
+        refuse(ds)
     try:
         ts = transfer_syntax(ds)
         if not _device_decodable(ds, ts):
@@ -750,11 +783,12 @@ def one_fragment_per_frame(data: bytes, at: int, n_frames: int) -> list[tuple[in
 
 
 def _codestreams_from_file(
-    path: Path, indices: Sequence[int], *, keep_phi: bool = False, salt: str | None = None
+    path: Path, indices: Sequence[int], *, keep_phi: bool = False, salt: str | None = None,
+    refuse: "Refusal | None" = None,
 ) -> tuple[list[bytes], dict[str, Any], tuple[int, int]] | None:
     """The general reader of :func:`read_jpeg_codestreams` (its digest aside): the header through
     :func:`read_header`, the frames through ``pydicom.encaps.generate_frames``."""
-    ds = read_header(path)
+    ds = read_header(path, refuse)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         ts = transfer_syntax(ds)
