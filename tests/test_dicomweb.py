@@ -85,6 +85,20 @@ def model(tiny_bundle):
     return echoclip_cli.load_model("tiny", device="cpu", precision="fp32")
 
 
+class Heard:
+    """A progress that keeps what it is told (notes and warnings), in order."""
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def start(self, total, frames_per_item): pass
+    def frames(self, count): pass
+    def item(self, n_frames): pass
+
+    def note(self, message): self.said.append(message)
+    def warn(self, message): self.said.append(message)
+
+
 def _by_sop(records) -> dict:
     return {r.identity: r for r in records if r.level == "video"}
 
@@ -129,16 +143,9 @@ def test_only_the_sampled_frames_travel_and_refused_clips_move_no_pixels(pacs, c
     server, folder, studies = pacs
     proxy = _proxy(server)
     try:
-        notes = []
-
-        class Notes:
-            def start(self, total, frames_per_item): pass
-            def frames(self, count): pass
-            def item(self, n_frames): pass
-            def note(self, message): notes.append(message)
-            def warn(self, message): notes.append(message)
-
-        records = list(echoclip_cli.predict_ef(model, Archive(proxy.url, studies=tuple(studies)), progress=Notes()))
+        heard = Heard()
+        records = list(echoclip_cli.predict_ef(model, Archive(proxy.url, studies=tuple(studies)), progress=heard))
+        notes = heard.said
     finally:
         proxy.stop()
     assert all(getattr(r, 'error', None) is None for r in records)
@@ -168,22 +175,14 @@ def test_a_server_that_cannot_serve_frames_gives_whole_instances_said_once(pacs,
     server, folder, studies = pacs
     proxy = _proxy(server)
     proxy.fail = lambda path: 406 if "/frames/" in path else None
-    warned = []
-
-    class Warn:
-        def start(self, total, frames_per_item): pass
-        def frames(self, count): pass
-        def item(self, n_frames): pass
-        def note(self, message): pass
-        def warn(self, message): warned.append(message)
-
+    heard = Heard()
     try:
-        records = list(echoclip_cli.predict_ef(model, Archive(proxy.url, studies=tuple(studies)), progress=Warn()))
+        records = list(echoclip_cli.predict_ef(model, Archive(proxy.url, studies=tuple(studies)), progress=heard))
     finally:
         proxy.stop()
     on_disk = _by_sop(echoclip_cli.predict_ef(model, [folder / "A", folder / "B"]))
     assert {sop: r.ef for sop, r in _by_sop(records).items()} == {sop: r.ef for sop, r in on_disk.items()}
-    assert len([w for w in warned if "cannot serve single frames" in w]) == 1
+    assert len([w for w in heard.said if "cannot serve single frames" in w]) == 1
     assert proxy.received("/instances/") > 0
 
 
@@ -440,16 +439,9 @@ def test_a_store_filled_from_the_archive_names_each_instance_by_its_url(pacs, cr
     assert all(row["source"].startswith(f"{server.url}/studies/") for row in stored.rows)
     again = list(echoclip_cli.predict_ef(echoclip_cli.load_model(store=out, device="cpu"), store=out))
     assert {r.source for r in again if r.level == "video"} == {r.source for r in records}
-    notes = []
-
-    class Notes:
-        def start(self, total, frames_per_item): pass
-        def frames(self, count): pass
-        def item(self, n_frames): pass
-        def note(self, message): notes.append(message)
-        def warn(self, message): notes.append(message)
-
-    resumed = list(echoclip_cli.embed(model, Archive(server.url, studies=tuple(studies)), out=out, progress=Notes()))
+    heard = Heard()
+    resumed = list(echoclip_cli.embed(model, Archive(server.url, studies=tuple(studies)), out=out, progress=heard))
+    notes = heard.said
     assert resumed == [] and "5 instances already in the store: not fetched" in notes  # no metadata, no frames
     assert any("fetched 0.0 MB of pixel data" in n for n in notes), notes
 
