@@ -242,3 +242,21 @@ def test_on_a_real_terminal_of_80_and_120_columns_every_record_is_one_unbroken_r
         assert set(words) <= header_cells, "\n".join(lines)
         body = [line for line in lines if line.startswith("│")]
         assert len([line for line in body if any(name in line for name in names)]) == 5, "\n".join(lines)
+
+
+def test_archive_instance_urls_are_one_short_row_each_under_their_server(monkeypatch, capsys):
+    """Records from --dicomweb name instances by WADO-RS URLs of ~250 characters: the table says
+    the server once (with its "//" intact) and each row shows the study/series/instance UIDs
+    shortened, one line per record at 100 columns."""
+    from echoclip_cli.cli.common import OutputFormat, emit_records
+
+    monkeypatch.setenv("COLUMNS", "100")
+    base = "http://127.0.0.1:8042/dicom-web/studies"
+    uid = "1.2.826.0.1.3680043.8.498.{}"
+    rows = [{"level": "video", "source": f"{base}/{uid.format(10**30 + k)}/series/{uid.format(10**31 + k)}/instances/"
+             f"{uid.format(10**32 + k)}", "study": uid.format(10**30 + k), "ef": 50.0 + k} for k in range(3)]
+    emit_records(rows, OutputFormat.table, columns=["level", "source", "study", "ef"])
+    out = capsys.readouterr().out
+    assert f"source under {base}" in out, out
+    body = [line for line in out.splitlines() if line.startswith("│")]
+    assert len(body) == 3 and all(len(line) <= 100 for line in out.splitlines()), out

@@ -106,8 +106,9 @@ def _table_cell(value: Any) -> Text:
     (JSONL/CSV keep them whole); plain text, never Rich markup (a file name like ``x[/bold].avi`` is shown as it is),
     with control characters escaped."""
     text = {True: "yes", False: "no"}.get(value, "") if isinstance(value, bool) else safe_text(cell_text(value))
-    if len(text) > 24 and _LONG_UID.fullmatch(text):
-        text = f"…{text[-8:]}"
+    if len(text) > 24:  # a UID, or a path or URL made of them (an archive's instance): each shortened
+        text = "/".join(f"…{part[-8:]}" if len(part) > 24 and _LONG_UID.fullmatch(part) else part
+                        for part in text.split("/"))
     return Text(text)
 
 
@@ -117,6 +118,13 @@ def _shared_folder(values: Sequence[Any]) -> str | None:
     paths = [v for v in values if isinstance(v, str) and v]
     if len(paths) < 2 or len(paths) != len(values):
         return None
+    if all("://" in p for p in paths):  # URLs (an archive's instances): whole segments, "//" kept
+        parts = [p.split("/") for p in paths]
+        common = 0
+        while common < min(len(p) for p in parts) - 1 and len({p[common] for p in parts}) == 1:
+            common += 1
+        folder = "/".join(parts[0][:common])
+        return folder if len(folder) >= 16 else None
     try:
         folder = os.path.commonpath(paths)
     except ValueError:  # absolute and relative mixed
@@ -129,4 +137,6 @@ def _shared_folder(values: Sequence[Any]) -> str | None:
 def _relative(value: Any, folder: str | None) -> Any:
     if folder is None or not isinstance(value, str):
         return value
+    if "://" in value:
+        return value[len(folder):].lstrip("/") if value.startswith(folder + "/") else value
     return os.path.relpath(value, folder)
