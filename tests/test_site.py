@@ -383,3 +383,25 @@ def test_report_shows_the_head_beside_zero_shot(site, tmp_path):
     assert all("ejection_fraction" in c.heads for s in studies for c in s.scored)
     page = next((tmp_path / "report").glob("study-*.html")).read_text()
     assert "site head" in page and "zero-shot" in page
+
+
+def test_an_sr_echoclip_wrote_is_never_read_back_as_a_label(tiny_bundle, tmp_path):
+    """predict-ef --sr (or --stow into the PACS) writes the model's EF into an SR beside the
+    sonographer's: harvesting it would label the model with its own answer. Only the people's
+    measurements become labels."""
+    import echoclip_cli
+    from tests.cli_helpers import run_cli
+    from tests.sr_helpers import make_study
+    from tests.site_factory import BIPLANE, LVEF_US, Planted, image_header, make_echo_sr
+
+    study = make_study(tmp_path / "study")
+    folder = study["a"].parent
+    written = run_cli("predict-ef", "--dir", folder, "-w", "tiny", "-f", "jsonl", "--sr", folder)
+    assert written.exit_code == 0, written.stderr
+    import pydicom
+
+    header = image_header(0, "P0")
+    header.StudyInstanceUID = pydicom.dcmread(study["a"]).StudyInstanceUID
+    make_echo_sr(folder / "sonographer.dcm", header, [Planted(LVEF_US, 41.0, method=BIPLANE)], seed=1)
+    labels = echoclip_cli.harvest_labels([folder])
+    assert [(r.value, r.source.rsplit("/", 1)[-1]) for r in labels if r.ok] == [(41.0, "sonographer.dcm")]

@@ -9,6 +9,7 @@ model, poor at zero-shot EF (MAE 16.9 in the paper) and right for patients and s
 ZERO_SHOT_WEIGHTS = "echo-clip"  # predict-ef, detect-devices, zero-shot
 RETRIEVAL_WEIGHTS = "echo-clip-r"  # match-patients, search
 DEFAULT_WEIGHTS = ZERO_SHOT_WEIGHTS  # embed, and anything that names no use case
+RESULT_MANUFACTURER = "echoclip"  # the Manufacturer of the DICOM SRs echoclip writes: never read back as labels
 
 # Patient matching (EchoCLIP-R), from the paper's mean cosines (Christensen et al. 2024).
 DIFFERENT_PATIENT_MEAN = 0.40  # different patients

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ..defaults import RESULT_MANUFACTURER
 from ..errors import MediaError, UsageError
 from ..files import atomic_write
 from ..records import VideoRecord
@@ -77,7 +78,7 @@ def build_sr(results: StudyResults, headers: Headers | None = None,
         raise MediaError(f"study {results.study}: {NO_HEADER}")
     algorithm = hd.sr.AlgorithmIdentification(
         name=f"echoclip zero-shot ({provenance.weights})", version=provenance.echoclip_version,
-        parameters=[f"{k}={v}" for k, v in provenance.parameters().items()], manufacturer="echoclip")
+        parameters=[f"{k}={v}" for k, v in provenance.parameters().items()], manufacturer=RESULT_MANUFACTURER)
     groups = [group for task in _tasks(results, clips)
               for group in _task_groups(hd, task, results, clips, algorithm)]
     report = hd.sr.MeasurementReport(observation_context=_observer(hd, provenance),
@@ -86,7 +87,7 @@ def build_sr(results: StudyResults, headers: Headers | None = None,
     return hd.sr.Comprehensive3DSR(
         evidence=[clip.header for clip in clips], content=report[0],
         series_instance_uid=hd.UID(), series_number=SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1,
-        manufacturer="echoclip", manufacturer_model_name=provenance.weights[:64],
+        manufacturer=RESULT_MANUFACTURER, manufacturer_model_name=provenance.weights[:64],
         software_versions=f"echoclip {provenance.echoclip_version}", series_description=SERIES_DESCRIPTION,
         is_complete=True, is_final=False, is_verified=False,
         coding_schemes=[hd.coding_schemes.CodingSchemeIdentificationItem(C.PRIVATE_SCHEME, name=C.PRIVATE_SCHEME_NAME)])
@@ -184,7 +185,7 @@ def _observer(hd: Any, provenance: Provenance) -> Any:
 
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=generate_uid(entropy_srcs=["echoclip", provenance.echoclip_version, provenance.weights_sha256]),
-        name="echoclip", manufacturer_name="echoclip", model_name=provenance.weights[:64])
+        name="echoclip", manufacturer_name=RESULT_MANUFACTURER, model_name=provenance.weights[:64])
     return hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
         observer_type=C.DEVICE_OBSERVER, observer_identifying_attributes=device))
 

@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
+from ..defaults import RESULT_MANUFACTURER
 from .context import StudyContext
 from .labels import EF, LabelRecord
 from .report_text import labels_from_text
@@ -126,7 +127,11 @@ def _is_ef(name: tuple[str, str, str] | None) -> tuple[bool, str | None]:
 
 
 def labels_from_dataset(ds: Any, source: str, context: StudyContext) -> list[LabelRecord]:
-    """Every LVEF (and every EF sentence of its TEXT items) in an SR dataset, as label records."""
+    """Every LVEF (and every EF sentence of its TEXT items) in an SR dataset, as label records.
+    None from an SR echoclip wrote itself (``--sr``, stored back into the study): its EF is the
+    model's, and a label must come from the people who measured."""
+    if str(ds.get("Manufacturer", "") or "").strip() == RESULT_MANUFACTURER:
+        return []
     sop_uid = str(ds.get("SOPInstanceUID", "") or "") or None
     out: list[LabelRecord] = []
     for item, scope in _walk(ds.get("ContentSequence"), _modifiers(ds, _Scope())):
