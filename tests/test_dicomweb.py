@@ -169,6 +169,8 @@ def test_only_the_sampled_frames_travel_and_refused_clips_move_no_pixels(pacs, c
     assert not [path for path, _, _ in proxy.log if still_sop in path and not path.endswith("/metadata")]
     assert not [path for path, _, _ in proxy.log if path.split("?")[0].endswith(tuple(f"/instances/{s}" for s in [still_sop]))]
     assert any("MB of pixel data" in n for n in notes)
+    metadata = [path for path, _, _ in proxy.log if path.endswith("/metadata")]
+    assert metadata and all("/instances/" not in path for path in metadata)  # one request per series, not per clip
 
 
 def test_a_server_that_cannot_serve_frames_gives_whole_instances_said_once(pacs, creds, model):

@@ -260,6 +260,14 @@ class Server:
             raise ServerError(f"{self.instance_url(study, series, sop)}/metadata: not a DICOM JSON object")
         return found
 
+    def series_metadata(self, study: str, series: str) -> dict[str, dict[str, Any]]:
+        """The metadata of every instance of a series in one request, by SOP Instance UID."""
+        found = self._call(f"{self.url}/studies/{study}/series/{series}/metadata", "metadata",
+                           lambda: self.client.retrieve_series_metadata(study, series))
+        if not isinstance(found, list):
+            raise ServerError(f"{self.url}/studies/{study}/series/{series}/metadata: not a list of DICOM JSON objects")
+        return {sop: item for item in found if isinstance(item, dict) and (sop := _value(item, "00080018"))}
+
     def frames(self, study: str, series: str, sop: str, numbers: Sequence[int]) -> Frames:
         """Frames ``numbers`` (1-based, as DICOMweb counts) as stored: their bytes and transfer
         syntax. A :class:`ServerError` with the HTTP status when the server cannot serve them."""

@@ -1,6 +1,7 @@
 """An archive's instances as local files holding only what a run reads.
 
-For each instance of a study: its metadata first (WADO-RS metadata). A clip whose header already
+For each instance of a study: its metadata first (WADO-RS metadata, asked once per series; per
+instance where the server cannot answer for a series). A clip whose header already
 says it will not be scored (another modality, a still, a Doppler or M-mode strip, when the run
 does not want that type) is written header-only: no pixel byte moves. Otherwise only the frames
 the sampling reads are fetched (WADO-RS frames, as stored: JPEG frames arrive compressed) and
@@ -66,6 +67,7 @@ def stage(
     has already (a store it resumes): not fetched at all."""
     folder.mkdir(parents=True, exist_ok=True)
     staged = StagedStudy(study, folder)
+    series_metadata: dict[str, dict[str, Any] | None] = {}  # one request per series, where the server can
     for series, sop in instances:
         path = folder / f"{sop}.dcm"  # a UID (checked): reports name the clip by it
         source = server.instance_url(study, series, sop)
@@ -73,7 +75,10 @@ def stage(
             staged.held += 1
             continue
         try:
-            kept, header = _stage_one(server, study, series, sop, path, frame_indices, wanted_types)
+            if series not in series_metadata:
+                series_metadata[series] = _series_metadata(server, study, series)
+            metadata = (series_metadata[series] or {}).get(sop) or server.metadata(study, series, sop)
+            kept, header = _stage_one(server, study, series, sop, metadata, path, frame_indices, wanted_types)
         except ServerError as exc:
             staged.paths.append(path)
             staged.sources[str(path)] = source
@@ -92,18 +97,24 @@ def stage(
     return staged
 
 
-def _stage_one(server: Server, study: str, series: str, sop: str, path: Path, frame_indices: Sequence[int],
-               wanted_types: Sequence[str] | None) -> tuple[str, Any]:
-    """Write one instance's staged file; (what was written: ``header``, ``frames``, ``whole`` or
-    ``not_image`` (nothing written), its :func:`brief` header)."""
-    return _stage_file(server, study, series, sop, path, frame_indices, wanted_types)
+def _series_metadata(server: Server, study: str, series: str) -> dict[str, dict[str, Any]] | None:
+    """Every instance's metadata of a series in one request (instead of one per instance), or
+    None where the server cannot give it that way (each instance is asked then)."""
+    try:
+        return server.series_metadata(study, series)
+    except ServerError:
+        if server.down is not None:  # the server is gone: this instance's error, and every next one's
+            raise
+        return None
 
 
-def _stage_file(server: Server, study: str, series: str, sop: str, path: Path, frame_indices: Sequence[int],
-                wanted_types: Sequence[str] | None) -> tuple[str, Any]:
+def _stage_one(server: Server, study: str, series: str, sop: str, metadata: dict[str, Any], path: Path,
+               frame_indices: Sequence[int], wanted_types: Sequence[str] | None) -> tuple[str, Any]:
+    """Write one instance's staged file from its ``metadata``; (what was written: ``header``,
+    ``frames``, ``whole`` or ``not_image`` (nothing written), its :func:`brief` header)."""
     from ..media import classify
 
-    ds = _dataset(server.metadata(study, series, sop), server.instance_url(study, series, sop))
+    ds = _dataset(metadata, server.instance_url(study, series, sop))
     if "Rows" not in ds or "Columns" not in ds:
         return "not_image", ds
     _mark(ds, server.instance_url(study, series, sop))
