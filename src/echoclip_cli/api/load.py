@@ -89,7 +89,7 @@ def compile_by_default(device: "torch.device", backend: str | None, inputs: int 
         wanted = chosen == "1"
     else:
         wanted = device.type == "cuda" and (inputs is None or inputs >= COMPILE_FROM)
-    if wanted and (backend or os.environ.get(registry.ENV) or "auto").strip().lower() not in ("auto", "torch"):
+    if wanted and registry.word(backend) not in ("auto", "torch"):  # the registry reads ECHOCLIP_BACKEND
         return False
     if wanted:
         compile_cache()
